@@ -1,0 +1,31 @@
+//! Errors of the usbmuxd protocol layer.
+
+use crate::message::ResultCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsbmuxError {
+    #[error("usbmuxd I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("usbmuxd did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("usbmuxd frame length {0} is shorter than its 16-byte header")]
+    FrameTooShort(u32),
+    #[error("usbmuxd frame length {length} exceeds the limit of {max} bytes")]
+    FrameTooLarge { length: u32, max: u32 },
+    #[error("usbmuxd frame truncated: needed {needed} bytes, got {got}")]
+    Truncated { needed: usize, got: usize },
+    #[error("usbmuxd connection closed")]
+    Closed,
+    #[error("malformed usbmuxd plist: {0}")]
+    Plist(String),
+    #[error("usbmuxd message lacks {0}")]
+    MissingKey(&'static str),
+    #[error("unexpected usbmuxd reply: {0}")]
+    UnexpectedReply(String),
+    #[error("usbmuxd reply tag {got} does not match request tag {expected}")]
+    TagMismatch { expected: u32, got: u32 },
+    #[error("usbmuxd refused the request: {0}")]
+    Refused(ResultCode),
+    #[error("bad usbmuxd address {0:?}: expected a unix socket path or IP:PORT")]
+    BadAddress(String),
+}

@@ -1,0 +1,22 @@
+//! The usbmuxd socket protocol (plist flavour): frames, requests and replies, device properties,
+//! a Listen loop and client helpers. Used by the station's client and by the simulator's server.
+
+pub mod address;
+pub mod client;
+pub mod device;
+pub mod error;
+pub mod frame;
+pub mod listen;
+pub mod message;
+pub mod plist_service;
+
+pub use address::{UsbmuxAddress, UsbmuxStream};
+pub use client::UsbmuxClient;
+pub use device::{DeviceEvent, DeviceProperties};
+pub use error::UsbmuxError;
+pub use frame::{Frame, Header};
+pub use listen::{Listener, listen_loop};
+pub use message::{ClientInfo, Request, ResultCode};
+
+/// lockdownd's TCP port on the device.
+pub const LOCKDOWN_PORT: u16 = 62078;
