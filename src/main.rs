@@ -1,1 +1,198 @@
-fn main() {}
+//! cartprep: the command line. Everything it runs lives in the crates under crates/.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Parser)]
+#[command(
+    name = "cartprep",
+    version,
+    about = "Headless iPad preparation station"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a simulated cart: a usbmuxd server hosting virtual iPads that speak lockdownd.
+    Sim(SimArgs),
+}
+
+#[derive(clap::Args)]
+struct SimArgs {
+    /// Number of fresh iPads on the cart (ignored with --scenario).
+    #[arg(long, default_value_t = 3, conflicts_with = "scenario")]
+    devices: usize,
+    /// A TOML scenario describing the cart (see crates/simulator/src/scenario.rs).
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Where to listen: a unix socket path or 127.0.0.1:PORT (repeatable).
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Folder for pair records, the SystemBUID and device keys (default: a new temporary folder).
+    #[arg(long = "state", value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Start the iPads activated (still in Setup Assistant), as after an erase and activation.
+    #[arg(long)]
+    activated: bool,
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    // idevice prints pair records, private keys included, at debug level: never let it.
+    let filter = EnvFilter::try_from_env("CARTPREP_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn"))
+        .add_directive("idevice=info".parse().expect("static directive"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Sim(args) => sim(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
+    let scenario = match &args.scenario {
+        Some(path) => match simulator::Scenario::load(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None if args.devices == 0 => {
+            eprintln!("error: --devices must be at least 1");
+            return Ok(ExitCode::from(2));
+        }
+        None => simulator::Scenario::uniform(args.devices),
+    };
+    let listen_args = if args.listen.is_empty() {
+        vec!["127.0.0.1:27015".to_owned()]
+    } else {
+        args.listen.clone()
+    };
+    let mut listen = Vec::new();
+    for a in &listen_args {
+        match a.parse::<usbmux::UsbmuxAddress>() {
+            Ok(addr) => listen.push(addr),
+            Err(e) => {
+                eprintln!("error: --listen {a}: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    // Kept until exit so a default state folder is removed when the simulator stops.
+    let (state_dir, _temp) = match &args.state {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let t = tempfile::Builder::new().prefix("cartprep-sim-").tempdir()?;
+            (t.path().to_owned(), Some(t))
+        }
+    };
+    let sim = simulator::Simulator::start(simulator::SimConfig {
+        scenario,
+        listen,
+        state_dir: state_dir.clone(),
+        activated: args.activated,
+    })
+    .await
+    .context("starting the simulator")?;
+
+    let control_path = state_dir.join("control.sock");
+    {
+        let cart = sim.cart.clone();
+        let path = control_path.clone();
+        tokio::spawn(async move {
+            if let Err(e) = simulator::control::serve_socket(cart, &path).await {
+                eprintln!("warning: control socket {}: {e}", path.display());
+            }
+        });
+    }
+    for addr in sim.addresses() {
+        println!("listening on {addr}");
+    }
+    println!("state folder {}", state_dir.display());
+    println!("control socket {}", control_path.display());
+    let first = sim.address();
+    println!(
+        "try: USBMUXD_SOCKET_ADDRESS={} ideviceinfo -s    or    USBMUXD_SOCKET_ADDRESS={first} pymobiledevice3 usbmux list",
+        first.for_libusbmuxd()
+    );
+    println!("{}", simulator::control::HELP);
+    for (ipad, id) in sim.cart.slots() {
+        if let Some(device_id) = id {
+            println!(
+                "{}",
+                simulator::Notice::Plugged {
+                    slot: ipad.spec.slot,
+                    device_id,
+                    ipad: ipad.clone()
+                }
+            );
+        }
+    }
+    let mut notices = sim.cart.notices();
+    tokio::spawn(async move {
+        while let Ok(n) = notices.recv().await {
+            println!("{n}");
+        }
+    });
+    let _timeline = sim.spawn_timeline();
+    let cart = sim.cart.clone();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let out = simulator::control::execute(&cart, &line);
+            if !out.is_empty() {
+                println!("{out}");
+            }
+        }
+    });
+    wait_for_shutdown().await;
+    println!("simulator stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,1 +1,241 @@
+//! A usbmuxd-compatible server hosting virtual iPads that speak lockdownd, so that cartprep and
+//! independent tools (pymobiledevice3, libimobiledevice, the idevice crate) can be tested
+//! without an iPad.
 
+pub mod cart;
+pub mod catalogue;
+pub mod control;
+pub mod error;
+pub mod faults;
+pub mod files;
+pub mod ipad;
+pub mod lockdownd;
+pub mod mcinstall;
+pub mod pair_store;
+pub mod rng;
+pub mod scenario;
+pub mod services;
+pub mod tls;
+pub mod usbmuxd;
+pub mod values;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use usbmux::UsbmuxAddress;
+
+pub use cart::{Cart, CartError, Notice};
+pub use error::SimError;
+pub use scenario::Scenario;
+
+use crate::catalogue::{Identity, MODELS};
+use crate::faults::FaultBook;
+use crate::ipad::{DeviceSpec, DeviceState, VirtualIpad};
+use crate::pair_store::PairStore;
+
+/// How to start a simulator.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub scenario: Scenario,
+    /// Where to listen; a TCP port 0 picks a free port (see [`Simulator::addresses`]).
+    pub listen: Vec<UsbmuxAddress>,
+    /// Pair records, SystemBUID and device keys.
+    pub state_dir: PathBuf,
+    /// Devices without an explicit `activated` start activated (still in Setup Assistant).
+    pub activated: bool,
+}
+
+pub struct Simulator {
+    pub cart: Arc<Cart>,
+    addresses: Vec<UsbmuxAddress>,
+    tasks: Vec<JoinHandle<()>>,
+    scenario: Scenario,
+}
+
+impl Simulator {
+    /// Builds the cart, binds every address and starts serving. Devices the scenario plugs at
+    /// start are plugged before this returns.
+    pub async fn start(config: SimConfig) -> Result<Self, SimError> {
+        let scenario = config.scenario;
+        scenario.validate().map_err(|reason| SimError::Scenario {
+            path: "(scenario)".into(),
+            reason,
+        })?;
+        let store = PairStore::open(&config.state_dir)?;
+        let keys_dir = config.state_dir.join("devices");
+        let mut key_jobs = Vec::new();
+        let mut specs = Vec::new();
+        for (i, entry) in scenario.devices.iter().enumerate() {
+            let slot = i as u32 + 1;
+            let model = match &entry.model {
+                Some(m) => catalogue::model(m).ok_or_else(|| SimError::Scenario {
+                    path: "(scenario)".into(),
+                    reason: format!("unknown model {m}"),
+                })?,
+                None => &MODELS[i % MODELS.len()],
+            };
+            let release = entry
+                .ios
+                .as_deref()
+                .and_then(|v| model.release(v))
+                .unwrap_or(model.releases[model.releases.len() - 1]);
+            let mut identity = Identity::generate(
+                model,
+                scenario.seed.wrapping_mul(1000).wrapping_add(slot as u64),
+            );
+            if let Some(s) = &entry.serial {
+                identity.serial_number = s.clone();
+            }
+            if let Some(u) = &entry.udid {
+                identity.udid = u.clone();
+            }
+            let udid = identity.udid.clone();
+            let dir = keys_dir.clone();
+            key_jobs.push(tokio::task::spawn_blocking(move || {
+                ipad::load_or_create_key(Some(&dir), &udid)
+            }));
+            specs.push((
+                DeviceSpec {
+                    slot,
+                    model,
+                    release,
+                    identity,
+                    pairing: entry.pairing_behavior(),
+                    latency: Duration::from_millis(entry.latency_ms),
+                    location_id: (1 << 16) | u64::from(slot + 2),
+                },
+                DeviceState::new(
+                    entry.name.clone().unwrap_or_else(|| "iPad".into()),
+                    entry.activated.unwrap_or(config.activated),
+                    entry.setup_done,
+                    entry.passcode,
+                ),
+            ));
+        }
+        let mut devices = Vec::new();
+        for ((spec, state), job) in specs.into_iter().zip(key_jobs) {
+            let key = job.await.map_err(|e| SimError::Key(e.to_string()))??;
+            devices.push(Arc::new(VirtualIpad::new(spec, key, state)?));
+        }
+        let mut faults = FaultBook::default();
+        for f in &scenario.faults {
+            faults.add(f.clone());
+        }
+        let cart = Arc::new(Cart::new(devices, store, faults));
+
+        let mut addresses = Vec::new();
+        let mut tasks = Vec::new();
+        for addr in &config.listen {
+            let (bound, task) = bind(cart.clone(), addr).await?;
+            addresses.push(bound);
+            tasks.push(task);
+        }
+        for slot in 1..=scenario.devices.len() as u32 {
+            if scenario.plugged_at_start(slot) {
+                let _ = cart.plug(slot);
+            }
+        }
+        Ok(Simulator {
+            cart,
+            addresses,
+            tasks,
+            scenario,
+        })
+    }
+
+    /// The addresses actually listened on, in the order given.
+    pub fn addresses(&self) -> &[UsbmuxAddress] {
+        &self.addresses
+    }
+
+    /// The first address (tests use one).
+    pub fn address(&self) -> &UsbmuxAddress {
+        &self.addresses[0]
+    }
+
+    /// Plays the scenario's timeline (plugs and unplugs at their times, from now).
+    pub fn spawn_timeline(&self) -> JoinHandle<()> {
+        let cart = self.cart.clone();
+        let mut timeline = self.scenario.timeline.clone();
+        timeline.sort_by_key(|t| t.at_ms);
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for t in timeline {
+                tokio::time::sleep_until(start + Duration::from_millis(t.at_ms)).await;
+                let r = match t.action {
+                    scenario::Action::Plug => cart.plug(t.slot).map(|_| ()),
+                    scenario::Action::Unplug => cart.unplug(t.slot),
+                };
+                if let Err(e) = r {
+                    tracing::warn!("timeline at {} ms: {e}", t.at_ms);
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for a in &self.addresses {
+            if let UsbmuxAddress::Unix(p) = a {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+async fn bind(
+    cart: Arc<Cart>,
+    addr: &UsbmuxAddress,
+) -> Result<(UsbmuxAddress, JoinHandle<()>), SimError> {
+    match addr {
+        UsbmuxAddress::Tcp(a) => {
+            let listener = tokio::net::TcpListener::bind(a).await?;
+            let bound = UsbmuxAddress::Tcp(listener.local_addr()?);
+            let task = tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((s, _)) => {
+                            let _ = s.set_nodelay(true);
+                            tokio::spawn(usbmuxd::serve_client(cart.clone(), Box::new(s)));
+                        }
+                        Err(e) => {
+                            tracing::warn!("usbmuxd accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            });
+            Ok((bound, task))
+        }
+        UsbmuxAddress::Unix(path) => {
+            // A stale socket from a killed run would make bind fail.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_socket()
+            }) {
+                let _ = std::fs::remove_file(path);
+            }
+            let listener = tokio::net::UnixListener::bind(path)?;
+            let task = tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((s, _)) => {
+                            tokio::spawn(usbmuxd::serve_client(cart.clone(), Box::new(s)));
+                        }
+                        Err(e) => {
+                            tracing::warn!("usbmuxd accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            });
+            Ok((addr.clone(), task))
+        }
+    }
+}

@@ -100,7 +100,11 @@ pub enum UsbmuxStream {
 }
 
 impl AsyncRead for UsbmuxStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             UsbmuxStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(unix)]
@@ -110,7 +114,11 @@ impl AsyncRead for UsbmuxStream {
 }
 
 impl AsyncWrite for UsbmuxStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             UsbmuxStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(unix)]

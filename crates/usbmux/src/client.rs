@@ -28,7 +28,10 @@ impl UsbmuxClient {
         Self::connect_with_timeout(addr, DEFAULT_TIMEOUT).await
     }
 
-    pub async fn connect_with_timeout(addr: &UsbmuxAddress, timeout: Duration) -> Result<Self, UsbmuxError> {
+    pub async fn connect_with_timeout(
+        addr: &UsbmuxAddress,
+        timeout: Duration,
+    ) -> Result<Self, UsbmuxError> {
         let stream = tokio::time::timeout(timeout, addr.connect())
             .await
             .map_err(|_| UsbmuxError::Timeout(timeout))??;
@@ -91,7 +94,9 @@ impl UsbmuxClient {
             .map(|entry| {
                 entry
                     .as_dictionary()
-                    .ok_or_else(|| UsbmuxError::UnexpectedReply("DeviceList entry is not a dict".into()))
+                    .ok_or_else(|| {
+                        UsbmuxError::UnexpectedReply("DeviceList entry is not a dict".into())
+                    })
                     .and_then(DeviceProperties::from_attached)
             })
             .collect()
@@ -108,7 +113,9 @@ impl UsbmuxClient {
 
     /// The raw pair-record file, or `None` when usbmuxd has none for this UDID.
     pub async fn read_pair_record(&mut self, udid: &str) -> Result<Option<Vec<u8>>, UsbmuxError> {
-        let reply = self.request(&Request::ReadPairRecord { udid: udid.into() }).await?;
+        let reply = self
+            .request(&Request::ReadPairRecord { udid: udid.into() })
+            .await?;
         if let Some(data) = reply.get("PairRecordData").and_then(Value::as_data) {
             return Ok(Some(data.to_vec()));
         }
@@ -119,7 +126,12 @@ impl UsbmuxClient {
         }
     }
 
-    pub async fn save_pair_record(&mut self, udid: &str, data: Vec<u8>, device_id: Option<u32>) -> Result<(), UsbmuxError> {
+    pub async fn save_pair_record(
+        &mut self,
+        udid: &str,
+        data: Vec<u8>,
+        device_id: Option<u32>,
+    ) -> Result<(), UsbmuxError> {
         self.expect_ok(&Request::SavePairRecord {
             udid: udid.into(),
             data,
@@ -129,7 +141,8 @@ impl UsbmuxClient {
     }
 
     pub async fn delete_pair_record(&mut self, udid: &str) -> Result<(), UsbmuxError> {
-        self.expect_ok(&Request::DeletePairRecord { udid: udid.into() }).await
+        self.expect_ok(&Request::DeletePairRecord { udid: udid.into() })
+            .await
     }
 
     pub async fn list_listeners(&mut self) -> Result<Vec<Dictionary>, UsbmuxError> {
@@ -138,12 +151,20 @@ impl UsbmuxClient {
             .get("ListenerList")
             .and_then(Value::as_array)
             .ok_or(UsbmuxError::MissingKey("ListenerList"))?;
-        Ok(list.iter().filter_map(|v| v.as_dictionary().cloned()).collect())
+        Ok(list
+            .iter()
+            .filter_map(|v| v.as_dictionary().cloned())
+            .collect())
     }
 
     /// Connects to a TCP port on the device; the returned stream is the raw tunnel.
-    pub async fn connect_device(mut self, device_id: u32, port: u16) -> Result<UsbmuxStream, UsbmuxError> {
-        self.expect_ok(&Request::Connect { device_id, port }).await?;
+    pub async fn connect_device(
+        mut self,
+        device_id: u32,
+        port: u16,
+    ) -> Result<UsbmuxStream, UsbmuxError> {
+        self.expect_ok(&Request::Connect { device_id, port })
+            .await?;
         Ok(self.stream)
     }
 

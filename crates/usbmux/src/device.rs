@@ -77,7 +77,10 @@ impl DeviceProperties {
         let mut d = Dictionary::new();
         d.insert("DeviceID".into(), (self.device_id as u64).into());
         d.insert("MessageType".into(), "Attached".into());
-        d.insert("Properties".into(), Value::Dictionary(self.properties_dict()));
+        d.insert(
+            "Properties".into(),
+            Value::Dictionary(self.properties_dict()),
+        );
         d
     }
 
@@ -101,11 +104,13 @@ impl DeviceProperties {
             .collect();
         Ok(DeviceProperties {
             device_id,
-            serial_number: string("SerialNumber").ok_or(UsbmuxError::MissingKey("Properties.SerialNumber"))?,
+            serial_number: string("SerialNumber")
+                .ok_or(UsbmuxError::MissingKey("Properties.SerialNumber"))?,
             location_id: uint(props, "LocationID"),
             product_id: uint(props, "ProductID"),
             connection_speed: uint(props, "ConnectionSpeed"),
-            connection_type: string("ConnectionType").ok_or(UsbmuxError::MissingKey("Properties.ConnectionType"))?,
+            connection_type: string("ConnectionType")
+                .ok_or(UsbmuxError::MissingKey("Properties.ConnectionType"))?,
             usb_serial_number: string("USBSerialNumber"),
             extra,
         })
@@ -133,10 +138,14 @@ impl DeviceEvent {
                 .ok_or(UsbmuxError::MissingKey("DeviceID"))
         };
         match kind {
-            "Attached" => Ok(DeviceEvent::Attached(DeviceProperties::from_attached(dict)?)),
+            "Attached" => Ok(DeviceEvent::Attached(DeviceProperties::from_attached(
+                dict,
+            )?)),
             "Detached" => Ok(DeviceEvent::Detached { device_id: id()? }),
             "Paired" => Ok(DeviceEvent::Paired { device_id: id()? }),
-            other => Err(UsbmuxError::UnexpectedReply(format!("Listen event {other:?}"))),
+            other => Err(UsbmuxError::UnexpectedReply(format!(
+                "Listen event {other:?}"
+            ))),
         }
     }
 

@@ -42,7 +42,8 @@ pub struct Header {
 impl Header {
     /// Decodes and checks a header: `length` must cover at least the header and at most `max_len`.
     pub fn decode(bytes: &[u8; HEADER_LEN], max_len: u32) -> Result<Self, UsbmuxError> {
-        let field = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let field =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let header = Header {
             length: field(0),
             version: field(4),
@@ -84,11 +85,17 @@ pub struct Frame {
 
 impl Frame {
     /// A frame whose length field is computed from the payload.
-    pub fn new(version: u32, message: u32, tag: u32, payload: Vec<u8>) -> Result<Self, UsbmuxError> {
-        let length = u32::try_from(payload.len() + HEADER_LEN).map_err(|_| UsbmuxError::FrameTooLarge {
-            length: u32::MAX,
-            max: u32::MAX,
-        })?;
+    pub fn new(
+        version: u32,
+        message: u32,
+        tag: u32,
+        payload: Vec<u8>,
+    ) -> Result<Self, UsbmuxError> {
+        let length =
+            u32::try_from(payload.len() + HEADER_LEN).map_err(|_| UsbmuxError::FrameTooLarge {
+                length: u32::MAX,
+                max: u32::MAX,
+            })?;
         Ok(Frame {
             header: Header {
                 length,
@@ -149,7 +156,10 @@ impl Frame {
 }
 
 /// Reads one frame. `Ok(None)` means the peer closed cleanly before a new header.
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max_len: u32) -> Result<Option<Frame>, UsbmuxError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_len: u32,
+) -> Result<Option<Frame>, UsbmuxError> {
     let mut head = [0u8; HEADER_LEN];
     let mut filled = 0;
     while filled < HEADER_LEN {
@@ -167,17 +177,23 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max_len: u32) -> R
     }
     let header = Header::decode(&head, max_len)?;
     let mut payload = vec![0u8; header.payload_len()];
-    reader.read_exact(&mut payload).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => UsbmuxError::Truncated {
-            needed: header.length as usize,
-            got: HEADER_LEN,
-        },
-        _ => UsbmuxError::Io(e),
-    })?;
+    reader
+        .read_exact(&mut payload)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => UsbmuxError::Truncated {
+                needed: header.length as usize,
+                got: HEADER_LEN,
+            },
+            _ => UsbmuxError::Io(e),
+        })?;
     Ok(Some(Frame { header, payload }))
 }
 
-pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &Frame) -> Result<(), UsbmuxError> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &Frame,
+) -> Result<(), UsbmuxError> {
     writer.write_all(&frame.to_bytes()).await?;
     writer.flush().await?;
     Ok(())

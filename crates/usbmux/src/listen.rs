@@ -38,7 +38,10 @@ impl Listener {
 
 /// Connects, sends Listen and forwards every event to `events` until usbmuxd goes away, the
 /// receiver is dropped or an error occurs (which is returned; the caller decides on backoff).
-pub async fn listen_loop(addr: &UsbmuxAddress, events: mpsc::Sender<DeviceEvent>) -> Result<(), UsbmuxError> {
+pub async fn listen_loop(
+    addr: &UsbmuxAddress,
+    events: mpsc::Sender<DeviceEvent>,
+) -> Result<(), UsbmuxError> {
     let mut listener = UsbmuxClient::connect(addr).await?.listen().await?;
     while let Some(event) = listener.next_event().await? {
         if events.send(event).await.is_err() {

@@ -70,7 +70,9 @@ impl ClientInfo {
             prog_name: s("ProgName"),
             client_version: s("ClientVersionString"),
             bundle_id: s("BundleID"),
-            lib_usbmux_version: dict.get("kLibUSBMuxVersion").and_then(Value::as_unsigned_integer),
+            lib_usbmux_version: dict
+                .get("kLibUSBMuxVersion")
+                .and_then(Value::as_unsigned_integer),
         }
     }
 
@@ -106,11 +108,22 @@ pub enum Request {
     ListDevices,
     Listen,
     /// `port` is the real TCP port (host order); the wire carries it swapped.
-    Connect { device_id: u32, port: u16 },
+    Connect {
+        device_id: u32,
+        port: u16,
+    },
     ReadBuid,
-    ReadPairRecord { udid: String },
-    SavePairRecord { udid: String, data: Vec<u8>, device_id: Option<u32> },
-    DeletePairRecord { udid: String },
+    ReadPairRecord {
+        udid: String,
+    },
+    SavePairRecord {
+        udid: String,
+        data: Vec<u8>,
+        device_id: Option<u32>,
+    },
+    DeletePairRecord {
+        udid: String,
+    },
     ListListeners,
 }
 
@@ -141,7 +154,11 @@ impl Request {
             Request::ReadPairRecord { udid } | Request::DeletePairRecord { udid } => {
                 d.insert("PairRecordID".into(), udid.clone().into());
             }
-            Request::SavePairRecord { udid, data, device_id } => {
+            Request::SavePairRecord {
+                udid,
+                data,
+                device_id,
+            } => {
                 d.insert("PairRecordID".into(), udid.clone().into());
                 d.insert("PairRecordData".into(), Value::Data(data.clone()));
                 if let Some(id) = device_id {
@@ -217,7 +234,10 @@ pub fn result_reply(code: ResultCode) -> Dictionary {
 
 /// `{"DeviceList":[Attached…]}`, with no top-level MessageType (libusbmuxd rejects one).
 pub fn device_list_reply(devices: &[DeviceProperties]) -> Dictionary {
-    let list = devices.iter().map(|d| Value::Dictionary(d.attached_dict())).collect();
+    let list = devices
+        .iter()
+        .map(|d| Value::Dictionary(d.attached_dict()))
+        .collect();
     let mut d = Dictionary::new();
     d.insert("DeviceList".into(), Value::Array(list));
     d

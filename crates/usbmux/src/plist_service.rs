@@ -36,10 +36,14 @@ pub fn decode_body(body: &[u8]) -> Result<Dictionary, UsbmuxError> {
 
 /// Parses one message from the front of `bytes`; returns it and the rest.
 pub fn parse(bytes: &[u8]) -> Result<(Dictionary, &[u8]), UsbmuxError> {
-    let len_bytes: [u8; 4] = bytes.get(..4).and_then(|b| b.try_into().ok()).ok_or(UsbmuxError::Truncated {
-        needed: 4,
-        got: bytes.len(),
-    })?;
+    let len_bytes: [u8; 4] =
+        bytes
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(UsbmuxError::Truncated {
+                needed: 4,
+                got: bytes.len(),
+            })?;
     let len = check_len(u32::from_be_bytes(len_bytes))?;
     let body = bytes.get(4..4 + len).ok_or(UsbmuxError::Truncated {
         needed: 4 + len,
@@ -68,24 +72,33 @@ pub async fn read<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Diction
             return if filled == 0 {
                 Ok(None)
             } else {
-                Err(UsbmuxError::Truncated { needed: 4, got: filled })
+                Err(UsbmuxError::Truncated {
+                    needed: 4,
+                    got: filled,
+                })
             };
         }
         filled += n;
     }
     let len = check_len(u32::from_be_bytes(len_bytes))?;
     let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => UsbmuxError::Truncated {
-            needed: 4 + len,
-            got: 4,
-        },
-        _ => UsbmuxError::Io(e),
-    })?;
+    reader
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => UsbmuxError::Truncated {
+                needed: 4 + len,
+                got: 4,
+            },
+            _ => UsbmuxError::Io(e),
+        })?;
     decode_body(&body).map(Some)
 }
 
-pub async fn write<W: AsyncWrite + Unpin>(writer: &mut W, dict: &Dictionary) -> Result<(), UsbmuxError> {
+pub async fn write<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    dict: &Dictionary,
+) -> Result<(), UsbmuxError> {
     writer.write_all(&encode(dict)?).await?;
     writer.flush().await?;
     Ok(())

@@ -19,7 +19,10 @@ fn single_frame(name: &str) -> Frame {
 
 fn device_list(frame: &Frame) -> Vec<DeviceProperties> {
     let dict = frame.plist_dict().unwrap();
-    assert!(dict.get("MessageType").is_none(), "a DeviceList reply has no MessageType");
+    assert!(
+        dict.get("MessageType").is_none(),
+        "a DeviceList reply has no MessageType"
+    );
     dict["DeviceList"]
         .as_array()
         .unwrap()
@@ -73,14 +76,20 @@ fn connect_reply_is_result_zero_with_tag_one() {
     let frame = single_frame("usbmuxconnectmessage.bin");
     assert_eq!(frame.header.length, 294);
     assert_eq!(frame.header.tag, 1);
-    assert_eq!(result_number(&frame.plist_dict().unwrap()), Some(ResultCode::OK));
+    assert_eq!(
+        result_number(&frame.plist_dict().unwrap()),
+        Some(ResultCode::OK)
+    );
 }
 
 #[test]
 fn connect_reply_followed_by_lockdown_frame_in_one_buffer() {
     let bytes = fixture("usbmuxconnectandlockdown.bin");
     let (frame, rest) = Frame::parse(&bytes, MAX_REPLY_LEN).unwrap();
-    assert_eq!(result_number(&frame.plist_dict().unwrap()), Some(ResultCode::OK));
+    assert_eq!(
+        result_number(&frame.plist_dict().unwrap()),
+        Some(ResultCode::OK)
+    );
     assert_eq!(rest.len(), 345);
     let (msg, rest) = plist_service::parse(rest).unwrap();
     assert!(rest.is_empty());
@@ -97,15 +106,36 @@ fn read_pair_record_reply_holds_a_binary_pair_record() {
     let data = dict["PairRecordData"].as_data().unwrap();
     assert!(data.starts_with(b"bplist00"));
     let record: plist::Dictionary = plist::from_bytes(data).unwrap();
-    assert_eq!(record["HostID"].as_string(), Some("3B32AC55-3638-838A-2BBD-77B5E60E3913"));
-    assert_eq!(record["SystemBUID"].as_string(), Some("97A08585-B8BC-4001-8D34-D692E9B8EBE0"));
-    assert_eq!(record["WiFiMACAddress"].as_string(), Some("dc:08:0f:49:f6:4c"));
+    assert_eq!(
+        record["HostID"].as_string(),
+        Some("3B32AC55-3638-838A-2BBD-77B5E60E3913")
+    );
+    assert_eq!(
+        record["SystemBUID"].as_string(),
+        Some("97A08585-B8BC-4001-8D34-D692E9B8EBE0")
+    );
+    assert_eq!(
+        record["WiFiMACAddress"].as_string(),
+        Some("dc:08:0f:49:f6:4c")
+    );
     assert_eq!(record["EscrowBag"].as_data().map(<[u8]>::len), Some(32));
     for key in ["DeviceCertificate", "HostCertificate", "RootCertificate"] {
-        assert!(record[key].as_data().unwrap().starts_with(b"-----BEGIN CERTIFICATE-----"), "{key}");
+        assert!(
+            record[key]
+                .as_data()
+                .unwrap()
+                .starts_with(b"-----BEGIN CERTIFICATE-----"),
+            "{key}"
+        );
     }
     for key in ["HostPrivateKey", "RootPrivateKey"] {
-        assert!(record[key].as_data().unwrap().starts_with(b"-----BEGIN PRIVATE KEY-----"), "{key}");
+        assert!(
+            record[key]
+                .as_data()
+                .unwrap()
+                .starts_with(b"-----BEGIN PRIVATE KEY-----"),
+            "{key}"
+        );
     }
 }
 

@@ -1,0 +1,266 @@
+//! The cart: every virtual iPad, which are plugged in, their usbmuxd DeviceIDs, and the events
+//! Listen clients receive.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{broadcast, watch};
+use usbmux::{ClientInfo, DeviceEvent, DeviceProperties};
+
+use crate::faults::FaultBook;
+use crate::ipad::VirtualIpad;
+use crate::lockdownd::Link;
+use crate::pair_store::PairStore;
+
+/// A line for the person watching the simulator.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    Plugged {
+        slot: u32,
+        device_id: u32,
+        ipad: Arc<VirtualIpad>,
+    },
+    Unplugged {
+        slot: u32,
+        device_id: u32,
+        udid: String,
+    },
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::Plugged {
+                slot,
+                device_id,
+                ipad,
+            } => {
+                let s = &ipad.spec;
+                write!(
+                    f,
+                    "plugged slot={slot} device_id={device_id} udid={} serial={} model={} ios={} name={:?}",
+                    s.identity.udid,
+                    s.identity.serial_number,
+                    s.model.product_type,
+                    s.release.version,
+                    ipad.state().device_name
+                )
+            }
+            Notice::Unplugged {
+                slot,
+                device_id,
+                udid,
+            } => {
+                write!(f, "unplugged slot={slot} device_id={device_id} udid={udid}")
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Plugged {
+    device_id: u32,
+    unplug: watch::Sender<bool>,
+}
+
+#[derive(Debug, Default)]
+struct Ports {
+    plugged: BTreeMap<u32, Plugged>,
+    last_device_id: u32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CartError {
+    #[error("there is no slot {0} on this cart")]
+    NoSuchSlot(u32),
+    #[error("slot {0} is already plugged in")]
+    AlreadyPlugged(u32),
+    #[error("slot {0} is not plugged in")]
+    NotPlugged(u32),
+}
+
+pub struct Cart {
+    devices: Vec<Arc<VirtualIpad>>,
+    ports: Mutex<Ports>,
+    events: broadcast::Sender<DeviceEvent>,
+    notices: broadcast::Sender<Notice>,
+    pub faults: Arc<Mutex<FaultBook>>,
+    pub store: PairStore,
+    pub listeners: Mutex<BTreeMap<u64, ClientInfo>>,
+}
+
+impl Cart {
+    pub fn new(devices: Vec<Arc<VirtualIpad>>, store: PairStore, faults: FaultBook) -> Self {
+        Cart {
+            devices,
+            ports: Mutex::new(Ports::default()),
+            events: broadcast::channel(1024).0,
+            notices: broadcast::channel(1024).0,
+            faults: Arc::new(Mutex::new(faults)),
+            store,
+            listeners: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn ports(&self) -> MutexGuard<'_, Ports> {
+        self.ports.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn devices(&self) -> &[Arc<VirtualIpad>] {
+        &self.devices
+    }
+
+    pub fn device(&self, slot: u32) -> Option<&Arc<VirtualIpad>> {
+        self.devices.get((slot as usize).checked_sub(1)?)
+    }
+
+    pub fn notices(&self) -> broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+
+    fn properties(ipad: &VirtualIpad, device_id: u32) -> DeviceProperties {
+        let mut p = DeviceProperties::usb(device_id, ipad.udid());
+        p.location_id = Some(ipad.spec.location_id);
+        p.product_id = Some(u64::from(ipad.spec.model.usb_product_id));
+        p
+    }
+
+    /// Plugs the iPad in `slot` in: it gets the next free DeviceID (Linux usbmuxd counts up from 1
+    /// and never reuses an id still in use) and every Listen client hears `Attached`.
+    pub fn plug(&self, slot: u32) -> Result<u32, CartError> {
+        let ipad = self
+            .device(slot)
+            .ok_or(CartError::NoSuchSlot(slot))?
+            .clone();
+        let mut ports = self.ports();
+        if ports.plugged.contains_key(&slot) {
+            return Err(CartError::AlreadyPlugged(slot));
+        }
+        let mut id = ports.last_device_id;
+        loop {
+            id = id.wrapping_add(1).max(1);
+            if !ports.plugged.values().any(|p| p.device_id == id) {
+                break;
+            }
+        }
+        ports.last_device_id = id;
+        ports.plugged.insert(
+            slot,
+            Plugged {
+                device_id: id,
+                unplug: watch::channel(false).0,
+            },
+        );
+        let _ = self
+            .events
+            .send(DeviceEvent::Attached(Self::properties(&ipad, id)));
+        drop(ports);
+        let _ = self.notices.send(Notice::Plugged {
+            slot,
+            device_id: id,
+            ipad,
+        });
+        Ok(id)
+    }
+
+    /// Pulls the cable: open tunnels drop, Listen clients hear `Detached`.
+    pub fn unplug(&self, slot: u32) -> Result<(), CartError> {
+        let ipad = self
+            .device(slot)
+            .ok_or(CartError::NoSuchSlot(slot))?
+            .clone();
+        let mut ports = self.ports();
+        let plugged = ports
+            .plugged
+            .remove(&slot)
+            .ok_or(CartError::NotPlugged(slot))?;
+        let _ = plugged.unplug.send(true);
+        ipad.pending_services().clear();
+        let _ = self.events.send(DeviceEvent::Detached {
+            device_id: plugged.device_id,
+        });
+        drop(ports);
+        let _ = self.notices.send(Notice::Unplugged {
+            slot,
+            device_id: plugged.device_id,
+            udid: ipad.udid().into(),
+        });
+        Ok(())
+    }
+
+    /// Properties of every plugged device, by DeviceID.
+    pub fn attached(&self) -> Vec<DeviceProperties> {
+        let ports = self.ports();
+        let mut list: Vec<_> = ports
+            .plugged
+            .iter()
+            .filter_map(|(slot, p)| self.device(*slot).map(|d| Self::properties(d, p.device_id)))
+            .collect();
+        list.sort_by_key(|p| p.device_id);
+        list
+    }
+
+    /// For a new Listen client: the devices present now and the events after, with no gap and
+    /// no duplicate between them.
+    pub fn subscribe(&self) -> (Vec<DeviceProperties>, broadcast::Receiver<DeviceEvent>) {
+        let ports = self.ports();
+        let rx = self.events.subscribe();
+        let list = ports
+            .plugged
+            .iter()
+            .filter_map(|(slot, p)| self.device(*slot).map(|d| Self::properties(d, p.device_id)))
+            .collect();
+        drop(ports);
+        (list, rx)
+    }
+
+    /// The link to the plugged device with this DeviceID.
+    pub fn link(&self, device_id: u32) -> Option<Link> {
+        let ports = self.ports();
+        let (slot, p) = ports
+            .plugged
+            .iter()
+            .find(|(_, p)| p.device_id == device_id)?;
+        Some(Link {
+            ipad: self.device(*slot)?.clone(),
+            unplugged: p.unplug.subscribe(),
+            faults: self.faults.clone(),
+        })
+    }
+
+    pub fn slot_of(&self, device_id: u32) -> Option<u32> {
+        self.ports()
+            .plugged
+            .iter()
+            .find(|(_, p)| p.device_id == device_id)
+            .map(|(s, _)| *s)
+    }
+
+    /// Tells Listen clients that a host saved a pair record for this device.
+    pub fn announce_paired(&self, device_id: u32, udid: &str) {
+        let matches = self
+            .slot_of(device_id)
+            .and_then(|s| self.device(s))
+            .is_some_and(|d| {
+                d.udid().eq_ignore_ascii_case(udid) || d.spec.identity.usb_serial() == udid
+            });
+        if matches {
+            let _ = self.events.send(DeviceEvent::Paired { device_id });
+        }
+    }
+
+    /// `(slot, device_id or None)` for every slot, for `list`.
+    pub fn slots(&self) -> Vec<(Arc<VirtualIpad>, Option<u32>)> {
+        let ports = self.ports();
+        self.devices
+            .iter()
+            .map(|d| {
+                (
+                    d.clone(),
+                    ports.plugged.get(&d.spec.slot).map(|p| p.device_id),
+                )
+            })
+            .collect()
+    }
+}

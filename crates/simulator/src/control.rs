@@ -1,0 +1,73 @@
+//! The operator's control channel: `plug N`, `unplug N`, `list`, from stdin or a unix socket.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::cart::Cart;
+
+pub const HELP: &str = "commands: plug N | unplug N | list | help";
+
+/// Runs one command line and returns what to print.
+pub fn execute(cart: &Cart, line: &str) -> String {
+    let mut words = line.split_whitespace();
+    let command = words.next().unwrap_or("");
+    let slot = words.next().map(str::parse::<u32>);
+    match (command, slot) {
+        ("", _) => String::new(),
+        ("help", _) => HELP.into(),
+        ("list", _) => cart
+            .slots()
+            .iter()
+            .map(|(ipad, id)| {
+                let s = &ipad.spec;
+                format!(
+                    "slot={} {} udid={} serial={} model={} ios={} name={:?}",
+                    s.slot,
+                    match id {
+                        Some(id) => format!("plugged device_id={id}"),
+                        None => "unplugged".into(),
+                    },
+                    s.identity.udid,
+                    s.identity.serial_number,
+                    s.model.product_type,
+                    s.release.version,
+                    ipad.state().device_name
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        ("plug", Some(Ok(n))) => match cart.plug(n) {
+            Ok(id) => format!("ok slot {n} plugged as device {id}"),
+            Err(e) => format!("error: {e}"),
+        },
+        ("unplug", Some(Ok(n))) => match cart.unplug(n) {
+            Ok(()) => format!("ok slot {n} unplugged"),
+            Err(e) => format!("error: {e}"),
+        },
+        ("plug" | "unplug", _) => format!("error: `{command}` needs a slot number; {HELP}"),
+        _ => format!("error: unknown command {command:?}; {HELP}"),
+    }
+}
+
+/// Serves the control socket: each connection sends lines and gets one answer per line.
+pub async fn serve_socket(cart: Arc<Cart>, path: &Path) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let cart = cart.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut answer = execute(&cart, &line);
+                answer.push('\n');
+                if write.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}

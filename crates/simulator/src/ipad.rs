@@ -1,0 +1,179 @@
+//! One virtual iPad: what it is (model, release, identity, key) and what it remembers (name,
+//! language, activation, trusted hosts).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rsa::RsaPrivateKey;
+use rsa::pkcs1::{EncodeRsaPublicKey, LineEnding};
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+
+use crate::catalogue::{Identity, Model, Release};
+use crate::error::SimError;
+
+/// How the iPad answers a Pair request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairingBehavior {
+    /// Pairs without asking (a device still in Setup Assistant does this).
+    Accept,
+    /// Shows "Trust This Computer?": answers PairingDialogResponsePending `attempts` times,
+    /// then the user taps Trust.
+    Dialog { attempts: u32 },
+    /// The user taps "Don't Trust".
+    Deny,
+    /// A passcode is set and the screen is locked: PasswordProtected.
+    Locked,
+}
+
+/// Everything fixed about a device for the length of a run.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    /// 1-based position on the cart; the operator's "slot".
+    pub slot: u32,
+    pub model: &'static Model,
+    pub release: Release,
+    pub identity: Identity,
+    pub pairing: PairingBehavior,
+    /// Added before every lockdownd and service reply.
+    pub latency: Duration,
+    /// USB LocationID to report, `(bus << 16) | address` in Linux usbmuxd's convention.
+    pub location_id: u64,
+}
+
+/// A host the device trusts, from its Pair request.
+#[derive(Debug, Clone)]
+pub struct PairedHost {
+    pub system_buid: String,
+    pub host_cert_der: Vec<u8>,
+    pub root_cert_der: Vec<u8>,
+    pub device_cert_der: Vec<u8>,
+    pub escrow_bag: Vec<u8>,
+}
+
+/// What changes while the device runs.
+#[derive(Debug, Clone)]
+pub struct DeviceState {
+    pub device_name: String,
+    pub language: String,
+    pub locale: String,
+    pub time_zone: String,
+    pub uses_24h_clock: bool,
+    pub activated: bool,
+    pub setup_done: bool,
+    pub passcode: bool,
+    pub untrusted_host_buid: Option<String>,
+    pub hosts: BTreeMap<String, PairedHost>,
+    /// Pair requests answered with PairingDialogResponsePending so far.
+    pub dialog_answers: u32,
+    /// Values in writable domains other than the default and international ones.
+    pub extra_domains: BTreeMap<String, plist::Dictionary>,
+}
+
+impl DeviceState {
+    pub fn new(name: String, activated: bool, setup_done: bool, passcode: bool) -> Self {
+        DeviceState {
+            device_name: name,
+            language: "en".into(),
+            locale: "en_US".into(),
+            time_zone: "America/New_York".into(),
+            uses_24h_clock: false,
+            activated,
+            setup_done,
+            passcode,
+            untrusted_host_buid: None,
+            hosts: BTreeMap::new(),
+            dialog_answers: 0,
+            extra_domains: BTreeMap::new(),
+        }
+    }
+}
+
+/// A service port handed out by StartService, waiting for its one usbmuxd Connect.
+#[derive(Debug, Clone)]
+pub struct PendingService {
+    pub service: String,
+    pub host_id: String,
+    pub ssl: bool,
+}
+
+#[derive(Debug)]
+pub struct VirtualIpad {
+    pub spec: DeviceSpec,
+    /// DevicePublicKey: PKCS#1 PEM, the only form idevice and go-ios accept.
+    pub public_key_pem: Vec<u8>,
+    /// The same key as a PKCS#1 RSAPublicKey DER, to compare with a certificate's key.
+    pub public_key_der: Vec<u8>,
+    key_pkcs8_der: Vec<u8>,
+    pub state: Mutex<DeviceState>,
+    pub services: Mutex<HashMap<u16, PendingService>>,
+}
+
+impl VirtualIpad {
+    pub fn new(spec: DeviceSpec, key: RsaPrivateKey, state: DeviceState) -> Result<Self, SimError> {
+        let public_key_pem = key
+            .to_public_key()
+            .to_pkcs1_pem(LineEnding::LF)
+            .map_err(|e| SimError::Key(e.to_string()))?
+            .into_bytes();
+        let public_key_der = key
+            .to_public_key()
+            .to_pkcs1_der()
+            .map_err(|e| SimError::Key(e.to_string()))?
+            .as_bytes()
+            .to_vec();
+        let key_pkcs8_der = key
+            .to_pkcs8_der()
+            .map_err(|e| SimError::Key(e.to_string()))?
+            .as_bytes()
+            .to_vec();
+        Ok(VirtualIpad {
+            spec,
+            public_key_pem,
+            public_key_der,
+            key_pkcs8_der,
+            state: Mutex::new(state),
+            services: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn udid(&self) -> &str {
+        &self.spec.identity.udid
+    }
+
+    /// The private half of DevicePublicKey, for the TLS server.
+    pub fn key_pkcs8_der(&self) -> Vec<u8> {
+        self.key_pkcs8_der.clone()
+    }
+
+    /// Locks the state; a poisoned lock (a panicked handler) still yields the data.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, DeviceState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn pending_services(&self) -> std::sync::MutexGuard<'_, HashMap<u16, PendingService>> {
+        self.services.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The device's RSA key: loaded from `dir/<udid>.key` when a previous run made it, else
+/// generated (2048 bits, as current devices) and saved there with mode 0600.
+pub fn load_or_create_key(dir: Option<&Path>, udid: &str) -> Result<RsaPrivateKey, SimError> {
+    let path = dir.map(|d| d.join(format!("{udid}.key")));
+    if let Some(path) = &path
+        && let Ok(der) = std::fs::read(path)
+        && let Ok(key) = RsaPrivateKey::from_pkcs8_der(&der)
+    {
+        return Ok(key);
+    }
+    let key = RsaPrivateKey::new(&mut rand_core::OsRng, 2048)
+        .map_err(|e| SimError::Key(e.to_string()))?;
+    if let Some(path) = path {
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|e| SimError::Key(e.to_string()))?;
+        crate::files::write_private(&path, der.as_bytes())?;
+    }
+    Ok(key)
+}

@@ -1,0 +1,203 @@
+//! Scenarios: a TOML file describing a cart — its iPads, their initial state, when each is
+//! plugged and unplugged, latency, and faults to inject.
+//!
+//! ```toml
+//! seed = 7                       # identities derive from it (same file, same serials)
+//!
+//! [[device]]                     # slot 1
+//! model = "iPad12,1"             # a ProductType from the catalogue
+//! ios = "17.6.1"                 # a release that model shipped
+//! name = "iPad"                  # DeviceName
+//! activated = false
+//! setup_done = false             # still in Setup Assistant
+//! passcode = false
+//! pairing = "auto"               # auto | accept | dialog | deny | locked
+//! dialog_attempts = 2            # PairingDialogResponsePending answers before "Trust"
+//! latency_ms = 0                 # before every reply
+//! plugged = true                 # plugged at start (default: unless the timeline plugs it)
+//!
+//! [[timeline]]
+//! at_ms = 1500
+//! slot = 1
+//! action = "unplug"              # plug | unplug
+//!
+//! [[fault]]
+//! slot = 1                       # omit for every device; 0 = the usbmuxd server
+//! request = "GetValue"
+//! nth = 2                        # the 2nd GetValue (0 = every one)
+//! action = "drop"                # drop | delay (ms = …) | malformed | error (name = …)
+//! ```
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::catalogue;
+use crate::error::SimError;
+use crate::faults::FaultRule;
+use crate::ipad::PairingBehavior;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceEntry>,
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FaultRule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PairingKind {
+    /// Setup Assistant pairs silently; a set-up iPad asks "Trust This Computer?".
+    #[default]
+    Auto,
+    Accept,
+    Dialog,
+    Deny,
+    Locked,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceEntry {
+    pub model: Option<String>,
+    pub ios: Option<String>,
+    pub serial: Option<String>,
+    pub udid: Option<String>,
+    pub name: Option<String>,
+    pub activated: Option<bool>,
+    #[serde(default)]
+    pub setup_done: bool,
+    #[serde(default)]
+    pub passcode: bool,
+    #[serde(default)]
+    pub pairing: PairingKind,
+    pub dialog_attempts: Option<u32>,
+    #[serde(default)]
+    pub latency_ms: u64,
+    pub plugged: Option<bool>,
+}
+
+impl DeviceEntry {
+    pub fn pairing_behavior(&self) -> PairingBehavior {
+        let dialog = PairingBehavior::Dialog {
+            attempts: self.dialog_attempts.unwrap_or(2),
+        };
+        match self.pairing {
+            PairingKind::Auto if self.setup_done => dialog,
+            PairingKind::Auto | PairingKind::Accept => PairingBehavior::Accept,
+            PairingKind::Dialog => dialog,
+            PairingKind::Deny => PairingBehavior::Deny,
+            PairingKind::Locked => PairingBehavior::Locked,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Plug,
+    Unplug,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineEntry {
+    pub at_ms: u64,
+    pub slot: u32,
+    pub action: Action,
+}
+
+impl Scenario {
+    /// A cart of `n` fresh iPads, models taken in catalogue order, all plugged at start.
+    pub fn uniform(n: usize) -> Self {
+        Scenario {
+            seed: 0,
+            devices: vec![DeviceEntry::default(); n],
+            timeline: vec![],
+            faults: vec![],
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self, SimError> {
+        let err = |reason: String| SimError::Scenario {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let scenario: Scenario = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        scenario.validate().map_err(err)?;
+        Ok(scenario)
+    }
+
+    /// Checks what serde cannot: models and releases exist, slots exist, UDIDs look real.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.devices.is_empty() {
+            return Err("no [[device]] entries".into());
+        }
+        for (i, d) in self.devices.iter().enumerate() {
+            let slot = i + 1;
+            if let Some(m) = &d.model {
+                let model = catalogue::model(m).ok_or_else(|| {
+                    let known: Vec<_> = catalogue::MODELS.iter().map(|m| m.product_type).collect();
+                    format!(
+                        "device {slot}: unknown model {m:?} (known: {})",
+                        known.join(", ")
+                    )
+                })?;
+                if let Some(v) = &d.ios
+                    && model.release(v).is_none()
+                {
+                    let known: Vec<_> = model.releases.iter().map(|r| r.version).collect();
+                    return Err(format!(
+                        "device {slot}: {m} never ran iPadOS {v} (known: {})",
+                        known.join(", ")
+                    ));
+                }
+            } else if d.ios.is_some() {
+                return Err(format!("device {slot}: `ios` needs a `model`"));
+            }
+            if let Some(u) = &d.udid {
+                let modern = u.len() == 25 && u.as_bytes()[8] == b'-';
+                let legacy = u.len() == 40;
+                if !(modern || legacy) || !u.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                    return Err(format!(
+                        "device {slot}: udid {u:?} is neither 40 hex digits nor 8-16 hex digits"
+                    ));
+                }
+            }
+        }
+        for t in &self.timeline {
+            if t.slot == 0 || t.slot as usize > self.devices.len() {
+                return Err(format!(
+                    "timeline at {} ms: there is no slot {}",
+                    t.at_ms, t.slot
+                ));
+            }
+        }
+        for f in &self.faults {
+            if let Some(s) = f.slot
+                && s as usize > self.devices.len()
+            {
+                return Err(format!("fault on {}: there is no slot {s}", f.request));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `slot` is plugged when the simulator starts.
+    pub fn plugged_at_start(&self, slot: u32) -> bool {
+        let entry = &self.devices[slot as usize - 1];
+        entry.plugged.unwrap_or_else(|| {
+            !self
+                .timeline
+                .iter()
+                .any(|t| t.slot == slot && t.action == Action::Plug)
+        })
+    }
+}

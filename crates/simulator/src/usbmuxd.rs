@@ -1,0 +1,314 @@
+//! The usbmuxd server: the socket protocol of Linux usbmuxd (plist version 1, and the binary
+//! version 0 for Listen and Connect), serving the cart's virtual iPads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use plist::Dictionary;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::broadcast::error::RecvError;
+use usbmux::DeviceEvent;
+use usbmux::frame::{self, Frame, MAX_REQUEST_LEN, VERSION_BINARY, VERSION_PLIST, message_type};
+use usbmux::message::{self as msg, ClientInfo, Request, ResultCode};
+
+use crate::cart::Cart;
+use crate::faults::FaultAction;
+use crate::lockdownd;
+use crate::services;
+use crate::tls::BoxStream;
+
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+
+/// A header whose length is shorter than a header: what a broken usbmuxd might send.
+const MALFORMED_FRAME: [u8; 16] = [8, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0];
+
+fn plist_frame(tag: u32, dict: &Dictionary) -> Option<Frame> {
+    Frame::plist(tag, dict).ok()
+}
+
+fn binary_result(tag: u32, code: ResultCode) -> Frame {
+    Frame {
+        header: frame::Header {
+            length: 20,
+            version: VERSION_BINARY,
+            message: message_type::RESULT,
+            tag,
+        },
+        payload: code.0.to_le_bytes().to_vec(),
+    }
+}
+
+/// `DEVICE_ADD` of the binary protocol: id, product id, 256-byte serial, padding, location.
+fn binary_event(event: &DeviceEvent) -> Frame {
+    let (message, payload) = match event {
+        DeviceEvent::Attached(p) => {
+            let mut b = Vec::with_capacity(268);
+            b.extend_from_slice(&p.device_id.to_le_bytes());
+            b.extend_from_slice(&(p.product_id.unwrap_or(0) as u16).to_le_bytes());
+            let mut serial = [0u8; 256];
+            let s = p.serial_number.as_bytes();
+            let n = s.len().min(255);
+            serial[..n].copy_from_slice(&s[..n]);
+            b.extend_from_slice(&serial);
+            b.extend_from_slice(&[0, 0]);
+            b.extend_from_slice(&(p.location_id.unwrap_or(0) as u32).to_le_bytes());
+            (message_type::DEVICE_ADD, b)
+        }
+        DeviceEvent::Detached { device_id } => (
+            message_type::DEVICE_REMOVE,
+            device_id.to_le_bytes().to_vec(),
+        ),
+        DeviceEvent::Paired { device_id } => (
+            message_type::DEVICE_PAIRED,
+            device_id.to_le_bytes().to_vec(),
+        ),
+    };
+    Frame {
+        header: frame::Header {
+            length: (16 + payload.len()) as u32,
+            version: VERSION_BINARY,
+            message,
+            tag: 0,
+        },
+        payload,
+    }
+}
+
+/// Serves one client connection of the usbmuxd socket.
+pub async fn serve_client(cart: Arc<Cart>, mut stream: BoxStream) {
+    let client_id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+    loop {
+        let frame = match frame::read_frame(&mut stream, MAX_REQUEST_LEN).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                // Linux usbmuxd closes a client that sends a bad length.
+                tracing::debug!(client_id, "usbmuxd: closing client: {e}");
+                return;
+            }
+        };
+        let tag = frame.header.tag;
+        let request = match frame.header.version {
+            VERSION_PLIST if frame.header.message == message_type::PLIST => {
+                match frame.plist_dict() {
+                    Ok(dict) => {
+                        Request::from_dict(&dict).map(|r| (r, ClientInfo::from_dict(&dict)))
+                    }
+                    Err(_) => Err(ResultCode::BAD_COMMAND),
+                }
+            }
+            VERSION_PLIST => Err(ResultCode::BAD_COMMAND),
+            VERSION_BINARY => {
+                let r = binary_request(&frame);
+                if let Err(code) = r {
+                    if write(&mut stream, &binary_result(tag, code)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                r.map(|r| (r, ClientInfo::default()))
+            }
+            _ => {
+                // Linux usbmuxd answers an unknown version in the plist protocol.
+                Err(ResultCode::BAD_VERSION)
+            }
+        };
+        let binary = frame.header.version == VERSION_BINARY;
+        let (request, client) = match request {
+            Ok(r) => r,
+            Err(code) => {
+                let Some(f) = plist_frame(tag, &msg::result_reply(code)) else {
+                    return;
+                };
+                if write(&mut stream, &f).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let fault = cart
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(0, request.message_type());
+        match fault {
+            Some(FaultAction::Drop) => return,
+            Some(FaultAction::Malformed) => {
+                let _ = stream.write_all(&MALFORMED_FRAME).await;
+                return;
+            }
+            Some(FaultAction::Delay { ms }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await
+            }
+            Some(FaultAction::Error { .. }) => {
+                let Some(f) = plist_frame(tag, &msg::result_reply(ResultCode::BAD_COMMAND)) else {
+                    return;
+                };
+                if write(&mut stream, &f).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            None => {}
+        }
+        let result = |code: ResultCode| {
+            if binary {
+                Some(binary_result(tag, code))
+            } else {
+                plist_frame(tag, &msg::result_reply(code))
+            }
+        };
+        let answer = match request {
+            Request::ListDevices => plist_frame(tag, &msg::device_list_reply(&cart.attached())),
+            Request::ReadBuid => plist_frame(tag, &msg::buid_reply(cart.store.system_buid())),
+            Request::ReadPairRecord { udid } => match cart.store.read(&udid) {
+                Ok(data) => plist_frame(tag, &msg::pair_record_reply(data)),
+                Err(code) => result(code),
+            },
+            Request::SavePairRecord {
+                udid,
+                data,
+                device_id,
+            } => match cart.store.save(&udid, &data) {
+                Ok(()) => {
+                    if let Some(id) = device_id {
+                        cart.announce_paired(id, &udid);
+                    }
+                    result(ResultCode::OK)
+                }
+                Err(code) => result(code),
+            },
+            Request::DeletePairRecord { udid } => {
+                result(cart.store.delete(&udid).err().unwrap_or(ResultCode::OK))
+            }
+            Request::ListListeners => {
+                let entries = cart
+                    .listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .map(|(id, c)| msg::listener_entry(*id, c))
+                    .collect();
+                plist_frame(tag, &msg::listener_list_reply(entries))
+            }
+            Request::Listen => {
+                let Some(ok) = result(ResultCode::OK) else {
+                    return;
+                };
+                cart.listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(client_id, client);
+                listen(&cart, stream, ok, binary).await;
+                cart.listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&client_id);
+                return;
+            }
+            Request::Connect { device_id, port } => {
+                let Some(link) = cart.link(device_id) else {
+                    match result(ResultCode::BAD_DEVICE) {
+                        Some(f) if write(&mut stream, &f).await.is_ok() => continue,
+                        _ => return,
+                    }
+                };
+                let service = if port == lockdownd::PORT {
+                    None
+                } else {
+                    let pending = link.ipad.pending_services().remove(&port);
+                    match pending {
+                        Some(s) => Some(s),
+                        None => match result(ResultCode::CONNECTION_REFUSED) {
+                            Some(f) if write(&mut stream, &f).await.is_ok() => continue,
+                            _ => return,
+                        },
+                    }
+                };
+                let Some(ok) = result(ResultCode::OK) else {
+                    return;
+                };
+                if write(&mut stream, &ok).await.is_err() {
+                    return;
+                }
+                // From here the socket is the device's TCP stream.
+                match service {
+                    None => lockdownd::serve(link, stream).await,
+                    Some(s) => services::serve(link, s, stream).await,
+                }
+                return;
+            }
+        };
+        let Some(answer) = answer else { return };
+        if write(&mut stream, &answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn binary_request(frame: &Frame) -> Result<Request, ResultCode> {
+    match frame.header.message {
+        message_type::LISTEN => Ok(Request::Listen),
+        message_type::CONNECT => {
+            let p = &frame.payload;
+            if p.len() < 8 {
+                return Err(ResultCode::BAD_COMMAND);
+            }
+            let device_id = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+            // The port travels in network byte order.
+            let port = u16::from_be_bytes([p[4], p[5]]);
+            Ok(Request::Connect { device_id, port })
+        }
+        _ => Err(ResultCode::BAD_COMMAND),
+    }
+}
+
+async fn write(stream: &mut BoxStream, frame: &Frame) -> std::io::Result<()> {
+    stream.write_all(&frame.to_bytes()).await?;
+    stream.flush().await
+}
+
+async fn listen(cart: &Cart, mut stream: BoxStream, ok: Frame, binary: bool) {
+    let (present, mut events) = cart.subscribe();
+    if write(&mut stream, &ok).await.is_err() {
+        return;
+    }
+    let encode = |e: &DeviceEvent| -> Option<Frame> {
+        if binary {
+            Some(binary_event(e))
+        } else {
+            plist_frame(0, &e.to_dict())
+        }
+    };
+    for p in present {
+        let Some(f) = encode(&DeviceEvent::Attached(p)) else {
+            return;
+        };
+        if write(&mut stream, &f).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(e) => {
+                    let Some(f) = encode(&e) else { return };
+                    if write(&mut stream, &f).await.is_err() {
+                        return;
+                    }
+                }
+                // A client too slow for the cart: drop it; it reconnects and re-lists.
+                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+            },
+            incoming = frame::read_frame(&mut stream, MAX_REQUEST_LEN) => {
+                // Linux usbmuxd answers any command on a Listen socket with Result 1 and closes.
+                if let Ok(Some(f)) = incoming
+                    && let Some(reply) = plist_frame(f.header.tag, &msg::result_reply(ResultCode::BAD_COMMAND))
+                {
+                    let _ = write(&mut stream, &reply).await;
+                }
+                return;
+            }
+        }
+    }
+}
