@@ -1,1 +1,16 @@
+//! Device sessions on top of the idevice crate: connecting through any usbmuxd address,
+//! lockdownd requests with timeouts, pairing with a trust-prompt deadline, pair records, TLS
+//! sessions and services.
 
+pub mod error;
+pub mod pair_records;
+pub mod pairing;
+pub mod provider;
+pub mod session;
+
+pub use error::LockdownError;
+pub use idevice::pairing_file::PairingFile;
+pub use pair_records::PairRecordStore;
+pub use pairing::{pair, pair_and_save, trusted_session};
+pub use provider::UsbmuxProvider;
+pub use session::{DeviceRef, DeviceSession};

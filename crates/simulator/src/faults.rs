@@ -7,8 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// What happens instead of (or before) the normal reply.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultAction {
     /// Close the connection without answering (a cable pulled mid-request).
     Drop,
@@ -21,17 +20,62 @@ pub enum FaultAction {
 }
 
 /// One rule: on the `nth` occurrence (1-based; 0 = every time) of `request` on the device in
-/// `slot` (any device when absent), do `action`.
+/// `slot` (any device when absent; 0 = the usbmuxd server), do `action`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawRule")]
 pub struct FaultRule {
     pub slot: Option<u32>,
-    /// A lockdownd `Request` name (GetValue, Pair…) or a usbmuxd `MessageType` (ListDevices…).
+    /// A lockdownd `Request` name (GetValue, Pair…), an MCInstall `RequestType`, or a usbmuxd
+    /// `MessageType` (ListDevices…).
     pub request: String,
-    #[serde(default)]
     pub nth: u32,
-    #[serde(flatten)]
     pub action: FaultAction,
+}
+
+/// The TOML form: `action = "drop" | "delay" | "malformed" | "error"`, with `ms` for delay and
+/// `name` for error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    slot: Option<u32>,
+    request: String,
+    #[serde(default)]
+    nth: u32,
+    action: String,
+    ms: Option<u64>,
+    name: Option<String>,
+}
+
+impl TryFrom<RawRule> for FaultRule {
+    type Error = String;
+
+    fn try_from(r: RawRule) -> Result<Self, String> {
+        let action = match (r.action.as_str(), r.ms, r.name) {
+            ("drop", None, None) => FaultAction::Drop,
+            ("malformed", None, None) => FaultAction::Malformed,
+            ("delay", Some(ms), None) => FaultAction::Delay { ms },
+            ("delay", None, _) => return Err("action \"delay\" needs ms = …".into()),
+            ("error", None, Some(name)) => FaultAction::Error { name },
+            ("error", _, None) => return Err("action \"error\" needs name = \"…\"".into()),
+            ("drop" | "malformed" | "delay" | "error", _, _) => {
+                return Err(format!(
+                    "action {:?} takes no such option (ms goes with delay, name with error)",
+                    r.action
+                ));
+            }
+            (other, _, _) => {
+                return Err(format!(
+                    "unknown action {other:?} (drop, delay, malformed, error)"
+                ));
+            }
+        };
+        Ok(FaultRule {
+            slot: r.slot,
+            request: r.request,
+            nth: r.nth,
+            action,
+        })
+    }
 }
 
 impl FaultAction {

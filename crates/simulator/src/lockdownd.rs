@@ -106,8 +106,8 @@ fn error(request: &str, name: &str) -> Dictionary {
     d
 }
 
-/// Bytes that are not a lockdown message: a length prefix promising more than follows, then junk.
-pub const MALFORMED: &[u8] = b"\x00\x00\x00\x20this is not a property list";
+/// A complete frame whose body is not a property list.
+pub const MALFORMED: &[u8] = b"\x00\x00\x00\x1bthis is not a property list";
 
 /// Serves one lockdownd connection until the client leaves or the device is unplugged.
 pub async fn serve(mut link: Link, stream: BoxStream) {

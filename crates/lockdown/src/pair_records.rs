@@ -1,0 +1,119 @@
+//! Pair records: read from usbmuxd first (it is the store Debian's tools and Linux usbmuxd use),
+//! else from our own state folder; saved to both. Files are 0600: they hold private keys.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use idevice::pairing_file::PairingFile;
+use usbmux::{UsbmuxAddress, UsbmuxClient};
+
+use crate::error::LockdownError;
+
+/// Our own copy of pair records, `<dir>/<UDID>.plist`.
+#[derive(Debug, Clone)]
+pub struct PairRecordStore {
+    dir: PathBuf,
+}
+
+fn plausible_udid(udid: &str) -> bool {
+    !udid.is_empty()
+        && udid.len() <= 64
+        && udid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+impl PairRecordStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        PairRecordStore { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, udid: &str) -> Result<PathBuf, LockdownError> {
+        if !plausible_udid(udid) {
+            return Err(LockdownError::PairRecord(format!(
+                "refusing odd UDID {udid:?} as a file name"
+            )));
+        }
+        Ok(self.dir.join(format!("{udid}.plist")))
+    }
+
+    pub fn load(&self, udid: &str) -> Result<Option<Vec<u8>>, LockdownError> {
+        match std::fs::read(self.path(udid)?) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes atomically, mode 0600 from creation.
+    pub fn save(&self, udid: &str, bytes: &[u8]) -> Result<(), LockdownError> {
+        let path = self.path(udid)?;
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = self
+            .dir
+            .join(format!(".{udid}.plist.tmp{}", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut f = options.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    pub fn delete(&self, udid: &str) -> Result<(), LockdownError> {
+        match std::fs::remove_file(self.path(udid)?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Parses a pair-record file (XML or binary plist).
+pub fn parse(bytes: &[u8]) -> Result<PairingFile, LockdownError> {
+    PairingFile::from_bytes(bytes).map_err(|e| LockdownError::PairRecord(e.to_string()))
+}
+
+/// Serialises a pair record to the XML file format Linux usbmuxd stores.
+pub fn serialize(record: &PairingFile) -> Result<Vec<u8>, LockdownError> {
+    record
+        .clone()
+        .serialize()
+        .map_err(|e| LockdownError::PairRecord(e.to_string()))
+}
+
+/// Finds a pair record for `udid`: usbmuxd's store first, then ours.
+pub async fn find(
+    addr: &UsbmuxAddress,
+    store: Option<&PairRecordStore>,
+    udid: &str,
+) -> Result<Option<PairingFile>, LockdownError> {
+    if let Some(bytes) = UsbmuxClient::connect(addr)
+        .await?
+        .read_pair_record(udid)
+        .await?
+    {
+        match parse(&bytes) {
+            Ok(r) => return Ok(Some(r)),
+            Err(e) => tracing::warn!(
+                udid,
+                "usbmuxd's pair record is unusable ({e}); trying our own"
+            ),
+        }
+    }
+    if let Some(store) = store
+        && let Some(bytes) = store.load(udid)?
+    {
+        return parse(&bytes).map(Some);
+    }
+    Ok(None)
+}

@@ -1,0 +1,136 @@
+//! Pairing: one `Pair` attempt at a time (idevice's `pair_once`), retried while the iPad shows
+//! "Trust This Computer?", up to a deadline; the record is then saved through usbmuxd
+//! (SavePairRecord, so other tools and Linux usbmuxd see it) and in our own state folder.
+
+use std::time::{Duration, Instant};
+
+use idevice::pairing_file::PairingFile;
+use plist::Value;
+use rsa::pkcs1::DecodeRsaPublicKey;
+use usbmux::UsbmuxClient;
+
+use crate::error::LockdownError;
+use crate::pair_records::{self, PairRecordStore};
+use crate::session::DeviceSession;
+
+/// How long to wait for someone to tap "Trust" by default.
+pub const DEFAULT_TRUST_WAIT: Duration = Duration::from_secs(120);
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// A random uppercase UUID for a new HostID.
+pub fn new_host_id() -> String {
+    use rand_core::RngCore;
+    let mut b = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0F) | 0x40;
+    b[8] = (b[8] & 0x3F) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02X}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Checks DevicePublicKey before idevice builds certificates from it (idevice panics on a
+/// malformed one).
+async fn check_device_public_key(session: &mut DeviceSession) -> Result<(), LockdownError> {
+    let value = session.get_value(Some("DevicePublicKey"), None).await?;
+    let pem = match &value {
+        Value::Data(d) => std::str::from_utf8(d)
+            .map_err(|_| LockdownError::MalformedReply("DevicePublicKey is not PEM text".into()))?,
+        _ => {
+            return Err(LockdownError::MalformedReply(
+                "DevicePublicKey is not data".into(),
+            ));
+        }
+    };
+    rsa::RsaPublicKey::from_pkcs1_pem(pem)
+        .map(|_| ())
+        .map_err(|e| {
+            LockdownError::MalformedReply(format!("DevicePublicKey is not a PKCS#1 RSA key: {e}"))
+        })
+}
+
+/// Pairs, retrying while the trust prompt is pending, until `trust_wait` has passed.
+pub async fn pair(
+    session: &mut DeviceSession,
+    host_id: &str,
+    system_buid: &str,
+    host_name: Option<&str>,
+    trust_wait: Duration,
+) -> Result<PairingFile, LockdownError> {
+    check_device_public_key(session).await?;
+    let started = Instant::now();
+    loop {
+        let timeout = session.timeout();
+        let attempt = crate::session::timed(
+            "Pair",
+            timeout,
+            session.client().pair_once(host_id, system_buid, host_name),
+        )
+        .await;
+        match attempt {
+            Ok(mut record) => {
+                record.udid = Some(session.device.udid.clone());
+                return Ok(record);
+            }
+            Err(LockdownError::Device { name, .. }) if name == "PairingDialogResponsePending" => {
+                if started.elapsed() + RETRY_EVERY > trust_wait {
+                    return Err(LockdownError::TrustPromptUnanswered(trust_wait));
+                }
+                tokio::time::sleep(RETRY_EVERY).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Pairs and stores the record: usbmuxd SavePairRecord (with DeviceID, so listeners hear
+/// `Paired`) and our own folder when given.
+pub async fn pair_and_save(
+    session: &mut DeviceSession,
+    store: Option<&PairRecordStore>,
+    host_name: Option<&str>,
+    trust_wait: Duration,
+) -> Result<PairingFile, LockdownError> {
+    let addr = session.device.addr.clone();
+    let system_buid = UsbmuxClient::connect(&addr).await?.read_buid().await?;
+    let host_id = new_host_id();
+    let record = pair(session, &host_id, &system_buid, host_name, trust_wait).await?;
+    let bytes = pair_records::serialize(&record)?;
+    let udid = session.device.udid.clone();
+    UsbmuxClient::connect(&addr)
+        .await?
+        .save_pair_record(&udid, bytes.clone(), Some(session.device.device_id))
+        .await?;
+    if let Some(store) = store {
+        store.save(&udid, &bytes)?;
+    }
+    Ok(record)
+}
+
+/// A session with TLS: uses an existing pair record, or pairs when there is none or the device
+/// no longer knows it (InvalidHostID), then starts the session.
+pub async fn trusted_session(
+    device: crate::session::DeviceRef,
+    store: Option<&PairRecordStore>,
+    trust_wait: Duration,
+) -> Result<(DeviceSession, PairingFile), LockdownError> {
+    let mut session = DeviceSession::connect(device.clone()).await?;
+    if let Some(record) = pair_records::find(&device.addr, store, &device.udid).await? {
+        match session.start_session(&record).await {
+            Ok(()) => return Ok((session, record)),
+            Err(LockdownError::InvalidHostId) => {
+                tracing::info!(udid = %device.udid, "device forgot us; pairing again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let record = pair_and_save(&mut session, store, Some("cartprep"), trust_wait).await?;
+    session.start_session(&record).await?;
+    Ok((session, record))
+}
