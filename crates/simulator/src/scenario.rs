@@ -201,3 +201,53 @@ impl Scenario {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_cart_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/cart.example.toml");
+        let s = Scenario::load(&path).unwrap();
+        assert_eq!(s.devices.len(), 3);
+        assert!(s.plugged_at_start(1));
+        assert!(!s.plugged_at_start(3), "the timeline plugs slot 3 later");
+        assert_eq!(
+            s.devices[1].pairing_behavior(),
+            PairingBehavior::Dialog { attempts: 2 }
+        );
+        assert_eq!(s.devices[2].pairing_behavior(), PairingBehavior::Locked);
+        assert_eq!(s.faults[0].action, crate::faults::FaultAction::Drop);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let bad = |text: &str| {
+            let s: Result<Scenario, _> = toml::from_str(text);
+            match s {
+                Err(e) => e.to_string(),
+                Ok(s) => s.validate().unwrap_err(),
+            }
+        };
+        assert!(bad("[[device]]\nmodel = \"iPad99,1\"").contains("unknown model \"iPad99,1\""));
+        assert!(
+            bad("[[device]]\nmodel = \"iPad12,1\"\nios = \"9.3\"").contains("never ran iPadOS 9.3")
+        );
+        assert!(bad("[[device]]\ncolour = \"red\"").contains("unknown field `colour`"));
+        assert!(
+            bad("[[device]]\n[[timeline]]\nat_ms = 1\nslot = 4\naction = \"plug\"")
+                .contains("no slot 4")
+        );
+        assert!(
+            bad("[[device]]\n[[fault]]\nrequest = \"Pair\"\naction = \"delay\"")
+                .contains("needs ms")
+        );
+        assert!(
+            bad("[[device]]\n[[fault]]\nrequest = \"Pair\"\naction = \"explode\"")
+                .contains("unknown action")
+        );
+        assert!(bad("seed = 1").contains("no [[device]]"));
+        assert!(bad("[[device]]\nudid = \"1234\"").contains("udid"));
+    }
+}
