@@ -40,6 +40,35 @@ pub struct DeviceSpec {
     pub latency: Duration,
     /// USB LocationID to report, `(bus << 16) | address` in Linux usbmuxd's convention.
     pub location_id: u64,
+    /// Assigned to an MDM server for Automated Device Enrollment in Apple School Manager.
+    pub ade: Option<AdeAssignment>,
+    /// Find My is on with someone's Apple ID: the activation server answers with a login form.
+    pub activation_lock: bool,
+    /// How long an erased iPad takes to come back on USB.
+    pub erase_reattach: Duration,
+}
+
+/// What Apple's servers hand an ADE-assigned iPad (its DEP profile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdeAssignment {
+    pub organization: String,
+    pub configuration_url: String,
+}
+
+/// A configuration profile the device holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub identifier: String,
+    pub uuid: String,
+    pub display_name: String,
+    pub description: String,
+    pub organization: Option<String>,
+    pub version: u64,
+    pub removal_disallowed: bool,
+    /// The payload types inside (com.apple.wifi.managed, com.apple.mdm…).
+    pub payload_types: Vec<String>,
+    /// The bytes as the host sent them (signed or not).
+    pub bytes: Vec<u8>,
 }
 
 /// A host the device trusts, from its Pair request.
@@ -69,6 +98,19 @@ pub struct DeviceState {
     pub dialog_answers: u32,
     /// Values in writable domains other than the default and international ones.
     pub extra_domains: BTreeMap<String, plist::Dictionary>,
+    /// CloudConfigurationDetails: absent on a fresh device.
+    pub cloud_config: Option<plist::Dictionary>,
+    /// Installed profiles, in installation order.
+    pub profiles: Vec<Profile>,
+    /// Profiles "downloaded" for the user to approve in Settings (not installed).
+    pub downloaded: Vec<Profile>,
+    /// StoreProfile with purpose PostSetupInstallation.
+    pub stored_profile: Option<Vec<u8>>,
+    pub wifi_power: bool,
+    /// The challenge of a supervised Pair in progress: (supervisor certificate, challenge).
+    pub pairing_challenge: Option<(Vec<u8>, Vec<u8>)>,
+    /// The nonce of the activation session in progress (mobileactivationd).
+    pub activation_session: Option<Vec<u8>>,
 }
 
 impl DeviceState {
@@ -86,7 +128,55 @@ impl DeviceState {
             hosts: BTreeMap::new(),
             dialog_answers: 0,
             extra_domains: BTreeMap::new(),
+            cloud_config: None,
+            profiles: Vec::new(),
+            downloaded: Vec::new(),
+            stored_profile: None,
+            wifi_power: true,
+            pairing_challenge: None,
+            activation_session: None,
         }
+    }
+
+    /// A device that finished Setup Assistant has a cloud configuration saying so.
+    pub fn with_setup_done(mut self) -> Self {
+        self.setup_done = true;
+        let mut cc = plist::Dictionary::new();
+        cc.insert("CloudConfigurationUIComplete".into(), true.into());
+        cc.insert("IsSupervised".into(), false.into());
+        self.cloud_config = Some(cc);
+        self
+    }
+
+    /// What an erase leaves: a new iPad in Setup Assistant, unactivated, trusting nobody.
+    pub fn erased(&self) -> Self {
+        DeviceState::new("iPad".into(), false, false, false)
+    }
+
+    pub fn is_supervised(&self) -> bool {
+        self.cloud_config
+            .as_ref()
+            .and_then(|c| c.get("IsSupervised"))
+            .and_then(plist::Value::as_boolean)
+            .unwrap_or(false)
+    }
+
+    /// Whether `cert` is one of the cloud configuration's SupervisorHostCertificates.
+    pub fn is_supervisor(&self, cert: &[u8]) -> bool {
+        self.cloud_config
+            .as_ref()
+            .and_then(|c| c.get("SupervisorHostCertificates"))
+            .and_then(plist::Value::as_array)
+            .is_some_and(|certs| certs.iter().any(|c| c.as_data() == Some(cert)))
+    }
+
+    /// AllowPairing=false in the cloud configuration.
+    pub fn pairing_disallowed(&self) -> bool {
+        self.cloud_config
+            .as_ref()
+            .and_then(|c| c.get("AllowPairing"))
+            .and_then(plist::Value::as_boolean)
+            == Some(false)
     }
 }
 

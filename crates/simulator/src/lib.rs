@@ -4,6 +4,7 @@
 
 pub mod cart;
 pub mod catalogue;
+pub mod cms_verify;
 pub mod control;
 pub mod error;
 pub mod faults;
@@ -105,13 +106,25 @@ impl Simulator {
                     pairing: entry.pairing_behavior(),
                     latency: Duration::from_millis(entry.latency_ms),
                     location_id: (1 << 16) | u64::from(slot + 2),
+                    ade: entry.ade.then(|| ipad::AdeAssignment {
+                        organization: entry.ade_organization.clone().unwrap_or_else(|| "Example School District".into()),
+                        configuration_url: entry
+                            .ade_configuration_url
+                            .clone()
+                            .unwrap_or_else(|| "https://mdm.example.org/enroll".into()),
+                    }),
+                    activation_lock: entry.activation_lock,
+                    erase_reattach: Duration::from_millis(entry.erase_reattach_ms.unwrap_or(2000)),
                 },
-                DeviceState::new(
-                    entry.name.clone().unwrap_or_else(|| "iPad".into()),
-                    entry.activated.unwrap_or(config.activated),
-                    entry.setup_done,
-                    entry.passcode,
-                ),
+                {
+                    let state = DeviceState::new(
+                        entry.name.clone().unwrap_or_else(|| "iPad".into()),
+                        entry.activated.unwrap_or(config.activated),
+                        false,
+                        entry.passcode,
+                    );
+                    if entry.setup_done { state.with_setup_done() } else { state }
+                },
             ));
         }
         let mut devices = Vec::new();

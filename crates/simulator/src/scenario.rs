@@ -15,6 +15,11 @@
 //! dialog_attempts = 2            # PairingDialogResponsePending answers before "Trust"
 //! latency_ms = 0                 # before every reply
 //! plugged = true                 # plugged at start (default: unless the timeline plugs it)
+//! activation_lock = false        # Find My on: the activation server wants an Apple ID
+//! ade = false                    # assigned to an MDM server in Apple School Manager
+//! ade_organization = "…"         # with ade: the organisation of its DEP profile
+//! ade_configuration_url = "…"    # with ade: the MDM enrollment URL of its DEP profile
+//! erase_reattach_ms = 2000       # after EraseDevice, back on USB this much later
 //!
 //! [[timeline]]
 //! at_ms = 1500
@@ -81,6 +86,13 @@ pub struct DeviceEntry {
     #[serde(default)]
     pub latency_ms: u64,
     pub plugged: Option<bool>,
+    #[serde(default)]
+    pub activation_lock: bool,
+    #[serde(default)]
+    pub ade: bool,
+    pub ade_organization: Option<String>,
+    pub ade_configuration_url: Option<String>,
+    pub erase_reattach_ms: Option<u64>,
 }
 
 impl DeviceEntry {
@@ -161,6 +173,9 @@ impl Scenario {
                 }
             } else if d.ios.is_some() {
                 return Err(format!("device {slot}: `ios` needs a `model`"));
+            }
+            if !d.ade && (d.ade_organization.is_some() || d.ade_configuration_url.is_some()) {
+                return Err(format!("device {slot}: ade_organization/ade_configuration_url need `ade = true`"));
             }
             if let Some(u) = &d.udid {
                 let modern = u.len() == 25 && u.as_bytes()[8] == b'-';
