@@ -26,6 +26,10 @@ pub enum Notice {
         device_id: u32,
         udid: String,
     },
+    Erased {
+        slot: u32,
+        udid: String,
+    },
 }
 
 impl fmt::Display for Notice {
@@ -54,6 +58,7 @@ impl fmt::Display for Notice {
             } => {
                 write!(f, "unplugged slot={slot} device_id={device_id} udid={udid}")
             }
+            Notice::Erased { slot, udid } => write!(f, "erased slot={slot} udid={udid}"),
         }
     }
 }
@@ -88,11 +93,23 @@ pub struct Cart {
     pub faults: Arc<Mutex<FaultBook>>,
     pub store: PairStore,
     pub listeners: Mutex<BTreeMap<u64, ClientInfo>>,
+    pub authority: Arc<crate::activation::ActivationAuthority>,
+    erase_tx: tokio::sync::mpsc::UnboundedSender<u32>,
+    erase_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<u32>>>,
 }
 
 impl Cart {
-    pub fn new(devices: Vec<Arc<VirtualIpad>>, store: PairStore, faults: FaultBook) -> Self {
+    pub fn new(
+        devices: Vec<Arc<VirtualIpad>>,
+        store: PairStore,
+        faults: FaultBook,
+        authority: crate::activation::ActivationAuthority,
+    ) -> Self {
+        let (erase_tx, erase_rx) = tokio::sync::mpsc::unbounded_channel();
         Cart {
+            authority: Arc::new(authority),
+            erase_tx,
+            erase_rx: Mutex::new(Some(erase_rx)),
             devices,
             ports: Mutex::new(Ports::default()),
             events: broadcast::channel(1024).0,
@@ -226,7 +243,43 @@ impl Cart {
             ipad: self.device(*slot)?.clone(),
             unplugged: p.unplug.subscribe(),
             faults: self.faults.clone(),
+            erase: self.erase_tx.clone(),
+            authority: self.authority.clone(),
         })
+    }
+
+    /// Erases the iPad in `slot` as EraseDevice does: it leaves USB, loses everything (activation,
+    /// cloud configuration, profiles, trusted hosts, name), and re-attaches after its
+    /// `erase_reattach` delay with a new DeviceID.
+    pub async fn erase(&self, slot: u32) -> Result<(), CartError> {
+        let ipad = self.device(slot).ok_or(CartError::NoSuchSlot(slot))?.clone();
+        let _ = self.unplug(slot);
+        {
+            let mut state = ipad.state();
+            *state = state.erased();
+        }
+        let _ = self.notices.send(Notice::Erased {
+            slot,
+            udid: ipad.udid().into(),
+        });
+        tokio::time::sleep(ipad.spec.erase_reattach).await;
+        self.plug(slot).map(|_| ())
+    }
+
+    /// Serves erase requests from devices until the cart is dropped; call once.
+    pub fn spawn_eraser(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let mut rx = self.erase_rx.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        let cart = Arc::downgrade(self);
+        Some(tokio::spawn(async move {
+            while let Some(slot) = rx.recv().await {
+                let Some(cart) = cart.upgrade() else { return };
+                tokio::spawn(async move {
+                    if let Err(e) = cart.erase(slot).await {
+                        tracing::warn!("erase of slot {slot}: {e}");
+                    }
+                });
+            }
+        }))
     }
 
     pub fn slot_of(&self, device_id: u32) -> Option<u32> {

@@ -2,6 +2,8 @@
 //! independent tools (pymobiledevice3, libimobiledevice, the idevice crate) can be tested
 //! without an iPad.
 
+pub mod activation;
+pub mod activation_server;
 pub mod cart;
 pub mod catalogue;
 pub mod cms_verify;
@@ -50,6 +52,7 @@ pub struct SimConfig {
 
 pub struct Simulator {
     pub cart: Arc<Cart>,
+    activation_server: activation_server::ActivationServer,
     addresses: Vec<UsbmuxAddress>,
     tasks: Vec<JoinHandle<()>>,
     scenario: Scenario,
@@ -136,10 +139,15 @@ impl Simulator {
         for f in &scenario.faults {
             faults.add(f.clone());
         }
-        let cart = Arc::new(Cart::new(devices, store, faults));
+        let authority_dir = config.state_dir.clone();
+        let authority = tokio::task::spawn_blocking(move || activation::ActivationAuthority::load_or_create(&authority_dir))
+            .await
+            .map_err(|e| SimError::Key(e.to_string()))??;
+        let cart = Arc::new(Cart::new(devices, store, faults, authority));
+        let activation_server = activation_server::start(cart.clone()).await?;
 
         let mut addresses = Vec::new();
-        let mut tasks = Vec::new();
+        let mut tasks: Vec<JoinHandle<()>> = cart.spawn_eraser().into_iter().collect();
         for addr in &config.listen {
             let (bound, task) = bind(cart.clone(), addr).await?;
             addresses.push(bound);
@@ -152,6 +160,7 @@ impl Simulator {
         }
         Ok(Simulator {
             cart,
+            activation_server,
             addresses,
             tasks,
             scenario,
@@ -166,6 +175,16 @@ impl Simulator {
     /// The first address (tests use one).
     pub fn address(&self) -> &UsbmuxAddress {
         &self.addresses[0]
+    }
+
+    /// Base URL of the fake activation server (`https://127.0.0.1:PORT/deviceservices/`).
+    pub fn activation_server_url(&self) -> String {
+        self.activation_server.base_url.clone()
+    }
+
+    /// The CA certificate (PEM) a client must trust to reach the fake activation server.
+    pub fn activation_ca_pem(&self) -> Vec<u8> {
+        self.activation_server.ca_pem.clone()
     }
 
     /// Plays the scenario's timeline (plugs and unplugs at their times, from now).
@@ -194,6 +213,7 @@ impl Drop for Simulator {
         for t in &self.tasks {
             t.abort();
         }
+        self.activation_server.task.abort();
         for a in &self.addresses {
             if let UsbmuxAddress::Unix(p) = a {
                 let _ = std::fs::remove_file(p);

@@ -27,9 +27,18 @@ pub struct Link {
     /// Becomes `true` when the device is unplugged: every tunnel then drops.
     pub unplugged: watch::Receiver<bool>,
     pub faults: Arc<Mutex<FaultBook>>,
+    /// The simulated Apple whose activation records the device trusts.
+    pub authority: Arc<crate::activation::ActivationAuthority>,
+    /// Where EraseDevice asks the cart to reset this slot.
+    pub erase: tokio::sync::mpsc::UnboundedSender<u32>,
 }
 
 impl Link {
+    /// Asks the cart to erase this device: it drops off USB, is wiped, and comes back.
+    pub fn request_erase(&self) {
+        let _ = self.erase.send(self.ipad.spec.slot);
+    }
+
     pub fn fault(&self, request: &str) -> Option<FaultAction> {
         self.faults
             .lock()
@@ -443,17 +452,33 @@ fn pair(ipad: &VirtualIpad, req: &Dictionary) -> Dictionary {
         return error(NAME, "InvalidPairRecord");
     }
     let mut state = ipad.state();
-    match ipad.spec.pairing {
-        PairingBehavior::Accept => {}
-        PairingBehavior::Dialog { attempts } => {
-            if state.dialog_answers < attempts {
-                state.dialog_answers += 1;
-                return error(NAME, "PairingDialogResponsePending");
-            }
-            state.dialog_answers = 0;
+    let options = req.get("PairingOptions").and_then(Value::as_dictionary);
+    let option_data = |k: &str| options.and_then(|o| o.get(k)).and_then(Value::as_data);
+    if let Some(response) = option_data("ChallengeResponse") {
+        // Second step of a supervised Pair: the signed challenge replaces the user's consent.
+        let Some((cert, challenge)) = state.pairing_challenge.take() else {
+            return error(NAME, "MCChallengeRequired");
+        };
+        match crate::cms_verify::verify_attached(response, &cert) {
+            Ok(content) if content == challenge => {}
+            Ok(_) | Err(_) => return error(NAME, "MCChallengeRequired"),
         }
-        PairingBehavior::Deny => return error(NAME, "UserDeniedPairing"),
-        PairingBehavior::Locked => return error(NAME, "PasswordProtected"),
+    } else if let Some(cert) = option_data("SupervisorCertificate").filter(|c| state.is_supervisor(c)) {
+        let challenge = crate::rng::random_bytes::<32>().to_vec();
+        state.pairing_challenge = Some((cert.to_vec(), challenge.clone()));
+        let mut extended = Dictionary::new();
+        extended.insert("PairingChallenge".into(), Value::Data(challenge));
+        let mut d = error(NAME, "MCChallengeRequired");
+        d.insert("ExtendedResponse".into(), Value::Dictionary(extended));
+        return d;
+    } else if state.pairing_disallowed() {
+        // AllowPairing=false: only a supervisor (above) may pair.
+        return error(NAME, "MCProtected");
+    } else if !(state.is_supervised() && !state.setup_done)
+        && let Some(refusal) = pairing_consent(ipad, &mut state)
+    {
+        // (A supervised iPad in Setup Assistant pairs without a prompt.)
+        return refusal;
     }
     let escrow_bag = crate::rng::random_bytes::<32>().to_vec();
     state.hosts.insert(
@@ -473,6 +498,24 @@ fn pair(ipad: &VirtualIpad, req: &Dictionary) -> Dictionary {
     let mut d = reply(NAME);
     d.insert("EscrowBag".into(), Value::Data(escrow_bag));
     d
+}
+
+/// The device's own answer to an ordinary Pair: silent, prompt, refusal or locked.
+fn pairing_consent(ipad: &VirtualIpad, state: &mut crate::ipad::DeviceState) -> Option<Dictionary> {
+    const NAME: &str = "Pair";
+    match ipad.spec.pairing {
+        PairingBehavior::Accept => {}
+        PairingBehavior::Dialog { attempts } => {
+            if state.dialog_answers < attempts {
+                state.dialog_answers += 1;
+                return Some(error(NAME, "PairingDialogResponsePending"));
+            }
+            state.dialog_answers = 0;
+        }
+        PairingBehavior::Deny => return Some(error(NAME, "UserDeniedPairing")),
+        PairingBehavior::Locked => return Some(error(NAME, "PasswordProtected")),
+    }
+    None
 }
 
 fn start_session(

@@ -1,63 +1,80 @@
-//! com.apple.mobile.MCInstall on a virtual iPad: the read-only requests for now
-//! (HelloHostIdentifier, Flush, GetProfileList, GetCloudConfiguration).
+//! com.apple.mobile.MCInstall on a virtual iPad, with the device rules of iOS 26's
+//! mc_mobile_tunnel (see shared docs, mcinstall-prepare.md §2–§5): state per connection,
+//! escalation with a supervisor certificate and a signed challenge, cloud configuration rules,
+//! profile installation (silent or only "downloaded"), erase.
 
 use plist::{Dictionary, Value};
 use usbmux::plist_service;
 
 use crate::faults::FaultAction;
+use crate::ipad::{DeviceState, Profile};
 use crate::lockdownd::{Link, MALFORMED};
 use crate::tls::BoxStream;
 
-fn acknowledged() -> Dictionary {
+const TUNNEL: &str = "DMCTunnelErrorDomain";
+const CLOUD: &str = "MCCloudConfigErrorDomain";
+const DEP: &str = "DEPCloudConfigErrorDomain";
+const PROFILE: &str = "MCProfileErrorDomain";
+
+fn status(s: &str) -> Dictionary {
     let mut d = Dictionary::new();
-    d.insert("Status".into(), "Acknowledged".into());
+    d.insert("Status".into(), s.into());
     d
 }
 
-/// A failure reply with one ErrorChain entry, as the device sends it.
+fn acknowledged() -> Dictionary {
+    status("Acknowledged")
+}
+
+/// A failure reply with one ErrorChain entry, as `MMTConnection parseErrorFromResponse:` sends it.
 pub fn failure(code: i64, domain: &str, description: &str) -> Dictionary {
     let mut entry = Dictionary::new();
     entry.insert("ErrorCode".into(), code.into());
     entry.insert("ErrorDomain".into(), domain.into());
     entry.insert("LocalizedDescription".into(), description.into());
     entry.insert("USEnglishDescription".into(), description.into());
-    let mut d = Dictionary::new();
-    d.insert(
-        "ErrorChain".into(),
-        Value::Array(vec![Value::Dictionary(entry)]),
-    );
-    d.insert("Status".into(), "Error".into());
+    let mut d = status("Error");
+    d.insert("ErrorChain".into(), Value::Array(vec![Value::Dictionary(entry)]));
     d
+}
+
+/// Per-connection state: escalation swaps this connection's parser, not the device's.
+#[derive(Default)]
+struct Connection {
+    escalated: bool,
+    /// (supervisor certificate, challenge) between Escalate and EscalateResponse.
+    challenge: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What the device must do after replying.
+enum After {
+    Continue,
+    /// EraseDevice: the link drops and the device resets.
+    Erase,
 }
 
 pub async fn serve(mut link: Link, mut stream: BoxStream) {
     use tokio::io::AsyncWriteExt;
+    let mut conn = Connection::default();
     loop {
         let request = tokio::select! {
             _ = link.gone() => return,
             r = plist_service::read(&mut stream) => r,
         };
-        let Ok(Some(request)) = request else { return };
-        let kind = request
-            .get("RequestType")
-            .and_then(Value::as_string)
-            .unwrap_or("")
-            .to_owned();
+        let request = match request {
+            Ok(Some(r)) => r,
+            _ => return,
+        };
+        let kind = request.get("RequestType").and_then(Value::as_string).unwrap_or("").to_owned();
         match link.fault(&kind) {
             Some(FaultAction::Drop) => return,
             Some(FaultAction::Malformed) => {
                 let _ = stream.write_all(MALFORMED).await;
                 continue;
             }
-            Some(FaultAction::Delay { ms }) => {
-                tokio::time::sleep(std::time::Duration::from_millis(ms)).await
-            }
+            Some(FaultAction::Delay { ms }) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
             Some(FaultAction::Error { name }) => {
-                let _ = plist_service::write(
-                    &mut stream,
-                    &failure(1, "MCInstallationErrorDomain", &name),
-                )
-                .await;
+                let _ = plist_service::write(&mut stream, &status(&name)).await;
                 continue;
             }
             None => {}
@@ -65,40 +82,351 @@ pub async fn serve(mut link: Link, mut stream: BoxStream) {
         if !link.ipad.spec.latency.is_zero() {
             tokio::time::sleep(link.ipad.spec.latency).await;
         }
-        let answer = match kind.as_str() {
-            "HelloHostIdentifier" | "Flush" => acknowledged(),
-            "GetProfileList" => {
-                let mut d = acknowledged();
-                d.insert("OrderedIdentifiers".into(), Value::Array(vec![]));
-                d.insert(
-                    "ProfileManifest".into(),
-                    Value::Dictionary(Dictionary::new()),
-                );
-                d.insert(
-                    "ProfileMetadata".into(),
-                    Value::Dictionary(Dictionary::new()),
-                );
-                d
-            }
-            "GetCloudConfiguration" => {
-                let mut d = acknowledged();
-                let state = link.ipad.state();
-                if state.setup_done {
-                    let mut cc = Dictionary::new();
-                    cc.insert("CloudConfigurationUIComplete".into(), true.into());
-                    cc.insert("IsSupervised".into(), false.into());
-                    d.insert("CloudConfiguration".into(), Value::Dictionary(cc));
-                }
-                d
-            }
-            _ => failure(
-                1003,
-                "MCInstallationErrorDomain",
-                "The request is not recognized.",
-            ),
-        };
+        let (answer, after) = handle(&link, &mut conn, &kind, &request);
         if plist_service::write(&mut stream, &answer).await.is_err() {
             return;
         }
+        if let After::Erase = after {
+            let _ = stream.shutdown().await;
+            link.request_erase();
+            return;
+        }
     }
+}
+
+fn handle(link: &Link, conn: &mut Connection, kind: &str, req: &Dictionary) -> (Dictionary, After) {
+    let ipad = &link.ipad;
+    let mut state = ipad.state();
+    let reply = match kind {
+        "HelloHostIdentifier" | "Flush" | "Disconnect" => acknowledged(),
+        "GetProfileList" => profile_list(&state),
+        "InstallProfile" => install_profile(&mut state, req, false),
+        "InstallProfileSilent" if conn.escalated => install_profile(&mut state, req, true),
+        "RemoveProfile" => remove_profile(&mut state, req),
+        "GetCloudConfiguration" => {
+            let mut d = acknowledged();
+            if let Some(cc) = &state.cloud_config {
+                d.insert("CloudConfiguration".into(), Value::Dictionary(cc.clone()));
+            }
+            d
+        }
+        "SetCloudConfiguration" => match req.get("CloudConfiguration").and_then(Value::as_dictionary) {
+            Some(cc) => set_cloud_configuration(ipad.spec.ade.is_some(), &mut state, cc.clone()),
+            None => status("CommandFormatError"),
+        },
+        "DownloadAndApplyCloudConfiguration" => download_and_apply(ipad, &mut state),
+        "Escalate" => match req.get("SupervisorCertificate").and_then(Value::as_data) {
+            Some(cert) if state.is_supervisor(cert) => {
+                let challenge = crate::rng::random_bytes::<8>().to_vec();
+                conn.challenge = Some((cert.to_vec(), challenge.clone()));
+                let mut d = acknowledged();
+                d.insert("Challenge".into(), Value::Data(challenge));
+                d
+            }
+            Some(_) => status("CertificateRejected"),
+            None => status("CommandFormatError"),
+        },
+        "EscalateResponse" => {
+            // The challenge is spent whatever happens.
+            let pending = conn.challenge.take();
+            match (pending, req.get("SignedRequest").and_then(Value::as_data)) {
+                (Some((cert, challenge)), Some(signed)) => match crate::cms_verify::verify_attached(signed, &cert) {
+                    Ok(content) if content == challenge => {
+                        conn.escalated = true;
+                        acknowledged()
+                    }
+                    Ok(_) => {
+                        tracing::info!(slot = ipad.spec.slot, "EscalateResponse signs other bytes than the challenge");
+                        status("SignedRequestRejected")
+                    }
+                    Err(why) => {
+                        tracing::info!(slot = ipad.spec.slot, "EscalateResponse rejected: {why}");
+                        status("SignedRequestRejected")
+                    }
+                },
+                (_, None) => status("CommandFormatError"),
+                (None, Some(_)) => status("SignedRequestRejected"),
+            }
+        }
+        "ProceedWithKeybagMigration" if conn.escalated => acknowledged(),
+        "StoreProfile" => match (
+            req.get("ProfileData").and_then(Value::as_data),
+            req.get("Purpose").and_then(Value::as_string),
+        ) {
+            (Some(data), Some("PostSetupInstallation")) => match parse_profile(data) {
+                Ok(_) => {
+                    state.stored_profile = Some(data.to_vec());
+                    acknowledged()
+                }
+                Err(why) => failure(1000, PROFILE, why),
+            },
+            _ => status("CommandFormatError"),
+        },
+        "GetStoredProfile" => match req.get("Purpose").and_then(Value::as_string) {
+            Some("PostSetupInstallation") => {
+                let mut d = acknowledged();
+                if let Some(p) = &state.stored_profile {
+                    d.insert("ProfileData".into(), Value::Data(p.clone()));
+                }
+                d
+            }
+            _ => status("CommandFormatError"),
+        },
+        "EraseDevice" => {
+            let number_or_absent =
+                |k: &str| req.get(k).is_none_or(|v| matches!(v, Value::Boolean(_) | Value::Integer(_) | Value::Real(_)));
+            if !(number_or_absent("PreserveDataPlan") && number_or_absent("DisallowProximitySetup")) {
+                status("CommandFormatError")
+            } else {
+                // The ack goes out before the reset starts.
+                return (acknowledged(), After::Erase);
+            }
+        }
+        "SetWiFiPowerState" => match req.get("PowerState").and_then(Value::as_boolean) {
+            Some(on) => {
+                state.wifi_power = on;
+                acknowledged()
+            }
+            None => status("CommandFormatError"),
+        },
+        // Unknown requests, and supervised-only ones on an unescalated connection.
+        _ => status("CommandFormatError"),
+    };
+    (reply, After::Continue)
+}
+
+fn profile_list(state: &DeviceState) -> Dictionary {
+    let mut ids = Vec::new();
+    let mut manifest = Dictionary::new();
+    let mut metadata = Dictionary::new();
+    for p in &state.profiles {
+        ids.push(Value::String(p.identifier.clone()));
+        let mut m = Dictionary::new();
+        m.insert("Description".into(), p.description.clone().into());
+        m.insert("IsActive".into(), true.into());
+        manifest.insert(p.identifier.clone(), Value::Dictionary(m));
+        let mut md = Dictionary::new();
+        md.insert("PayloadDisplayName".into(), p.display_name.clone().into());
+        if let Some(o) = &p.organization {
+            md.insert("PayloadOrganization".into(), o.clone().into());
+        }
+        md.insert("PayloadRemovalDisallowed".into(), p.removal_disallowed.into());
+        md.insert("PayloadUUID".into(), p.uuid.clone().into());
+        md.insert("PayloadVersion".into(), p.version.into());
+        metadata.insert(p.identifier.clone(), Value::Dictionary(md));
+    }
+    let mut d = acknowledged();
+    d.insert("OrderedIdentifiers".into(), Value::Array(ids));
+    d.insert("ProfileManifest".into(), Value::Dictionary(manifest));
+    d.insert("ProfileMetadata".into(), Value::Dictionary(metadata));
+    d
+}
+
+/// Reads a .mobileconfig, plain or CMS-signed, as the device does before installing it.
+pub fn parse_profile(bytes: &[u8]) -> Result<Profile, &'static str> {
+    let plist_bytes = if bytes.first() == Some(&0x30) {
+        signed_content(bytes).ok_or("The profile’s signature could not be read.")?
+    } else {
+        bytes.to_vec()
+    };
+    let dict: Dictionary = plist::from_bytes(&plist_bytes).map_err(|_| "The profile could not be read.")?;
+    if dict.get("PayloadType").and_then(Value::as_string) != Some("Configuration") {
+        return Err("The profile is not a configuration profile.");
+    }
+    let string = |k: &str| dict.get(k).and_then(Value::as_string).map(str::to_owned);
+    let identifier = string("PayloadIdentifier").ok_or("The profile has no identifier.")?;
+    let uuid = string("PayloadUUID").ok_or("The profile has no UUID.")?;
+    let content = dict
+        .get("PayloadContent")
+        .and_then(Value::as_array)
+        .ok_or("The profile has no payloads.")?;
+    let payload_types = content
+        .iter()
+        .map(|p| {
+            p.as_dictionary()
+                .and_then(|d| d.get("PayloadType"))
+                .and_then(Value::as_string)
+                .map(str::to_owned)
+                .ok_or("A payload has no type.")
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Profile {
+        display_name: string("PayloadDisplayName").unwrap_or_else(|| identifier.clone()),
+        description: string("PayloadDescription").unwrap_or_default(),
+        organization: string("PayloadOrganization"),
+        version: dict.get("PayloadVersion").and_then(Value::as_unsigned_integer).unwrap_or(1),
+        removal_disallowed: dict
+            .get("PayloadRemovalDisallowed")
+            .and_then(Value::as_boolean)
+            .unwrap_or(false),
+        identifier,
+        uuid,
+        payload_types,
+        bytes: bytes.to_vec(),
+    })
+}
+
+fn signed_content(der: &[u8]) -> Option<Vec<u8>> {
+    use der::Decode;
+    let info = cms::content_info::ContentInfo::from_der(der).ok()?;
+    let signed: cms::signed_data::SignedData = info.content.decode_as().ok()?;
+    let content = signed.encap_content_info.econtent?;
+    Some(content.decode_as::<der::asn1::OctetString>().ok()?.as_bytes().to_vec())
+}
+
+fn install_profile(state: &mut DeviceState, req: &Dictionary, silent: bool) -> Dictionary {
+    let bytes = match req.get("Payload") {
+        Some(Value::Data(d)) => d.clone(),
+        Some(Value::Dictionary(d)) => {
+            let mut b = Vec::new();
+            if plist::to_writer_xml(&mut b, d).is_err() {
+                return failure(14000, TUNNEL, "The field “Payload” is invalid.");
+            }
+            b
+        }
+        _ => return failure(14000, TUNNEL, "The field “Payload” is invalid."),
+    };
+    let profile = match parse_profile(&bytes) {
+        Ok(p) => p,
+        Err(why) => return failure(1000, PROFILE, why),
+    };
+    // A supervised iPad still in Setup Assistant installs without asking; otherwise the
+    // profile is only downloaded and waits for the user in Settings.
+    let installs = silent || (state.is_supervised() && !state.setup_done);
+    let list = if installs { &mut state.profiles } else { &mut state.downloaded };
+    list.retain(|p| p.identifier != profile.identifier);
+    list.push(profile);
+    acknowledged()
+}
+
+fn remove_profile(state: &mut DeviceState, req: &Dictionary) -> Dictionary {
+    let identifier = match req.get("ProfileIdentifier") {
+        Some(Value::String(s)) => Some(s.clone()),
+        // A stub profile plist: its PayloadIdentifier names the profile.
+        Some(Value::Data(d)) => plist::from_bytes::<Dictionary>(d)
+            .ok()
+            .and_then(|s| s.get("PayloadIdentifier").and_then(Value::as_string).map(str::to_owned)),
+        _ => return status("CommandFormatError"),
+    };
+    if let Some(id) = identifier {
+        state.profiles.retain(|p| p.identifier != id);
+    }
+    // A missing identifier is acknowledged (the daemon only logs it).
+    acknowledged()
+}
+
+/// Checks the types profiled checks; a wrong one is 33002.
+fn valid_types(cc: &Dictionary) -> bool {
+    let bools = [
+        "AllowPairing",
+        "IsSupervised",
+        "IsMandatory",
+        "IsMDMUnremovable",
+        "IsMultiUser",
+        "AwaitDeviceConfigured",
+        "AutoAdvanceSetup",
+        "CloudConfigurationUIComplete",
+        "ConfigurationWasApplied",
+        "PostSetupProfileWasInstalled",
+    ];
+    let strings = [
+        "OrganizationName",
+        "OrganizationMagic",
+        "OrganizationDepartment",
+        "OrganizationAddress",
+        "OrganizationAddressLine1",
+        "OrganizationAddressLine2",
+        "OrganizationAddressLine3",
+        "OrganizationCity",
+        "OrganizationRegion",
+        "OrganizationZipCode",
+        "OrganizationCountry",
+        "OrganizationPhone",
+        "OrganizationEmail",
+        "OrganizationSupportPhone",
+        "OrganizationSupportEmail",
+        "ConfigurationURL",
+        "ConfigurationWebURL",
+        "Language",
+        "Region",
+    ];
+    let data_arrays = ["SupervisorHostCertificates", "AnchorCertificates"];
+    bools.iter().all(|k| cc.get(*k).is_none_or(|v| v.as_boolean().is_some()))
+        && strings.iter().all(|k| cc.get(*k).is_none_or(|v| v.as_string().is_some()))
+        && data_arrays.iter().all(|k| {
+            cc.get(*k)
+                .is_none_or(|v| v.as_array().is_some_and(|a| a.iter().all(|c| c.as_data().is_some())))
+        })
+        && cc
+            .get("SkipSetup")
+            .is_none_or(|v| v.as_array().is_some_and(|a| a.iter().all(|s| s.as_string().is_some())))
+        && cc.get("ConfigurationSource").is_none_or(|v| v.as_unsigned_integer().is_some())
+}
+
+fn set_cloud_configuration(ade_assigned: bool, state: &mut DeviceState, mut cc: Dictionary) -> Dictionary {
+    if state.cloud_config.is_some() {
+        return failure(14002, TUNNEL, "A cloud configuration is already present on this device.");
+    }
+    // The tunnel rewrites the dict before profiled sees it.
+    cc.insert("ConfigurationSource".into(), 2u64.into());
+    if !cc.contains_key("ConfigurationURL") && !cc.contains_key("ConfigurationWebURL") {
+        cc.insert("CloudConfigurationUIComplete".into(), true.into());
+        cc.insert("ConfigurationWasApplied".into(), true.into());
+    }
+    cc.insert("IsMandatory".into(), true.into());
+    cc.insert("IsMDMUnremovable".into(), false.into());
+    if !state.activated {
+        return failure(
+            33003,
+            CLOUD,
+            "Cannot store cloud configuration because this device is not activated.",
+        );
+    }
+    if !valid_types(&cc) {
+        return failure(33002, CLOUD, "The cloud configuration is invalid.");
+    }
+    if ade_assigned {
+        return failure(33004, CLOUD, "Activation indicates device must be configured using DEP.");
+    }
+    let supervised = cc.get("IsSupervised").and_then(Value::as_boolean) == Some(true);
+    if !supervised {
+        cc.insert("AwaitDeviceConfigured".into(), false.into());
+        cc.remove("IsMultiUser");
+    }
+    if cc.get("AllowPairing").and_then(Value::as_boolean) == Some(false) {
+        // Saving such a configuration deletes every lockdown pairing record.
+        state.hosts.clear();
+    }
+    state.cloud_config = Some(cc);
+    acknowledged()
+}
+
+fn download_and_apply(ipad: &crate::ipad::VirtualIpad, state: &mut DeviceState) -> Dictionary {
+    if state.profiles.iter().any(|p| p.payload_types.iter().any(|t| t == "com.apple.mdm")) {
+        return acknowledged();
+    }
+    let Some(ade) = &ipad.spec.ade else {
+        return failure(33005, DEP, "The cloud configuration could not be retrieved: this device is not assigned to a device management server.");
+    };
+    if !state.activated {
+        return failure(
+            33003,
+            CLOUD,
+            "Cannot store cloud configuration because this device is not activated.",
+        );
+    }
+    let mut cc = Dictionary::new();
+    cc.insert("AllowPairing".into(), true.into());
+    cc.insert("ConfigurationSource".into(), 1u64.into());
+    cc.insert("ConfigurationURL".into(), ade.configuration_url.clone().into());
+    cc.insert("IsMandatory".into(), true.into());
+    cc.insert("IsMDMUnremovable".into(), false.into());
+    cc.insert("IsSupervised".into(), true.into());
+    cc.insert("OrganizationName".into(), ade.organization.clone().into());
+    cc.insert("SkipSetup".into(), Value::Array(vec![]));
+    cc.insert("CloudConfigurationUIComplete".into(), true.into());
+    cc.insert("ConfigurationWasApplied".into(), true.into());
+    cc.insert("PostSetupProfileWasInstalled".into(), true.into());
+    state.cloud_config = Some(cc);
+    acknowledged()
 }

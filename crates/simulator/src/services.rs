@@ -16,11 +16,12 @@ pub struct ServiceInfo {
 }
 
 pub const MCINSTALL: &str = "com.apple.mobile.MCInstall";
+pub const MOBILEACTIVATIOND: &str = "com.apple.mobileactivationd";
 
 /// The services this simulator implements.
 pub fn lookup(name: &str) -> Option<ServiceInfo> {
     match name {
-        MCINSTALL => Some(ServiceInfo { ssl: true }),
+        MCINSTALL | MOBILEACTIVATIOND => Some(ServiceInfo { ssl: true }),
         _ => None,
     }
 }
@@ -60,6 +61,7 @@ pub async fn serve(link: Link, pending: PendingService, stream: BoxStream) {
     };
     match pending.service.as_str() {
         MCINSTALL => crate::mcinstall::serve(link, stream).await,
+        MOBILEACTIVATIOND => crate::activation::serve(link, stream).await,
         other => tracing::warn!("no handler for service {other}"),
     }
 }
