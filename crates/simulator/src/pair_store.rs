@@ -57,11 +57,13 @@ impl PairStore {
         &self.dir
     }
 
-    /// A UDID becomes a file name only if it is plainly one (hex digits and hyphens).
+    /// A UDID becomes a file name only if it is plainly one (hex digits and hyphens), so a
+    /// record ID can never name SystemConfiguration or a path outside the store. (Linux
+    /// usbmuxd is laxer; no real client sends anything but a UDID.)
     fn path(&self, udid: &str) -> Result<PathBuf, ResultCode> {
         let plausible = !udid.is_empty()
             && udid.len() <= 64
-            && udid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            && udid.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
         if !plausible {
             return Err(EINVAL);
         }

@@ -77,6 +77,7 @@ fn binary_event(event: &DeviceEvent) -> Frame {
 /// Serves one client connection of the usbmuxd socket.
 pub async fn serve_client(cart: Arc<Cart>, mut stream: BoxStream) {
     let client_id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+    let mut proto = VERSION_BINARY;
     loop {
         let frame = match frame::read_frame(&mut stream, MAX_REQUEST_LEN).await {
             Ok(Some(f)) => f,
@@ -88,43 +89,41 @@ pub async fn serve_client(cart: Arc<Cart>, mut stream: BoxStream) {
             }
         };
         let tag = frame.header.tag;
-        let request = match frame.header.version {
-            VERSION_PLIST if frame.header.message == message_type::PLIST => {
-                match frame.plist_dict() {
-                    Ok(dict) => {
-                        Request::from_dict(&dict).map(|r| (r, ClientInfo::from_dict(&dict)))
-                    }
-                    Err(_) => Err(ResultCode::BAD_COMMAND),
-                }
-            }
-            VERSION_PLIST => Err(ResultCode::BAD_COMMAND),
-            VERSION_BINARY => {
-                let r = binary_request(&frame);
-                if let Err(code) = r {
-                    if write(&mut stream, &binary_result(tag, code)).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                r.map(|r| (r, ClientInfo::default()))
-            }
-            _ => {
-                // Linux usbmuxd answers an unknown version in the plist protocol.
-                Err(ResultCode::BAD_VERSION)
+        // Like Linux usbmuxd: the header version only has to be 0 or 1; the message type picks
+        // the handling, and replies use the protocol of the client's last plist message.
+        let reply_in = |proto: u32, code: ResultCode| {
+            if proto == VERSION_BINARY {
+                Some(binary_result(tag, code))
+            } else {
+                plist_frame(tag, &msg::result_reply(code))
             }
         };
-        let binary = frame.header.version == VERSION_BINARY;
+        if frame.header.version != VERSION_BINARY && frame.header.version != VERSION_PLIST {
+            match reply_in(proto, ResultCode::BAD_VERSION) {
+                Some(f) if write(&mut stream, &f).await.is_ok() => continue,
+                _ => return,
+            }
+        }
+        let request = match frame.header.message {
+            message_type::PLIST => {
+                proto = VERSION_PLIST;
+                // A payload that is not a plist dict with a MessageType string gets no answer
+                // at all from Linux usbmuxd (client_command returns before replying).
+                let Ok(dict) = frame.plist_dict() else { continue };
+                if dict.get("MessageType").and_then(plist::Value::as_string).is_none() {
+                    continue;
+                }
+                Request::from_dict(&dict).map(|r| (r, ClientInfo::from_dict(&dict)))
+            }
+            _ => binary_request(&frame).map(|r| (r, ClientInfo::default())),
+        };
+        let binary = proto == VERSION_BINARY;
         let (request, client) = match request {
             Ok(r) => r,
-            Err(code) => {
-                let Some(f) = plist_frame(tag, &msg::result_reply(code)) else {
-                    return;
-                };
-                if write(&mut stream, &f).await.is_err() {
-                    return;
-                }
-                continue;
-            }
+            Err(code) => match reply_in(proto, code) {
+                Some(f) if write(&mut stream, &f).await.is_ok() => continue,
+                _ => return,
+            },
         };
         let fault = cart
             .faults
@@ -140,15 +139,10 @@ pub async fn serve_client(cart: Arc<Cart>, mut stream: BoxStream) {
             Some(FaultAction::Delay { ms }) => {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await
             }
-            Some(FaultAction::Error { .. }) => {
-                let Some(f) = plist_frame(tag, &msg::result_reply(ResultCode::BAD_COMMAND)) else {
-                    return;
-                };
-                if write(&mut stream, &f).await.is_err() {
-                    return;
-                }
-                continue;
-            }
+            Some(FaultAction::Error { .. }) => match reply_in(proto, ResultCode::BAD_COMMAND) {
+                Some(f) if write(&mut stream, &f).await.is_ok() => continue,
+                _ => return,
+            },
             None => {}
         }
         let result = |code: ResultCode| {
