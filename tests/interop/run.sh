@@ -4,15 +4,20 @@
 #
 #   tests/interop/run.sh path/to/cartprep
 #
-# Needs the tools from tests/interop/install.sh. Starts
+# Needs the tools from tests/interop/install.sh. Stage 1 starts
 #   cartprep sim --devices 3 --listen 127.0.0.1:$PORT --state $DIR
 # takes the expected values from its `plugged slot=N udid=... serial=... model=...
-# ios=... name="..."` lines, and checks what the clients report. Prints one
-# `ok - NAME` / `not ok - NAME` line per check and ends with `N passed, M failed`.
+# ios=... name="..."` lines, and checks what the clients report (listing, pairing,
+# sessions, names). Stage 2 (tests/interop/supervision.sh, sourced from here) starts a
+# second simulator with --activated --devices 2 (own port, state and HOME) and checks
+# MCInstall: supervision, escalation, silent Wi-Fi install, activation state, erase.
+# Prints one `ok - NAME` / `not ok - NAME` line per check and ends with
+# `N passed, M failed`; exits 1 if any check failed (and prints the simulator logs).
 #
-# Environment: CARTPREP_VENV (default /var/tmp/cartprep-venv), INTEROP_PORT (default: a
-# free port), INTEROP_KEEP=1 keeps the work directory, INTEROP_EXTRA=1 adds the
-# profile/activation checks, INTEROP_STARTUP_TIMEOUT (seconds, default 30).
+# Environment: CARTPREP_VENV (default /var/tmp/cartprep-venv), INTEROP_PORT and
+# INTEROP_PORT2 (default: free ports), INTEROP_KEEP=1 keeps the work directory,
+# INTEROP_EXTRA=1 adds stage-1 profile/activation smoke checks, INTEROP_SKIP_SUPERVISION=1
+# skips stage 2, INTEROP_STARTUP_TIMEOUT (seconds, default 30).
 set -uo pipefail
 
 BIN="${1:?usage: $0 path/to/cartprep}"
@@ -25,6 +30,7 @@ CMD_TIMEOUT=60
 passed=0
 failed=0
 SIM_PID=""
+SIM2_PID=""   # stage 2 (supervision.sh)
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/cartprep-interop.XXXXXX")"
 STATE="$WORK/state"
@@ -32,13 +38,19 @@ SIM_OUT="$WORK/sim.stdout"
 SIM_ERR="$WORK/sim.stderr"
 mkdir -p "$STATE" "$WORK/home" "$WORK/logs"
 
-cleanup() {
-    if [[ -n "$SIM_PID" ]] && kill -0 "$SIM_PID" 2>/dev/null; then
-        kill "$SIM_PID" 2>/dev/null
-        for _ in $(seq 50); do kill -0 "$SIM_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$SIM_PID" 2>/dev/null
-        wait "$SIM_PID" 2>/dev/null
+stop_sim() {
+    local pid="$1"
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
     fi
+}
+
+cleanup() {
+    stop_sim "$SIM2_PID"
+    stop_sim "$SIM_PID"
     if [[ -n "${INTEROP_KEEP:-}" ]]; then
         echo "# work directory kept: $WORK"
     else
@@ -48,11 +60,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# SIM_LOGS: "label stdout stderr" per simulator started so far (stage 2 adds its own).
+SIM_LOGS=("stage-1 $SIM_OUT $SIM_ERR")
 print_sim_log() {
-    echo "# ---- simulator stdout ($SIM_OUT)"
-    sed 's/^/# /' "$SIM_OUT" 2>/dev/null
-    echo "# ---- simulator stderr (last 200 lines)"
-    tail -n 200 "$SIM_ERR" 2>/dev/null | sed 's/^/# /'
+    local entry label out err
+    for entry in "${SIM_LOGS[@]}"; do
+        read -r label out err <<<"$entry"
+        echo "# ---- $label simulator stdout ($out)"
+        sed 's/^/# /' "$out" 2>/dev/null
+        echo "# ---- $label simulator stderr (last 200 lines)"
+        tail -n 200 "$err" 2>/dev/null | sed 's/^/# /'
+    done
     echo "# ----"
 }
 
@@ -77,11 +95,23 @@ not_ok() {
 }
 
 # ---------------------------------------------------------------- preflight
-for tool in idevice_id ideviceinfo idevicepair idevicename; do
+for tool in idevice_id ideviceinfo idevicepair idevicename openssl; do
     command -v "$tool" >/dev/null || { echo "not ok - preflight: $tool missing (run tests/interop/install.sh)"; failed=1; finish; }
 done
 [[ -x "$PMD3" ]] || { echo "not ok - preflight: $PMD3 missing (run tests/interop/install.sh)"; failed=1; finish; }
-[[ -x "$BIN" ]] || { echo "not ok - preflight: $BIN is not executable"; failed=1; finish; }
+
+# wait_for_bin: a concurrent `cargo build` replaces the binary (unlink + relink), so it
+# can be missing for a moment. Waits up to 60 s.
+wait_for_bin() {
+    local i
+    for i in $(seq 600); do
+        [[ -x "$BIN" ]] && return 0
+        ((i == 1)) && echo "# waiting for $BIN to (re)appear"
+        sleep 0.1
+    done
+    return 1
+}
+wait_for_bin || { echo "not ok - preflight: $BIN is not executable"; failed=1; finish; }
 
 if [[ -n "${INTEROP_PORT:-}" ]]; then
     PORT="$INTEROP_PORT"
@@ -100,6 +130,7 @@ export USBMUXD_SOCKET_ADDRESS="$ADDR"
 export NO_COLOR=1 PYTHONUTF8=1 LC_ALL=C.UTF-8
 
 # ---------------------------------------------------------------- simulator
+wait_for_bin
 "$BIN" sim --devices 3 --listen "$ADDR" --state "$STATE" </dev/null >"$SIM_OUT" 2>"$SIM_ERR" &
 SIM_PID=$!
 
@@ -177,7 +208,7 @@ check() {
     local name="$1" expr="$2"
     shift 2
     if "$PY" - "$OUT" "$ERR" "$RC" "$expr" "$@" >"$WORK/logs/check.err" 2>&1 <<'EOF'
-import json as _json, plistlib, sys
+import json as _json, plistlib, re, sys
 out = open(sys.argv[1], encoding="utf-8", errors="replace").read()
 err = open(sys.argv[2], encoding="utf-8", errors="replace").read()
 rc = int(sys.argv[3])
@@ -296,6 +327,14 @@ if [[ -n "${INTEROP_EXTRA:-}" ]]; then
 
     run pmd3-cloud-config-1 "$PMD3" profile cloud-configuration --udid "$U1"
     check "pymobiledevice3 profile cloud-configuration, slot 1" 'rc == 0 and isinstance(json(), (dict, type(None)))'
+fi
+
+# ---------------------------------------------------------------- stage 2: supervision
+# Sourced so that it shares the helpers, the counters, the cleanup trap and the stage-1
+# simulator (still running: its unactivated devices are used for the activation checks).
+if [[ -z "${INTEROP_SKIP_SUPERVISION:-}" ]]; then
+    # shellcheck source=tests/interop/supervision.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/supervision.sh"
 fi
 
 finish

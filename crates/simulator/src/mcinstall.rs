@@ -202,7 +202,9 @@ fn profile_list(state: &DeviceState) -> Dictionary {
     for p in &state.profiles {
         ids.push(Value::String(p.identifier.clone()));
         let mut m = Dictionary::new();
-        m.insert("Description".into(), p.description.clone().into());
+        // A real device shows the display name here when the profile has no description.
+        let description = if p.description.is_empty() { &p.display_name } else { &p.description };
+        m.insert("Description".into(), description.clone().into());
         m.insert("IsActive".into(), true.into());
         manifest.insert(p.identifier.clone(), Value::Dictionary(m));
         let mut md = Dictionary::new();
