@@ -7,6 +7,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::io::AsyncBufReadExt;
 
+mod demo;
+mod identity_cli;
+mod station_cli;
+
 #[derive(Parser)]
 #[command(
     name = "cartprep",
@@ -22,6 +26,30 @@ struct Cli {
 enum Command {
     /// Run a simulated cart: a usbmuxd server hosting virtual iPads that speak lockdownd.
     Sim(SimArgs),
+    /// The supervision identity: create, import, export, show.
+    Identity(identity_cli::IdentityArgs),
+    /// Configuration profiles: write a Wi-Fi profile.
+    Profile(identity_cli::ProfileArgs),
+    /// Run the station: prepare every iPad plugged in, as the configuration says.
+    Run(station_cli::RunArgs),
+    /// The station preparing a simulated cart (no iPad needed).
+    Demo(DemoArgs),
+    /// What a running station is doing.
+    Status(station_cli::StatusArgs),
+    /// The record of every iPad prepared: list, show, export.
+    Ledger(station_cli::LedgerArgs),
+    /// Name the cart's USB slots.
+    Slots(station_cli::SlotsArgs),
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// iPads on the simulated cart (at least 5).
+    #[arg(long, default_value_t = 6)]
+    devices: usize,
+    /// Keep everything here (default: a new temporary folder, kept after the demo).
+    #[arg(long = "state", value_name = "DIR")]
+    state: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -46,9 +74,11 @@ struct SimArgs {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     // idevice prints pair records, private keys included, at debug level: never let it.
-    let filter = EnvFilter::try_from_env("CARTPREP_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn"))
-        .add_directive("idevice=info".parse().expect("static directive"));
+    let (filter, idevice_cap) = match EnvFilter::try_from_env("CARTPREP_LOG") {
+        Ok(f) => (f, "idevice=info"),
+        Err(_) => (EnvFilter::new("warn"), "idevice=warn"),
+    };
+    let filter = filter.add_directive(idevice_cap.parse().expect("static directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -69,6 +99,13 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Sim(args) => sim(args).await,
+            Command::Identity(args) => identity_cli::identity(args),
+            Command::Profile(args) => identity_cli::profile(args),
+            Command::Run(args) => station_cli::run(args).await,
+            Command::Demo(args) => demo::demo(args.devices, args.state).await,
+            Command::Status(args) => station_cli::status(args).await,
+            Command::Ledger(args) => station_cli::ledger(args).await,
+            Command::Slots(args) => station_cli::slots(args).await,
         }
     });
     match result {

@@ -32,10 +32,14 @@ impl ActivationAuthority {
     /// Loads `dir/activation-authority.key` or creates it (0600).
     pub fn load_or_create(dir: &Path) -> Result<Self, SimError> {
         let path = dir.join("activation-authority.key");
-        let key = match std::fs::read(&path).ok().and_then(|d| RsaPrivateKey::from_pkcs8_der(&d).ok()) {
+        let key = match std::fs::read(&path)
+            .ok()
+            .and_then(|d| RsaPrivateKey::from_pkcs8_der(&d).ok())
+        {
             Some(k) => k,
             None => {
-                let k = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).map_err(|e| SimError::Key(e.to_string()))?;
+                let k = RsaPrivateKey::new(&mut rand_core::OsRng, 2048)
+                    .map_err(|e| SimError::Key(e.to_string()))?;
                 let der = k.to_pkcs8_der().map_err(|e| SimError::Key(e.to_string()))?;
                 crate::files::write_private(&path, der.as_bytes())?;
                 k
@@ -50,12 +54,17 @@ impl ActivationAuthority {
     }
 
     pub fn sign(&self, bytes: &[u8]) -> Vec<u8> {
-        SigningKey::<Sha256>::new(self.key.clone()).sign(bytes).to_vec()
+        SigningKey::<Sha256>::new(self.key.clone())
+            .sign(bytes)
+            .to_vec()
     }
 
     pub fn verify(&self, bytes: &[u8], signature: &[u8]) -> bool {
-        Signature::try_from(signature)
-            .is_ok_and(|s| VerifyingKey::<Sha256>::new(self.public.clone()).verify(bytes, &s).is_ok())
+        Signature::try_from(signature).is_ok_and(|s| {
+            VerifyingKey::<Sha256>::new(self.public.clone())
+                .verify(bytes, &s)
+                .is_ok()
+        })
     }
 }
 
@@ -95,11 +104,16 @@ fn value(v: Value) -> Dictionary {
 /// One request per connection, as the real service.
 pub async fn serve(mut link: Link, mut stream: BoxStream) {
     let request = tokio::select! {
+        biased;
         _ = link.gone() => return,
         r = plist_service::read(&mut stream) => r,
     };
     let Ok(Some(request)) = request else { return };
-    let command = request.get("Command").and_then(Value::as_string).unwrap_or("").to_owned();
+    let command = request
+        .get("Command")
+        .and_then(Value::as_string)
+        .unwrap_or("")
+        .to_owned();
     if let Some(crate::faults::FaultAction::Drop) = link.fault(&command) {
         return;
     }
@@ -115,12 +129,22 @@ fn handle(link: &Link, command: &str, req: &Dictionary) -> Dictionary {
     let id = &ipad.spec.identity;
     let mut state = ipad.state();
     match command {
-        "GetActivationStateRequest" => value(if state.activated { "Activated" } else { "Unactivated" }.into()),
+        "GetActivationStateRequest" => value(
+            if state.activated {
+                "Activated"
+            } else {
+                "Unactivated"
+            }
+            .into(),
+        ),
         "CreateTunnel1SessionInfoRequest" => {
             let nonce = crate::rng::random_bytes::<32>().to_vec();
             state.activation_session = Some(nonce.clone());
             let mut info = Dictionary::new();
-            info.insert("HandshakeRequestMessage".into(), Value::Data(handshake_request(&id.udid, &nonce)));
+            info.insert(
+                "HandshakeRequestMessage".into(),
+                Value::Data(handshake_request(&id.udid, &nonce)),
+            );
             info.insert("UniqueDeviceID".into(), id.udid.clone().into());
             value(Value::Dictionary(info))
         }
@@ -141,10 +165,18 @@ fn handle(link: &Link, command: &str, req: &Dictionary) -> Dictionary {
                 return error("The handshake response is not valid for this session.");
             }
             let mut info = Dictionary::new();
-            info.insert("ActivationRandomness".into(), crate::rng::uuid_upper().into());
+            info.insert(
+                "ActivationRandomness".into(),
+                crate::rng::uuid_upper().into(),
+            );
             info.insert(
                 "ActivationState".into(),
-                if state.activated { "Activated" } else { "Unactivated" }.into(),
+                if state.activated {
+                    "Activated"
+                } else {
+                    "Unactivated"
+                }
+                .into(),
             );
             info.insert("BuildVersion".into(), ipad.spec.release.build.into());
             info.insert("DeviceClass".into(), "iPad".into());
@@ -156,8 +188,14 @@ fn handle(link: &Link, command: &str, req: &Dictionary) -> Dictionary {
             let mut outer = Dictionary::new();
             outer.insert("ActivationInfoComplete".into(), true.into());
             outer.insert("ActivationInfoXML".into(), Value::Data(xml(&info)));
-            outer.insert("FairPlayCertChain".into(), Value::Data(crate::rng::random_bytes::<64>().to_vec()));
-            outer.insert("FairPlaySignature".into(), Value::Data(crate::rng::random_bytes::<128>().to_vec()));
+            outer.insert(
+                "FairPlayCertChain".into(),
+                Value::Data(crate::rng::random_bytes::<64>().to_vec()),
+            );
+            outer.insert(
+                "FairPlaySignature".into(),
+                Value::Data(crate::rng::random_bytes::<128>().to_vec()),
+            );
             value(Value::Dictionary(outer))
         }
         "HandleActivationInfoWithSessionRequest" | "HandleActivationInfoRequest" => {
@@ -172,8 +210,12 @@ fn handle(link: &Link, command: &str, req: &Dictionary) -> Dictionary {
                 .as_ref()
                 .and_then(|r| r.get("ActivationRecord"))
                 .and_then(Value::as_dictionary);
-            let token = record.and_then(|r| r.get("AccountToken")).and_then(Value::as_data);
-            let signature = record.and_then(|r| r.get("AccountTokenSignature")).and_then(Value::as_data);
+            let token = record
+                .and_then(|r| r.get("AccountToken"))
+                .and_then(Value::as_data);
+            let signature = record
+                .and_then(|r| r.get("AccountTokenSignature"))
+                .and_then(Value::as_data);
             let (Some(token), Some(signature)) = (token, signature) else {
                 return error("The activation record is malformed.");
             };
@@ -181,7 +223,8 @@ fn handle(link: &Link, command: &str, req: &Dictionary) -> Dictionary {
                 return error("The activation record signature is not valid.");
             }
             let claims = plist::from_bytes::<Dictionary>(token).unwrap_or_default();
-            let for_us = claims.get("UniqueDeviceID").and_then(Value::as_string) == Some(id.udid.as_str())
+            let for_us = claims.get("UniqueDeviceID").and_then(Value::as_string)
+                == Some(id.udid.as_str())
                 && claims.get("SessionNonce").and_then(Value::as_data) == Some(nonce.as_slice());
             if !for_us {
                 return error("The activation record is for another device or session.");

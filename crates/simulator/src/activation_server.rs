@@ -46,8 +46,10 @@ fn certificates(authority: &ActivationAuthority) -> Result<(Vec<u8>, Vec<u8>, St
     let key = authority.key().clone();
     let signer = SigningKey::<Sha256>::new(key.clone());
     let spki = SubjectPublicKeyInfoOwned::from_key(key.to_public_key()).map_err(cert_err)?;
-    let validity = Validity::from_now(Duration::from_secs(3 * 365 * 24 * 3600)).map_err(cert_err)?;
-    let ca_name = Name::from_str("CN=cartprep simulated activation CA,O=cartprep simulator").map_err(cert_err)?;
+    let validity =
+        Validity::from_now(Duration::from_secs(3 * 365 * 24 * 3600)).map_err(cert_err)?;
+    let ca_name = Name::from_str("CN=cartprep simulated activation CA,O=cartprep simulator")
+        .map_err(cert_err)?;
     let ca = CertificateBuilder::new(
         Profile::Root,
         SerialNumber::from(1u32),
@@ -79,23 +81,34 @@ fn certificates(authority: &ActivationAuthority) -> Result<(Vec<u8>, Vec<u8>, St
     .map_err(cert_err)?;
     let leaf = leaf.build::<Signature>().map_err(cert_err)?;
     let ca_pem = ca.to_pem(der::pem::LineEnding::LF).map_err(cert_err)?;
-    Ok((ca.to_der().map_err(cert_err)?, leaf.to_der().map_err(cert_err)?, ca_pem))
+    Ok((
+        ca.to_der().map_err(cert_err)?,
+        leaf.to_der().map_err(cert_err)?,
+        ca_pem,
+    ))
 }
 
 /// Starts the server on 127.0.0.1 (a free port).
 pub async fn start(cart: Arc<Cart>) -> Result<ActivationServer, SimError> {
     let authority = cart.authority.clone();
     let (ca_der, leaf_der, ca_pem) = certificates(&authority)?;
-    let key = authority.key().to_pkcs8_der().map_err(cert_err)?.as_bytes().to_vec();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
+    let key = authority
+        .key()
+        .to_pkcs8_der()
         .map_err(cert_err)?
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf_der.into(), ca_der.into()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
-        )
-        .map_err(cert_err)?;
+        .as_bytes()
+        .to_vec();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(cert_err)?
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf_der.into(), ca_der.into()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+    )
+    .map_err(cert_err)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
@@ -104,14 +117,19 @@ pub async fn start(cart: Arc<Cart>) -> Result<ActivationServer, SimError> {
             let acceptor = acceptor.clone();
             let cart = cart.clone();
             tokio::spawn(async move {
-                let Ok(Ok(mut tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(socket)).await else {
+                let Ok(Ok(mut tls)) =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(socket)).await
+                else {
                     return;
                 };
-                let response = match tokio::time::timeout(Duration::from_secs(30), read_request(&mut tls)).await {
-                    Ok(Ok(req)) => route(&cart, &req),
-                    Ok(Err(e)) => Response::text(400, &format!("bad request: {e}")),
-                    Err(_) => return,
-                };
+                let response =
+                    match tokio::time::timeout(Duration::from_secs(30), read_request(&mut tls))
+                        .await
+                    {
+                        Ok(Ok(req)) => route(&cart, &req),
+                        Ok(Err(e)) => Response::text(400, &format!("bad request: {e}")),
+                        Err(_) => return,
+                    };
                 let _ = tls.write_all(&response.to_bytes()).await;
                 let _ = tls.shutdown().await;
             });
@@ -155,7 +173,9 @@ async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<Requ
     let mut length = 0usize;
     let mut content_type = String::new();
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => length = value.trim().parse().map_err(|_| "bad Content-Length")?,
             "content-type" => content_type = value.trim().to_owned(),
@@ -245,8 +265,14 @@ fn handshake(cart: &Cart, req: &Request) -> Response {
         return Response::text(400, "no HandshakeRequestMessage");
     };
     let mut d = Dictionary::new();
-    d.insert("HandshakeResponseMessage".into(), Value::Data(cart.authority.sign(message)));
-    d.insert("serverKP".into(), Value::Data(crate::rng::random_bytes::<32>().to_vec()));
+    d.insert(
+        "HandshakeResponseMessage".into(),
+        Value::Data(cart.authority.sign(message)),
+    );
+    d.insert(
+        "serverKP".into(),
+        Value::Data(crate::rng::random_bytes::<32>().to_vec()),
+    );
     Response {
         status: 200,
         content_type: "application/xml",
@@ -298,7 +324,10 @@ const BUDDYML_LOCKED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 "#;
 
 fn activation(cart: &Cart, req: &Request) -> Response {
-    if !req.content_type.starts_with("application/x-www-form-urlencoded") {
+    if !req
+        .content_type
+        .starts_with("application/x-www-form-urlencoded")
+    {
         return Response::text(400, "expected an application/x-www-form-urlencoded form");
     }
     let Some(info) = form_field(&req.body, "activation-info") else {
@@ -314,8 +343,14 @@ fn activation(cart: &Cart, req: &Request) -> Response {
     else {
         return Response::text(400, "no ActivationInfoXML");
     };
-    let udid = inner.get("UniqueDeviceID").and_then(Value::as_string).unwrap_or_default();
-    let serial = inner.get("SerialNumber").and_then(Value::as_string).unwrap_or_default();
+    let udid = inner
+        .get("UniqueDeviceID")
+        .and_then(Value::as_string)
+        .unwrap_or_default();
+    let serial = inner
+        .get("SerialNumber")
+        .and_then(Value::as_string)
+        .unwrap_or_default();
     let Some(ipad) = cart
         .devices()
         .iter()
@@ -333,13 +368,19 @@ fn activation(cart: &Cart, req: &Request) -> Response {
     let mut token = Dictionary::new();
     token.insert("UniqueDeviceID".into(), udid.into());
     token.insert("SerialNumber".into(), serial.into());
-    token.insert("ActivityURL".into(), "https://albert.apple.com/deviceservices/activity".into());
+    token.insert(
+        "ActivityURL".into(),
+        "https://albert.apple.com/deviceservices/activity".into(),
+    );
     if let Some(nonce) = inner.get("SessionNonce") {
         token.insert("SessionNonce".into(), nonce.clone());
     }
     let token = xml(&token);
     let mut record = Dictionary::new();
-    record.insert("AccountTokenSignature".into(), Value::Data(cart.authority.sign(&token)));
+    record.insert(
+        "AccountTokenSignature".into(),
+        Value::Data(cart.authority.sign(&token)),
+    );
     record.insert("AccountToken".into(), Value::Data(token));
     record.insert("unbrick".into(), true.into());
     let mut outer = Dictionary::new();

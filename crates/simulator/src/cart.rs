@@ -252,7 +252,10 @@ impl Cart {
     /// cloud configuration, profiles, trusted hosts, name), and re-attaches after its
     /// `erase_reattach` delay with a new DeviceID.
     pub async fn erase(&self, slot: u32) -> Result<(), CartError> {
-        let ipad = self.device(slot).ok_or(CartError::NoSuchSlot(slot))?.clone();
+        let ipad = self
+            .device(slot)
+            .ok_or(CartError::NoSuchSlot(slot))?
+            .clone();
         let _ = self.unplug(slot);
         {
             let mut state = ipad.state();
@@ -268,7 +271,11 @@ impl Cart {
 
     /// Serves erase requests from devices until the cart is dropped; call once.
     pub fn spawn_eraser(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
-        let mut rx = self.erase_rx.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        let mut rx = self
+            .erase_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
         let cart = Arc::downgrade(self);
         Some(tokio::spawn(async move {
             while let Some(slot) = rx.recv().await {

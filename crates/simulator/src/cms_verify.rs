@@ -2,8 +2,8 @@
 //! a CMS SignedData with the content attached, whose first certificate must be the expected
 //! supervisor certificate and whose signature (SHA-1 or SHA-256, RSA PKCS#1 v1.5) must verify.
 
-use cms::content_info::ContentInfo;
 use cms::cert::CertificateChoices;
+use cms::content_info::ContentInfo;
 use cms::signed_data::SignedData;
 use der::asn1::OctetString;
 use der::{Decode, Encode};
@@ -26,7 +26,10 @@ pub fn verify_attached(der: &[u8], expected_cert: &[u8]) -> Result<Vec<u8>, Reje
     if info.content_type.to_string() != ID_SIGNED_DATA {
         return Err("not SignedData".into());
     }
-    let signed: SignedData = info.content.decode_as().map_err(|e| format!("bad SignedData: {e}"))?;
+    let signed: SignedData = info
+        .content
+        .decode_as()
+        .map_err(|e| format!("bad SignedData: {e}"))?;
     let content = signed
         .encap_content_info
         .econtent
@@ -36,7 +39,11 @@ pub fn verify_attached(der: &[u8], expected_cert: &[u8]) -> Result<Vec<u8>, Reje
         .map_err(|e| format!("content is not an OCTET STRING: {e}"))?
         .as_bytes()
         .to_vec();
-    let first = match signed.certificates.as_ref().and_then(|set| set.0.iter().next()) {
+    let first = match signed
+        .certificates
+        .as_ref()
+        .and_then(|set| set.0.iter().next())
+    {
         Some(CertificateChoices::Certificate(c)) => c.to_der().map_err(|e| e.to_string())?,
         _ => return Err("no signer certificate included".into()),
     };
@@ -44,8 +51,13 @@ pub fn verify_attached(der: &[u8], expected_cert: &[u8]) -> Result<Vec<u8>, Reje
         return Err("the first certificate is not the supervisor certificate".into());
     }
     let cert = x509_cert::Certificate::from_der(&first).map_err(|e| e.to_string())?;
-    let key = RsaPublicKey::from_pkcs1_der(cert.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes())
-        .map_err(|e| format!("signer key is not RSA: {e}"))?;
+    let key = RsaPublicKey::from_pkcs1_der(
+        cert.tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes(),
+    )
+    .map_err(|e| format!("signer key is not RSA: {e}"))?;
     let signer = signed.signer_infos.0.iter().next().ok_or("no SignerInfo")?;
     let digest_oid = signer.digest_alg.oid.to_string();
     let digest = |bytes: &[u8]| -> Result<Vec<u8>, Rejection> {
@@ -73,9 +85,12 @@ pub fn verify_attached(der: &[u8], expected_cert: &[u8]) -> Result<Vec<u8>, Reje
         }
         None => content.clone(),
     };
-    let signature = rsa::pkcs1v15::Signature::try_from(signer.signature.as_bytes()).map_err(|e| e.to_string())?;
+    let signature = rsa::pkcs1v15::Signature::try_from(signer.signature.as_bytes())
+        .map_err(|e| e.to_string())?;
     let ok = match digest_oid.as_str() {
-        ID_SHA256 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key).verify(&signed_bytes, &signature),
+        ID_SHA256 => {
+            rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key).verify(&signed_bytes, &signature)
+        }
         _ => rsa::pkcs1v15::VerifyingKey::<sha1::Sha1>::new(key).verify(&signed_bytes, &signature),
     };
     ok.map_err(|_| "signature does not verify".to_string())?;

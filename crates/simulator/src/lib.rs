@@ -110,7 +110,10 @@ impl Simulator {
                     latency: Duration::from_millis(entry.latency_ms),
                     location_id: (1 << 16) | u64::from(slot + 2),
                     ade: entry.ade.then(|| ipad::AdeAssignment {
-                        organization: entry.ade_organization.clone().unwrap_or_else(|| "Example School District".into()),
+                        organization: entry
+                            .ade_organization
+                            .clone()
+                            .unwrap_or_else(|| "Example School District".into()),
                         configuration_url: entry
                             .ade_configuration_url
                             .clone()
@@ -126,7 +129,11 @@ impl Simulator {
                         false,
                         entry.passcode,
                     );
-                    if entry.setup_done { state.with_setup_done() } else { state }
+                    if entry.setup_done {
+                        state.with_setup_done()
+                    } else {
+                        state
+                    }
                 },
             ));
         }
@@ -140,9 +147,11 @@ impl Simulator {
             faults.add(f.clone());
         }
         let authority_dir = config.state_dir.clone();
-        let authority = tokio::task::spawn_blocking(move || activation::ActivationAuthority::load_or_create(&authority_dir))
-            .await
-            .map_err(|e| SimError::Key(e.to_string()))??;
+        let authority = tokio::task::spawn_blocking(move || {
+            activation::ActivationAuthority::load_or_create(&authority_dir)
+        })
+        .await
+        .map_err(|e| SimError::Key(e.to_string()))??;
         let cart = Arc::new(Cart::new(devices, store, faults, authority));
         let activation_server = activation_server::start(cart.clone()).await?;
 

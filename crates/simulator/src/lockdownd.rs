@@ -46,6 +46,11 @@ impl Link {
             .check(self.ipad.spec.slot, request)
     }
 
+    /// Whether the device has been unplugged since this link was made.
+    pub fn is_unplugged(&self) -> bool {
+        *self.unplugged.borrow()
+    }
+
     /// Resolves when the device is unplugged (or the cart shut down).
     pub async fn gone(&mut self) {
         while !*self.unplugged.borrow() {
@@ -126,9 +131,14 @@ pub async fn serve(mut link: Link, stream: BoxStream) {
     let mut after_tls = false;
     loop {
         let request = tokio::select! {
+            biased;
             _ = link.gone() => return,
             r = read_next(&mut conn, &mut after_tls) => r,
         };
+        // A request that raced with the unplug finds the cable gone.
+        if link.is_unplugged() {
+            return;
+        }
         let request = match request {
             Ok(Some(r)) => r,
             Ok(None) => return,
@@ -368,6 +378,8 @@ fn set_value(ipad: &VirtualIpad, trusted: bool, req: &Dictionary) -> Dictionary 
             .map(|v| state.device_name = v.into()),
         (None, "TimeZone", true) => value.as_string().map(|v| state.time_zone = v.into()),
         (None, "Uses24HourClock", true) => value.as_boolean().map(|v| state.uses_24h_clock = v),
+        // Hosts confirm activation with it (pymobiledevice3, libideviceactivation).
+        (None, "ActivationStateAcknowledged", true) => value.as_boolean().map(|_| ()),
         (Some(values::INTERNATIONAL), "Language", true) => {
             value.as_string().map(|v| state.language = v.into())
         }
@@ -463,7 +475,9 @@ fn pair(ipad: &VirtualIpad, req: &Dictionary) -> Dictionary {
             Ok(content) if content == challenge => {}
             Ok(_) | Err(_) => return error(NAME, "MCChallengeRequired"),
         }
-    } else if let Some(cert) = option_data("SupervisorCertificate").filter(|c| state.is_supervisor(c)) {
+    } else if let Some(cert) =
+        option_data("SupervisorCertificate").filter(|c| state.is_supervisor(c))
+    {
         let challenge = crate::rng::random_bytes::<32>().to_vec();
         state.pairing_challenge = Some((cert.to_vec(), challenge.clone()));
         let mut extended = Dictionary::new();
@@ -474,7 +488,7 @@ fn pair(ipad: &VirtualIpad, req: &Dictionary) -> Dictionary {
     } else if state.pairing_disallowed() {
         // AllowPairing=false: only a supervisor (above) may pair.
         return error(NAME, "MCProtected");
-    } else if !(state.is_supervised() && !state.setup_done)
+    } else if (!state.is_supervised() || state.setup_done)
         && let Some(refusal) = pairing_consent(ipad, &mut state)
     {
         // (A supervised iPad in Setup Assistant pairs without a prompt.)

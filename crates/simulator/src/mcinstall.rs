@@ -34,7 +34,10 @@ pub fn failure(code: i64, domain: &str, description: &str) -> Dictionary {
     entry.insert("LocalizedDescription".into(), description.into());
     entry.insert("USEnglishDescription".into(), description.into());
     let mut d = status("Error");
-    d.insert("ErrorChain".into(), Value::Array(vec![Value::Dictionary(entry)]));
+    d.insert(
+        "ErrorChain".into(),
+        Value::Array(vec![Value::Dictionary(entry)]),
+    );
     d
 }
 
@@ -58,21 +61,28 @@ pub async fn serve(mut link: Link, mut stream: BoxStream) {
     let mut conn = Connection::default();
     loop {
         let request = tokio::select! {
-            _ = link.gone() => return,
+            biased;
+        _ = link.gone() => return,
             r = plist_service::read(&mut stream) => r,
         };
         let request = match request {
             Ok(Some(r)) => r,
             _ => return,
         };
-        let kind = request.get("RequestType").and_then(Value::as_string).unwrap_or("").to_owned();
+        let kind = request
+            .get("RequestType")
+            .and_then(Value::as_string)
+            .unwrap_or("")
+            .to_owned();
         match link.fault(&kind) {
             Some(FaultAction::Drop) => return,
             Some(FaultAction::Malformed) => {
                 let _ = stream.write_all(MALFORMED).await;
                 continue;
             }
-            Some(FaultAction::Delay { ms }) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+            Some(FaultAction::Delay { ms }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await
+            }
             Some(FaultAction::Error { name }) => {
                 let _ = plist_service::write(&mut stream, &status(&name)).await;
                 continue;
@@ -110,7 +120,10 @@ fn handle(link: &Link, conn: &mut Connection, kind: &str, req: &Dictionary) -> (
             }
             d
         }
-        "SetCloudConfiguration" => match req.get("CloudConfiguration").and_then(Value::as_dictionary) {
+        "SetCloudConfiguration" => match req
+            .get("CloudConfiguration")
+            .and_then(Value::as_dictionary)
+        {
             Some(cc) => set_cloud_configuration(ipad.spec.ade.is_some(), &mut state, cc.clone()),
             None => status("CommandFormatError"),
         },
@@ -130,20 +143,28 @@ fn handle(link: &Link, conn: &mut Connection, kind: &str, req: &Dictionary) -> (
             // The challenge is spent whatever happens.
             let pending = conn.challenge.take();
             match (pending, req.get("SignedRequest").and_then(Value::as_data)) {
-                (Some((cert, challenge)), Some(signed)) => match crate::cms_verify::verify_attached(signed, &cert) {
-                    Ok(content) if content == challenge => {
-                        conn.escalated = true;
-                        acknowledged()
+                (Some((cert, challenge)), Some(signed)) => {
+                    match crate::cms_verify::verify_attached(signed, &cert) {
+                        Ok(content) if content == challenge => {
+                            conn.escalated = true;
+                            acknowledged()
+                        }
+                        Ok(_) => {
+                            tracing::info!(
+                                slot = ipad.spec.slot,
+                                "EscalateResponse signs other bytes than the challenge"
+                            );
+                            status("SignedRequestRejected")
+                        }
+                        Err(why) => {
+                            tracing::info!(
+                                slot = ipad.spec.slot,
+                                "EscalateResponse rejected: {why}"
+                            );
+                            status("SignedRequestRejected")
+                        }
                     }
-                    Ok(_) => {
-                        tracing::info!(slot = ipad.spec.slot, "EscalateResponse signs other bytes than the challenge");
-                        status("SignedRequestRejected")
-                    }
-                    Err(why) => {
-                        tracing::info!(slot = ipad.spec.slot, "EscalateResponse rejected: {why}");
-                        status("SignedRequestRejected")
-                    }
-                },
+                }
                 (_, None) => status("CommandFormatError"),
                 (None, Some(_)) => status("SignedRequestRejected"),
             }
@@ -173,9 +194,13 @@ fn handle(link: &Link, conn: &mut Connection, kind: &str, req: &Dictionary) -> (
             _ => status("CommandFormatError"),
         },
         "EraseDevice" => {
-            let number_or_absent =
-                |k: &str| req.get(k).is_none_or(|v| matches!(v, Value::Boolean(_) | Value::Integer(_) | Value::Real(_)));
-            if !(number_or_absent("PreserveDataPlan") && number_or_absent("DisallowProximitySetup")) {
+            let number_or_absent = |k: &str| {
+                req.get(k).is_none_or(|v| {
+                    matches!(v, Value::Boolean(_) | Value::Integer(_) | Value::Real(_))
+                })
+            };
+            if !(number_or_absent("PreserveDataPlan") && number_or_absent("DisallowProximitySetup"))
+            {
                 status("CommandFormatError")
             } else {
                 // The ack goes out before the reset starts.
@@ -203,7 +228,11 @@ fn profile_list(state: &DeviceState) -> Dictionary {
         ids.push(Value::String(p.identifier.clone()));
         let mut m = Dictionary::new();
         // A real device shows the display name here when the profile has no description.
-        let description = if p.description.is_empty() { &p.display_name } else { &p.description };
+        let description = if p.description.is_empty() {
+            &p.display_name
+        } else {
+            &p.description
+        };
         m.insert("Description".into(), description.clone().into());
         m.insert("IsActive".into(), true.into());
         manifest.insert(p.identifier.clone(), Value::Dictionary(m));
@@ -212,7 +241,10 @@ fn profile_list(state: &DeviceState) -> Dictionary {
         if let Some(o) = &p.organization {
             md.insert("PayloadOrganization".into(), o.clone().into());
         }
-        md.insert("PayloadRemovalDisallowed".into(), p.removal_disallowed.into());
+        md.insert(
+            "PayloadRemovalDisallowed".into(),
+            p.removal_disallowed.into(),
+        );
         md.insert("PayloadUUID".into(), p.uuid.clone().into());
         md.insert("PayloadVersion".into(), p.version.into());
         metadata.insert(p.identifier.clone(), Value::Dictionary(md));
@@ -231,7 +263,8 @@ pub fn parse_profile(bytes: &[u8]) -> Result<Profile, &'static str> {
     } else {
         bytes.to_vec()
     };
-    let dict: Dictionary = plist::from_bytes(&plist_bytes).map_err(|_| "The profile could not be read.")?;
+    let dict: Dictionary =
+        plist::from_bytes(&plist_bytes).map_err(|_| "The profile could not be read.")?;
     if dict.get("PayloadType").and_then(Value::as_string) != Some("Configuration") {
         return Err("The profile is not a configuration profile.");
     }
@@ -256,7 +289,10 @@ pub fn parse_profile(bytes: &[u8]) -> Result<Profile, &'static str> {
         display_name: string("PayloadDisplayName").unwrap_or_else(|| identifier.clone()),
         description: string("PayloadDescription").unwrap_or_default(),
         organization: string("PayloadOrganization"),
-        version: dict.get("PayloadVersion").and_then(Value::as_unsigned_integer).unwrap_or(1),
+        version: dict
+            .get("PayloadVersion")
+            .and_then(Value::as_unsigned_integer)
+            .unwrap_or(1),
         removal_disallowed: dict
             .get("PayloadRemovalDisallowed")
             .and_then(Value::as_boolean)
@@ -273,7 +309,13 @@ fn signed_content(der: &[u8]) -> Option<Vec<u8>> {
     let info = cms::content_info::ContentInfo::from_der(der).ok()?;
     let signed: cms::signed_data::SignedData = info.content.decode_as().ok()?;
     let content = signed.encap_content_info.econtent?;
-    Some(content.decode_as::<der::asn1::OctetString>().ok()?.as_bytes().to_vec())
+    Some(
+        content
+            .decode_as::<der::asn1::OctetString>()
+            .ok()?
+            .as_bytes()
+            .to_vec(),
+    )
 }
 
 fn install_profile(state: &mut DeviceState, req: &Dictionary, silent: bool) -> Dictionary {
@@ -295,7 +337,11 @@ fn install_profile(state: &mut DeviceState, req: &Dictionary, silent: bool) -> D
     // A supervised iPad still in Setup Assistant installs without asking; otherwise the
     // profile is only downloaded and waits for the user in Settings.
     let installs = silent || (state.is_supervised() && !state.setup_done);
-    let list = if installs { &mut state.profiles } else { &mut state.downloaded };
+    let list = if installs {
+        &mut state.profiles
+    } else {
+        &mut state.downloaded
+    };
     list.retain(|p| p.identifier != profile.identifier);
     list.push(profile);
     acknowledged()
@@ -305,9 +351,11 @@ fn remove_profile(state: &mut DeviceState, req: &Dictionary) -> Dictionary {
     let identifier = match req.get("ProfileIdentifier") {
         Some(Value::String(s)) => Some(s.clone()),
         // A stub profile plist: its PayloadIdentifier names the profile.
-        Some(Value::Data(d)) => plist::from_bytes::<Dictionary>(d)
-            .ok()
-            .and_then(|s| s.get("PayloadIdentifier").and_then(Value::as_string).map(str::to_owned)),
+        Some(Value::Data(d)) => plist::from_bytes::<Dictionary>(d).ok().and_then(|s| {
+            s.get("PayloadIdentifier")
+                .and_then(Value::as_string)
+                .map(str::to_owned)
+        }),
         _ => return status("CommandFormatError"),
     };
     if let Some(id) = identifier {
@@ -353,21 +401,38 @@ fn valid_types(cc: &Dictionary) -> bool {
         "Region",
     ];
     let data_arrays = ["SupervisorHostCertificates", "AnchorCertificates"];
-    bools.iter().all(|k| cc.get(*k).is_none_or(|v| v.as_boolean().is_some()))
-        && strings.iter().all(|k| cc.get(*k).is_none_or(|v| v.as_string().is_some()))
+    bools
+        .iter()
+        .all(|k| cc.get(k).is_none_or(|v| v.as_boolean().is_some()))
+        && strings
+            .iter()
+            .all(|k| cc.get(k).is_none_or(|v| v.as_string().is_some()))
         && data_arrays.iter().all(|k| {
-            cc.get(*k)
-                .is_none_or(|v| v.as_array().is_some_and(|a| a.iter().all(|c| c.as_data().is_some())))
+            cc.get(k).is_none_or(|v| {
+                v.as_array()
+                    .is_some_and(|a| a.iter().all(|c| c.as_data().is_some()))
+            })
+        })
+        && cc.get("SkipSetup").is_none_or(|v| {
+            v.as_array()
+                .is_some_and(|a| a.iter().all(|s| s.as_string().is_some()))
         })
         && cc
-            .get("SkipSetup")
-            .is_none_or(|v| v.as_array().is_some_and(|a| a.iter().all(|s| s.as_string().is_some())))
-        && cc.get("ConfigurationSource").is_none_or(|v| v.as_unsigned_integer().is_some())
+            .get("ConfigurationSource")
+            .is_none_or(|v| v.as_unsigned_integer().is_some())
 }
 
-fn set_cloud_configuration(ade_assigned: bool, state: &mut DeviceState, mut cc: Dictionary) -> Dictionary {
+fn set_cloud_configuration(
+    ade_assigned: bool,
+    state: &mut DeviceState,
+    mut cc: Dictionary,
+) -> Dictionary {
     if state.cloud_config.is_some() {
-        return failure(14002, TUNNEL, "A cloud configuration is already present on this device.");
+        return failure(
+            14002,
+            TUNNEL,
+            "A cloud configuration is already present on this device.",
+        );
     }
     // The tunnel rewrites the dict before profiled sees it.
     cc.insert("ConfigurationSource".into(), 2u64.into());
@@ -388,7 +453,11 @@ fn set_cloud_configuration(ade_assigned: bool, state: &mut DeviceState, mut cc: 
         return failure(33002, CLOUD, "The cloud configuration is invalid.");
     }
     if ade_assigned {
-        return failure(33004, CLOUD, "Activation indicates device must be configured using DEP.");
+        return failure(
+            33004,
+            CLOUD,
+            "Activation indicates device must be configured using DEP.",
+        );
     }
     let supervised = cc.get("IsSupervised").and_then(Value::as_boolean) == Some(true);
     if !supervised {
@@ -404,11 +473,19 @@ fn set_cloud_configuration(ade_assigned: bool, state: &mut DeviceState, mut cc: 
 }
 
 fn download_and_apply(ipad: &crate::ipad::VirtualIpad, state: &mut DeviceState) -> Dictionary {
-    if state.profiles.iter().any(|p| p.payload_types.iter().any(|t| t == "com.apple.mdm")) {
+    if state
+        .profiles
+        .iter()
+        .any(|p| p.payload_types.iter().any(|t| t == "com.apple.mdm"))
+    {
         return acknowledged();
     }
     let Some(ade) = &ipad.spec.ade else {
-        return failure(33005, DEP, "The cloud configuration could not be retrieved: this device is not assigned to a device management server.");
+        return failure(
+            33005,
+            DEP,
+            "The cloud configuration could not be retrieved: this device is not assigned to a device management server.",
+        );
     };
     if !state.activated {
         return failure(
@@ -420,7 +497,10 @@ fn download_and_apply(ipad: &crate::ipad::VirtualIpad, state: &mut DeviceState) 
     let mut cc = Dictionary::new();
     cc.insert("AllowPairing".into(), true.into());
     cc.insert("ConfigurationSource".into(), 1u64.into());
-    cc.insert("ConfigurationURL".into(), ade.configuration_url.clone().into());
+    cc.insert(
+        "ConfigurationURL".into(),
+        ade.configuration_url.clone().into(),
+    );
     cc.insert("IsMandatory".into(), true.into());
     cc.insert("IsMDMUnremovable".into(), false.into());
     cc.insert("IsSupervised".into(), true.into());

@@ -175,7 +175,9 @@ impl Scenario {
                 return Err(format!("device {slot}: `ios` needs a `model`"));
             }
             if !d.ade && (d.ade_organization.is_some() || d.ade_configuration_url.is_some()) {
-                return Err(format!("device {slot}: ade_organization/ade_configuration_url need `ade = true`"));
+                return Err(format!(
+                    "device {slot}: ade_organization/ade_configuration_url need `ade = true`"
+                ));
             }
             if let Some(u) = &d.udid {
                 let modern = u.len() == 25 && u.as_bytes()[8] == b'-';

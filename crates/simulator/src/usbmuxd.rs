@@ -109,8 +109,14 @@ pub async fn serve_client(cart: Arc<Cart>, mut stream: BoxStream) {
                 proto = VERSION_PLIST;
                 // A payload that is not a plist dict with a MessageType string gets no answer
                 // at all from Linux usbmuxd (client_command returns before replying).
-                let Ok(dict) = frame.plist_dict() else { continue };
-                if dict.get("MessageType").and_then(plist::Value::as_string).is_none() {
+                let Ok(dict) = frame.plist_dict() else {
+                    continue;
+                };
+                if dict
+                    .get("MessageType")
+                    .and_then(plist::Value::as_string)
+                    .is_none()
+                {
                     continue;
                 }
                 Request::from_dict(&dict).map(|r| (r, ClientInfo::from_dict(&dict)))

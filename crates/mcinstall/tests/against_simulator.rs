@@ -1,0 +1,641 @@
+//! The MCInstall client against virtual iPads that follow the device rules of
+//! `mcinstall-prepare.md` (§2 requests and errors, §3.5 device state, §4.2 the tunnel's
+//! rewrite, §5.2 escalation, §8 failure modes).
+
+use std::time::Duration;
+
+use lockdown::{DeviceRef, PairingFile};
+use mcinstall::{ChallengeSigner, EraseOutcome, McInstallClient, McInstallError, Timeouts};
+use plist::{Dictionary, Value};
+use simulator::{SimConfig, Simulator};
+use usbmux::UsbmuxClient;
+
+const SCENARIO: &str = r#"
+seed = 21
+
+[[device]]            # 1: fresh, activated, in Setup Assistant: the prepare path
+model = "iPad12,1"
+activated = true
+
+[[device]]            # 2: fresh, not activated
+activated = false
+
+[[device]]            # 3: set up by a user: a cloud configuration exists
+activated = true
+setup_done = true
+pairing = "accept"
+
+[[device]]            # 4: assigned to ADE in Apple School Manager
+activated = true
+ade = true
+ade_organization = "Springfield Schools"
+ade_configuration_url = "https://mdm.example.org/enroll"
+
+[[device]]            # 5: fresh, activated: erased in a test
+activated = true
+erase_reattach_ms = 300
+"#;
+
+/// The supervision identity from crates/profiles, as a ChallengeSigner.
+struct Identity(profiles::SupervisionIdentity);
+
+impl Identity {
+    fn create(org: &str) -> Self {
+        Identity(profiles::SupervisionIdentity::create(org).expect("identity"))
+    }
+}
+
+impl ChallengeSigner for Identity {
+    fn certificate_der(&self) -> &[u8] {
+        self.0.certificate_der()
+    }
+    fn sign(&self, content: &[u8]) -> Result<Vec<u8>, String> {
+        self.0.sign_challenge(content).map_err(|e| e.to_string())
+    }
+}
+
+/// Signs other bytes than the challenge (with the right certificate).
+struct SignsWrongBytes<'a>(&'a Identity);
+
+impl ChallengeSigner for SignsWrongBytes<'_> {
+    fn certificate_der(&self) -> &[u8] {
+        self.0.certificate_der()
+    }
+    fn sign(&self, content: &[u8]) -> Result<Vec<u8>, String> {
+        let mut other = content.to_vec();
+        other.push(0);
+        self.0.sign(&other)
+    }
+}
+
+struct Cart {
+    sim: Simulator,
+    _dir: tempfile::TempDir,
+}
+
+async fn cart() -> Cart {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(SimConfig {
+        scenario: toml::from_str(SCENARIO).unwrap(),
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        state_dir: dir.path().join("sim"),
+        activated: false,
+    })
+    .await
+    .unwrap();
+    Cart { sim, _dir: dir }
+}
+
+impl Cart {
+    /// The device as usbmuxd lists it now.
+    async fn device(&self, slot: u32) -> DeviceRef {
+        self.device_except(slot, None).await
+    }
+
+    /// The device as usbmuxd lists it, under another DeviceID than `except` (after a
+    /// re-enumeration); waits up to 10 s.
+    async fn device_except(&self, slot: u32, except: Option<u32>) -> DeviceRef {
+        let udid = self.sim.cart.device(slot).unwrap().udid().to_owned();
+        for _ in 0..100 {
+            let devices = UsbmuxClient::connect(self.sim.address())
+                .await
+                .unwrap()
+                .list_devices()
+                .await
+                .unwrap();
+            if let Some(props) = devices
+                .iter()
+                .find(|d| d.serial_number == udid && Some(d.device_id) != except)
+            {
+                return DeviceRef::new(self.sim.address().clone(), props);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("device {slot} is not listed");
+    }
+
+    /// Pairs (a fresh iPad pairs silently) and returns a provider for services.
+    async fn provider(&self, slot: u32) -> (lockdown::UsbmuxProvider, PairingFile) {
+        let device = self.device(slot).await;
+        let (session, record) = lockdown::trusted_session(device, None, Duration::from_secs(10))
+            .await
+            .unwrap();
+        (session.provider(record.clone()), record)
+    }
+
+    async fn mcinstall(&self, slot: u32) -> McInstallClient {
+        let (provider, _) = self.provider(slot).await;
+        McInstallClient::connect(&provider).await.unwrap()
+    }
+}
+
+fn cloud_configuration(supervisor: &[u8]) -> Dictionary {
+    let mut cc = Dictionary::new();
+    cc.insert("AllowPairing".into(), true.into());
+    cc.insert("IsSupervised".into(), true.into());
+    cc.insert("OrganizationName".into(), "Springfield Elementary".into());
+    cc.insert(
+        "OrganizationMagic".into(),
+        "6A1B3C9E-0D4F-4B7A-9C2E-1F0A2B3C4D5E".into(),
+    );
+    cc.insert(
+        "SupervisorHostCertificates".into(),
+        Value::Array(vec![Value::Data(supervisor.to_vec())]),
+    );
+    cc.insert(
+        "SkipSetup".into(),
+        Value::Array(vec!["AppleID".into(), "Siri".into(), "Privacy".into()]),
+    );
+    cc
+}
+
+/// A Wi-Fi configuration profile.
+fn wifi_profile(identifier: &str, ssid: &str) -> Vec<u8> {
+    let mut wifi = Dictionary::new();
+    wifi.insert("PayloadType".into(), "com.apple.wifi.managed".into());
+    wifi.insert(
+        "PayloadIdentifier".into(),
+        format!("{identifier}.wifi").into(),
+    );
+    wifi.insert(
+        "PayloadUUID".into(),
+        "0F8E4C1A-2B3D-4E5F-8A9B-0C1D2E3F4A5B".into(),
+    );
+    wifi.insert("PayloadVersion".into(), 1.into());
+    wifi.insert("SSID_STR".into(), ssid.into());
+    wifi.insert("EncryptionType".into(), "WPA2".into());
+    wifi.insert("Password".into(), "correct horse".into());
+    wifi.insert("AutoJoin".into(), true.into());
+    let mut p = Dictionary::new();
+    p.insert("PayloadType".into(), "Configuration".into());
+    p.insert("PayloadIdentifier".into(), identifier.into());
+    p.insert(
+        "PayloadUUID".into(),
+        "7C0E1D2F-3A4B-4C5D-9E6F-7A8B9C0D1E2F".into(),
+    );
+    p.insert("PayloadVersion".into(), 1.into());
+    p.insert("PayloadDisplayName".into(), format!("Wi-Fi {ssid}").into());
+    p.insert(
+        "PayloadOrganization".into(),
+        "Springfield Elementary".into(),
+    );
+    p.insert(
+        "PayloadContent".into(),
+        Value::Array(vec![Value::Dictionary(wifi)]),
+    );
+    let mut out = Vec::new();
+    plist::to_writer_xml(&mut out, &p).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_requests_on_a_fresh_ipad() {
+    let cart = cart().await;
+    let mut mc = cart.mcinstall(1).await;
+    mc.hello_host_identifier().await.unwrap();
+    mc.flush().await.unwrap();
+    assert!(mc.get_profile_list().await.unwrap().is_empty());
+    assert_eq!(mc.get_cloud_configuration().await.unwrap(), None);
+    assert_eq!(mc.get_stored_profile().await.unwrap(), None);
+    // A missing identifier is acknowledged.
+    mc.remove_profile("org.example.nothing").await.unwrap();
+    mc.set_wifi_power_state(false).await.unwrap();
+    assert!(!cart.sim.cart.device(1).unwrap().state().wifi_power);
+    mc.set_wifi_power_state(true).await.unwrap();
+    assert!(cart.sim.cart.device(1).unwrap().state().wifi_power);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_supervise_escalate_and_install_silently() {
+    let cart = cart().await;
+    let identity = Identity::create("Springfield Elementary");
+    let mut mc = cart.mcinstall(1).await;
+
+    mc.flush().await.unwrap();
+    assert_eq!(mc.get_cloud_configuration().await.unwrap(), None);
+    mc.hello_host_identifier().await.unwrap();
+    mc.set_cloud_configuration(&cloud_configuration(identity.certificate_der()))
+        .await
+        .unwrap();
+    mc.hello_host_identifier().await.unwrap();
+    let cc = mc
+        .get_cloud_configuration()
+        .await
+        .unwrap()
+        .expect("a cloud configuration now");
+    assert_eq!(cc["IsSupervised"].as_boolean(), Some(true));
+    // The tunnel's rewrite (§4.2): no ConfigurationURL ⇒ UI complete; IsMandatory forced.
+    assert_eq!(cc["CloudConfigurationUIComplete"].as_boolean(), Some(true));
+    assert_eq!(cc["ConfigurationWasApplied"].as_boolean(), Some(true));
+    assert_eq!(cc["IsMandatory"].as_boolean(), Some(true));
+    assert_eq!(cc["IsMDMUnremovable"].as_boolean(), Some(false));
+
+    // A second configuration is refused: 14002, with the device's words.
+    match mc
+        .set_cloud_configuration(&cloud_configuration(identity.certificate_der()))
+        .await
+    {
+        Err(e @ McInstallError::AlreadyConfigured { .. }) => {
+            assert!(e.to_string().contains("already present"), "{e}")
+        }
+        other => panic!("expected AlreadyConfigured, got {other:?}"),
+    }
+
+    // Supervised-only requests need escalation on this connection.
+    let profile = wifi_profile("org.springfield.wifi", "Springfield");
+    match mc.install_profile_silent(&profile).await {
+        Err(McInstallError::CommandFormatError {
+            request: "InstallProfileSilent",
+            ..
+        }) => {}
+        other => panic!("expected CommandFormatError, got {other:?}"),
+    }
+    match mc.proceed_with_keybag_migration().await {
+        Err(McInstallError::CommandFormatError { .. }) => {}
+        other => panic!("expected CommandFormatError, got {other:?}"),
+    }
+
+    mc.escalate_with(&identity).await.unwrap();
+    assert!(mc.is_escalated());
+    mc.install_profile_silent(&profile).await.unwrap();
+    let list = mc.get_profile_list().await.unwrap();
+    let installed = list.get("org.springfield.wifi").expect("installed");
+    assert_eq!(installed.display_name.as_deref(), Some("Wi-Fi Springfield"));
+    assert_eq!(
+        installed.uuid.as_deref(),
+        Some("7C0E1D2F-3A4B-4C5D-9E6F-7A8B9C0D1E2F")
+    );
+    assert_eq!(installed.version, Some(1));
+    assert_eq!(
+        installed.organization.as_deref(),
+        Some("Springfield Elementary")
+    );
+    assert!(installed.is_active);
+    assert!(!installed.removal_disallowed);
+
+    // Unsupervised commands keep working after escalation (§1 item 4).
+    mc.hello_host_identifier().await.unwrap();
+    mc.remove_profile("org.springfield.wifi").await.unwrap();
+    assert!(mc.get_profile_list().await.unwrap().is_empty());
+
+    // A new connection starts unescalated.
+    drop(mc);
+    let mut mc = cart.mcinstall(1).await;
+    assert!(matches!(
+        mc.install_profile_silent(&profile).await,
+        Err(McInstallError::CommandFormatError { .. })
+    ));
+    // Plain InstallProfile on a supervised iPad in Setup Assistant installs without a prompt.
+    mc.install_profile(&wifi_profile("org.springfield.guest", "Guest"))
+        .await
+        .unwrap();
+    let ids: Vec<String> = mc
+        .get_profile_list()
+        .await
+        .unwrap()
+        .identifiers()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ids, ["org.springfield.guest"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalation_failures_are_typed() {
+    let cart = cart().await;
+    let identity = Identity::create("Springfield Elementary");
+    let stranger = Identity::create("Shelbyville");
+    let mut mc = cart.mcinstall(1).await;
+
+    // No cloud configuration yet: every certificate is rejected.
+    assert!(matches!(
+        mc.escalate_with(&identity).await,
+        Err(McInstallError::CertificateRejected { .. })
+    ));
+    // go-ios's "unsupervised escalate" with a dummy certificate.
+    assert!(matches!(
+        mc.escalate_request(&[0]).await,
+        Err(McInstallError::CertificateRejected { .. })
+    ));
+
+    mc.set_cloud_configuration(&cloud_configuration(identity.certificate_der()))
+        .await
+        .unwrap();
+    // Another identity's certificate.
+    assert!(matches!(
+        mc.escalate_with(&stranger).await,
+        Err(McInstallError::CertificateRejected { .. })
+    ));
+    // The right certificate, signed by the wrong key.
+    match mc.escalate(identity.certificate_der(), &stranger).await {
+        Err(McInstallError::SignedRequestRejected { .. }) => {}
+        other => panic!("expected SignedRequestRejected, got {other:?}"),
+    }
+    // The right identity, but other bytes than the challenge.
+    match mc.escalate_with(&SignsWrongBytes(&identity)).await {
+        Err(McInstallError::SignedRequestRejected { .. }) => {}
+        other => panic!("expected SignedRequestRejected, got {other:?}"),
+    }
+    // A response to a challenge that was already spent.
+    let challenge = mc
+        .escalate_request(identity.certificate_der())
+        .await
+        .unwrap();
+    assert_eq!(challenge.len(), 8);
+    let signed = identity.sign(&challenge).unwrap();
+    mc.escalate_response(&signed).await.unwrap();
+    assert!(matches!(
+        mc.escalate_response(&signed).await,
+        Err(McInstallError::SignedRequestRejected { .. })
+    ));
+    // The connection was escalated by the good response.
+    mc.proceed_with_keybag_migration().await.unwrap();
+    mc.install_profile_silent(&wifi_profile("org.springfield.wifi", "Springfield"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_state_refusals_33003_14002_33004() {
+    let cart = cart().await;
+    let identity = Identity::create("Springfield Elementary");
+    let cc = cloud_configuration(identity.certificate_der());
+
+    let mut not_activated = cart.mcinstall(2).await;
+    match not_activated.set_cloud_configuration(&cc).await {
+        Err(e @ McInstallError::NotActivated { .. }) => {
+            assert!(e.to_string().contains("not activated"), "{e}")
+        }
+        other => panic!("expected NotActivated, got {other:?}"),
+    }
+    assert_eq!(
+        not_activated.get_cloud_configuration().await.unwrap(),
+        None,
+        "nothing was stored"
+    );
+
+    let mut set_up = cart.mcinstall(3).await;
+    let existing = set_up.get_cloud_configuration().await.unwrap();
+    assert!(
+        existing.is_some(),
+        "a set-up iPad has a cloud configuration"
+    );
+    match set_up.set_cloud_configuration(&cc).await {
+        Err(McInstallError::AlreadyConfigured { description }) => {
+            assert!(!description.is_empty())
+        }
+        other => panic!("expected AlreadyConfigured, got {other:?}"),
+    }
+
+    let mut ade = cart.mcinstall(4).await;
+    match ade.set_cloud_configuration(&cc).await {
+        Err(e @ McInstallError::MustUseAde { .. }) => {
+            assert!(e.to_string().contains("DEP"), "{e}")
+        }
+        other => panic!("expected MustUseAde, got {other:?}"),
+    }
+    // The ADE path: the device fetches its own configuration.
+    ade.download_and_apply_cloud_configuration(None, None)
+        .await
+        .unwrap();
+    let cc = ade.get_cloud_configuration().await.unwrap().unwrap();
+    assert_eq!(
+        cc["OrganizationName"].as_string(),
+        Some("Springfield Schools")
+    );
+    assert_eq!(
+        cc["ConfigurationURL"].as_string(),
+        Some("https://mdm.example.org/enroll")
+    );
+
+    // DownloadAndApplyCloudConfiguration on an iPad that is not assigned: a general error,
+    // with the device's chain.
+    let mut fresh = cart.mcinstall(1).await;
+    match fresh
+        .download_and_apply_cloud_configuration(Some("teacher"), Some("secret"))
+        .await
+    {
+        Err(McInstallError::Device { status, chain, .. }) => {
+            assert_eq!(status, "Error");
+            assert!(!chain.is_empty());
+        }
+        other => panic!("expected a device error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_types_and_malformed_requests() {
+    let cart = cart().await;
+    let mut mc = cart.mcinstall(1).await;
+    let mut cc = Dictionary::new();
+    cc.insert("IsSupervised".into(), "yes".into());
+    match mc.set_cloud_configuration(&cc).await {
+        Err(McInstallError::CloudConfigInvalid { description }) => {
+            assert!(!description.is_empty())
+        }
+        other => panic!("expected CloudConfigInvalid, got {other:?}"),
+    }
+    // Raw requests: an unknown type, and StoreProfile with another purpose.
+    let mut unknown = Dictionary::new();
+    unknown.insert("RequestType".into(), "NoSuchRequest".into());
+    let reply = mc
+        .exchange("NoSuchRequest", &unknown, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(matches!(
+        mcinstall::error::check_reply("NoSuchRequest", &reply),
+        Err(McInstallError::CommandFormatError { .. })
+    ));
+    let mut store = Dictionary::new();
+    store.insert("RequestType".into(), "StoreProfile".into());
+    store.insert("ProfileData".into(), Value::Data(wifi_profile("a.b", "c")));
+    store.insert("Purpose".into(), "Later".into());
+    let reply = mc
+        .exchange("StoreProfile", &store, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(matches!(
+        mcinstall::error::check_reply("StoreProfile", &reply),
+        Err(McInstallError::CommandFormatError { .. })
+    ));
+    // An unparsable profile: a general device error that keeps the device's text.
+    match mc.install_profile(b"not a profile").await {
+        Err(e @ McInstallError::Device { .. }) => assert!(e.to_string().contains("profile"), "{e}"),
+        other => panic!("expected a device error, got {other:?}"),
+    }
+    // The connection still works.
+    mc.hello_host_identifier().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_profile_round_trip() {
+    let cart = cart().await;
+    let mut mc = cart.mcinstall(1).await;
+    let profile = wifi_profile("org.springfield.later", "Later");
+    mc.store_profile(&profile).await.unwrap();
+    assert_eq!(mc.get_stored_profile().await.unwrap(), Some(profile));
+    assert!(
+        mc.get_profile_list().await.unwrap().is_empty(),
+        "stored, not installed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_install_on_an_unsupervised_set_up_ipad_only_downloads() {
+    let cart = cart().await;
+    let mut mc = cart.mcinstall(3).await;
+    mc.install_profile(&wifi_profile("org.springfield.wifi", "Springfield"))
+        .await
+        .unwrap();
+    assert!(
+        mc.get_profile_list()
+            .await
+            .unwrap()
+            .get("org.springfield.wifi")
+            .is_none(),
+        "the user must approve it in Settings"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_device_succeeds_and_the_ipad_comes_back_fresh() {
+    let cart = cart().await;
+    let identity = Identity::create("Springfield Elementary");
+    let before = cart.device(5).await.device_id;
+    let mut mc = cart.mcinstall(5).await;
+    mc.set_cloud_configuration(&cloud_configuration(identity.certificate_der()))
+        .await
+        .unwrap();
+    let outcome = mc.erase_device(true, false).await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            EraseOutcome::Acknowledged | EraseOutcome::ConnectionClosed
+        ),
+        "{outcome:?}"
+    );
+    // Back on USB after the reset (a new DeviceID), in Setup Assistant, with no
+    // configuration; it pairs again.
+    let device = cart.device_except(5, Some(before)).await;
+    let (session, record) = lockdown::trusted_session(device, None, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut mc = McInstallClient::connect(&session.provider(record))
+        .await
+        .unwrap();
+    assert_eq!(mc.get_cloud_configuration().await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_device_is_a_timeout_with_configurable_deadlines() {
+    let scenario = format!(
+        "{SCENARIO}\n{}",
+        r#"
+[[fault]]
+slot = 1
+request = "GetProfileList"
+nth = 1
+action = "delay"
+ms = 2000
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(SimConfig {
+        scenario: toml::from_str(&scenario).unwrap(),
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        state_dir: dir.path().join("sim"),
+        activated: false,
+    })
+    .await
+    .unwrap();
+    let cart = Cart { sim, _dir: dir };
+    let (provider, _) = cart.provider(1).await;
+    let timeouts = Timeouts {
+        reply: Duration::from_millis(500),
+        ..Timeouts::default()
+    };
+    let mut mc = McInstallClient::connect_with_timeouts(&provider, timeouts)
+        .await
+        .unwrap();
+    match mc.get_profile_list().await {
+        Err(McInstallError::Timeout { request, after }) => {
+            assert_eq!(request, "GetProfileList");
+            assert_eq!(after, Duration::from_millis(500));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // A new connection works (the second GetProfileList has no fault).
+    let mut mc = McInstallClient::connect(&provider).await.unwrap();
+    assert!(mc.get_profile_list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_pairing_false_then_supervised_pairing_end_to_end() {
+    let cart = cart().await;
+    let identity = Identity::create("Springfield Elementary");
+    let (provider, first) = cart.provider(1).await;
+    let mut mc = McInstallClient::connect(&provider).await.unwrap();
+    let mut cc = cloud_configuration(identity.certificate_der());
+    cc.insert("AllowPairing".into(), false.into());
+    mc.set_cloud_configuration(&cc).await.unwrap();
+    drop(mc);
+
+    // The device deleted every pairing record: our first record no longer opens a session.
+    let device = cart.device(1).await;
+    let mut s = lockdown::DeviceSession::connect(device.clone())
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.start_session(&first).await,
+        Err(lockdown::LockdownError::InvalidHostId)
+    ));
+
+    // Supervised pairing gets us back in, and MCInstall works with the new record.
+    let store = lockdown::PairRecordStore::new(cart._dir.path().join("station"));
+    let mut s = lockdown::DeviceSession::connect(device.clone())
+        .await
+        .unwrap();
+    let record =
+        lockdown::pair_supervised_and_save(&mut s, Some(&store), Some("cartprep"), &identity)
+            .await
+            .unwrap();
+    let (session, _) = lockdown::trusted_session(device, Some(&store), Duration::from_secs(3))
+        .await
+        .unwrap();
+    let mut mc = McInstallClient::connect(&session.provider(record))
+        .await
+        .unwrap();
+    mc.escalate_with(&identity).await.unwrap();
+    mc.install_profile_silent(&wifi_profile("org.springfield.wifi", "Springfield"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_device_counts_a_dropped_link_as_success() {
+    // The link drops instead of the acknowledgement (the reset won the race).
+    let scenario = format!(
+        "{SCENARIO}\n{}",
+        r#"
+[[fault]]
+slot = 1
+request = "EraseDevice"
+nth = 1
+action = "drop"
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(SimConfig {
+        scenario: toml::from_str(&scenario).unwrap(),
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        state_dir: dir.path().join("sim"),
+        activated: false,
+    })
+    .await
+    .unwrap();
+    let cart = Cart { sim, _dir: dir };
+    let mc = cart.mcinstall(1).await;
+    assert_eq!(
+        mc.erase_device(false, true).await.unwrap(),
+        EraseOutcome::ConnectionClosed
+    );
+}

@@ -1,0 +1,40 @@
+//! What cartprep puts on an iPad besides pairing: the supervision identity, the CMS signatures
+//! that prove it, the cloud configuration that supervises the device, the Setup Assistant skip
+//! keys, and Wi-Fi configuration profiles.
+//!
+//! - [`identity`]: [`SupervisionIdentity`] — create one as Apple Configurator does, import one
+//!   (DER files as `cfgutil -C/-K` take, PEM, PKCS#12), export it (DER, PEM, PKCS#12,
+//!   pymobiledevice3's keybag), store it in a state folder (key file mode 0600).
+//! - [`cms`]: [`sign_attached`] — the CMS SignedData answering MCInstall's `Escalate` and
+//!   supervised pairing's challenge (content attached, never canonicalised).
+//! - [`cloud_config`]: [`CloudConfigBuilder`] — the `SetCloudConfiguration` dictionary.
+//! - [`skip_keys`]: the `SkipSetup` catalogue and [`skip_keys::expand`].
+//! - [`wifi`]: [`WifiProfile`] → `.mobileconfig`; [`load_mobileconfig`] for existing profiles
+//!   (XML, binary or signed), installed unchanged.
+//! - [`files`]: atomic writes, private files created 0600.
+//!
+//! Errors are [`ProfileError`]; [`ProfileError::is_input_error`] tells bad input (exit status 2
+//! on the command line) from other failures. Secrets never appear in `Debug` output.
+//!
+//! References: `mcinstall-prepare.md` §4 (cloud configuration, skip keys), §5.1–5.2 (identity,
+//! CMS), §6.1 (Wi-Fi profile); `dependencies.md` §4 (the rsa + x509-cert + cms recipe).
+
+mod ber;
+pub mod cloud_config;
+pub mod cms;
+pub mod error;
+pub mod files;
+pub mod identity;
+mod pkcs12;
+pub mod skip_keys;
+pub mod wifi;
+
+pub use cloud_config::{CloudConfigBuilder, OrganizationDetails};
+pub use cms::{SignedContent, sign_attached, signed_content, verify_attached};
+pub use error::{ProfileError, Result};
+pub use identity::SupervisionIdentity;
+pub use skip_keys::{IosVersion, SkipKeysError, SkipSelection, UnknownKeys, expand};
+pub use wifi::{
+    ExistingProfile, ProfileFormat, Secret, Security, WifiProfile, load_mobileconfig,
+    parse_mobileconfig,
+};

@@ -1,0 +1,451 @@
+//! The LED-style status log: one line per change that a person across the room can read —
+//! ready / waiting / working (step k of n) / done, unplug / needs attention (and what to do) /
+//! failed — with slot, serial, model and name; coloured on a terminal, plain under systemd or
+//! launchd; a summary line; and a snapshot for `cartprep status`, served on a unix socket.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::record::{Attention, Step};
+
+/// The "LED" of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Light {
+    /// Plugged in, seen, not started.
+    Ready,
+    /// Queued behind another iPad.
+    Waiting,
+    Working,
+    /// Prepared: unplug it.
+    Done,
+    Attention,
+    Failed,
+    /// Pulled out before it was done; plugging it back in resumes.
+    Unplugged,
+}
+
+impl Light {
+    fn badge(self) -> &'static str {
+        match self {
+            Light::Ready => "● READY",
+            Light::Waiting => "◌ WAITING",
+            Light::Working => "◐ WORKING",
+            Light::Done => "✔ DONE — UNPLUG",
+            Light::Attention => "▲ ATTENTION",
+            Light::Failed => "✖ FAILED",
+            Light::Unplugged => "○ UNPLUGGED",
+        }
+    }
+
+    /// ANSI colour: blue, dim, yellow, green, magenta, red, dim.
+    fn colour(self) -> &'static str {
+        match self {
+            Light::Ready => "\x1b[1;34m",
+            Light::Waiting => "\x1b[2m",
+            Light::Working => "\x1b[1;33m",
+            Light::Done => "\x1b[1;32m",
+            Light::Attention => "\x1b[1;35m",
+            Light::Failed => "\x1b[1;31m",
+            Light::Unplugged => "\x1b[2m",
+        }
+    }
+}
+
+/// What the station shows for one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    pub udid: String,
+    pub serial: Option<String>,
+    pub slot: Option<String>,
+    /// Marketing name or ProductType.
+    pub model: Option<String>,
+    pub name: Option<String>,
+    pub light: Light,
+    /// The step being worked on (for "step k of n").
+    pub step: Option<Step>,
+    pub attention: Option<Attention>,
+    /// Free text: what happened, or what to do.
+    pub message: String,
+    pub since_ms: u64,
+}
+
+impl DeviceStatus {
+    pub fn new(udid: impl Into<String>, light: Light, message: impl Into<String>) -> Self {
+        DeviceStatus {
+            udid: udid.into(),
+            serial: None,
+            slot: None,
+            model: None,
+            name: None,
+            light,
+            step: None,
+            attention: None,
+            message: message.into(),
+            since_ms: crate::clock::now_ms(),
+        }
+    }
+}
+
+/// Counts for the summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub done: usize,
+    pub working: usize,
+    pub waiting: usize,
+    pub attention: usize,
+    pub failed: usize,
+    pub unplugged: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cart: {} done · {} working · {} waiting · {} attention · {} failed",
+            self.done, self.working, self.waiting, self.attention, self.failed
+        )?;
+        if self.unplugged > 0 {
+            write!(f, " · {} unplugged before done", self.unplugged)?;
+        }
+        Ok(())
+    }
+}
+
+/// What `cartprep status --json` prints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub devices: Vec<DeviceStatus>,
+    pub summary: Summary,
+    /// Notes the station wants seen (no USB slots, config reloaded…).
+    pub notes: Vec<String>,
+}
+
+/// Formats one status line.
+pub fn format_line(s: &DeviceStatus, colour: bool) -> String {
+    let badge = match (s.light, s.step) {
+        (Light::Working, Some(step)) => {
+            format!("{} {}/{}", s.light.badge(), step.number(), Step::TOTAL)
+        }
+        _ => s.light.badge().to_owned(),
+    };
+    let badge = if colour {
+        format!("{}{badge:<16}\x1b[0m", s.light.colour())
+    } else {
+        format!("{badge:<16}")
+    };
+    let slot = s
+        .slot
+        .as_deref()
+        .map(|x| format!("slot {x}"))
+        .unwrap_or_else(|| "slot ?".into());
+    let who = [
+        s.serial.clone().unwrap_or_else(|| short_udid(&s.udid)),
+        s.model.clone().unwrap_or_default(),
+        s.name
+            .as_ref()
+            .map(|n| format!("“{n}”"))
+            .unwrap_or_default(),
+    ]
+    .into_iter()
+    .filter(|x| !x.is_empty())
+    .collect::<Vec<_>>()
+    .join(" ");
+    let time = crate::clock::rfc3339_utc(s.since_ms);
+    let clock = time.get(11..19).unwrap_or("");
+    format!("{clock} {slot:<10} {badge} {who} — {}", s.message)
+}
+
+fn short_udid(udid: &str) -> String {
+    let tail: String = udid
+        .chars()
+        .rev()
+        .take(8)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("…{tail}")
+}
+
+/// Whether to colour: a terminal, and no NO_COLOR.
+pub fn colour_wanted() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none()
+        && std::env::var("TERM").map(|t| t != "dumb").unwrap_or(true)
+}
+
+type Sink = Box<dyn Write + Send>;
+
+/// The board: the latest status of every device, printed as it changes.
+#[derive(Clone)]
+pub struct Board {
+    inner: Arc<Mutex<BoardInner>>,
+}
+
+struct BoardInner {
+    devices: BTreeMap<String, DeviceStatus>,
+    notes: Vec<String>,
+    out: Sink,
+    colour: bool,
+}
+
+impl Board {
+    pub fn new(out: Sink, colour: bool) -> Self {
+        Board {
+            inner: Arc::new(Mutex::new(BoardInner {
+                devices: BTreeMap::new(),
+                notes: Vec::new(),
+                out,
+                colour,
+            })),
+        }
+    }
+
+    /// A board printing to stdout, coloured when it is a terminal.
+    pub fn stdout() -> Self {
+        Board::new(Box::new(std::io::stdout()), colour_wanted())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BoardInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records and prints a device's new status (nothing is printed if nothing changed).
+    pub fn update(&self, status: DeviceStatus) {
+        let mut inner = self.lock();
+        let same = inner.devices.get(&status.udid).is_some_and(|old| {
+            old.light == status.light && old.step == status.step && old.message == status.message
+        });
+        if same {
+            return;
+        }
+        let line = format_line(&status, inner.colour);
+        let _ = writeln!(inner.out, "{line}");
+        let _ = inner.out.flush();
+        inner.devices.insert(status.udid.clone(), status);
+    }
+
+    /// The current status of a device.
+    pub fn get(&self, udid: &str) -> Option<DeviceStatus> {
+        self.lock().devices.get(udid).cloned()
+    }
+
+    /// Prints a line that is not about one device (and keeps it for `status`).
+    pub fn note(&self, text: impl Into<String>) {
+        let text = text.into();
+        let mut inner = self.lock();
+        let _ = writeln!(inner.out, "{}", text);
+        let _ = inner.out.flush();
+        inner.notes.push(text);
+        let excess = inner.notes.len().saturating_sub(20);
+        inner.notes.drain(..excess);
+    }
+
+    pub fn summary(&self) -> Summary {
+        let inner = self.lock();
+        let mut s = Summary::default();
+        for d in inner.devices.values() {
+            match d.light {
+                Light::Done => s.done += 1,
+                Light::Working => s.working += 1,
+                Light::Waiting | Light::Ready => s.waiting += 1,
+                Light::Attention => s.attention += 1,
+                Light::Failed => s.failed += 1,
+                Light::Unplugged => s.unplugged += 1,
+            }
+        }
+        s
+    }
+
+    /// Prints the summary line.
+    pub fn print_summary(&self) {
+        let summary = self.summary();
+        let mut inner = self.lock();
+        let _ = writeln!(inner.out, "{summary}");
+        let _ = inner.out.flush();
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let summary = self.summary();
+        let inner = self.lock();
+        let mut devices: Vec<_> = inner.devices.values().cloned().collect();
+        devices.sort_by(|a, b| a.slot.cmp(&b.slot).then(a.since_ms.cmp(&b.since_ms)));
+        Snapshot {
+            devices,
+            summary,
+            notes: inner.notes.clone(),
+        }
+    }
+}
+
+/// Serves snapshots on a unix socket: each connection gets one JSON document and is closed.
+pub async fn serve_snapshots(board: Board, path: &Path) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        let snapshot = board.snapshot();
+        tokio::spawn(async move {
+            if let Ok(mut json) = serde_json::to_vec(&snapshot) {
+                json.push(b'\n');
+                let _ = stream.write_all(&json).await;
+            }
+        });
+    }
+}
+
+/// Reads a snapshot from a running daemon's socket.
+pub async fn fetch_snapshot(path: &Path) -> Result<Snapshot, String> {
+    use tokio::io::AsyncReadExt;
+    let mut stream = tokio::net::UnixStream::connect(path).await.map_err(|e| {
+        format!(
+            "no station is running with state folder {} ({e})",
+            path.parent().unwrap_or(path).display()
+        )
+    })?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut buf),
+    )
+    .await
+    .map_err(|_| "the station did not answer within 5 s".to_string())?
+    .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&buf).map_err(|e| format!("unreadable status from the station: {e}"))
+}
+
+/// The plain-text view of a snapshot, as `cartprep status` prints it.
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    for d in &snapshot.devices {
+        out.push_str(&format_line(d, false));
+        out.push('\n');
+    }
+    out.push_str(&snapshot.summary.to_string());
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn status(udid: &str, light: Light, step: Option<Step>, msg: &str) -> DeviceStatus {
+        DeviceStatus {
+            serial: Some("DMPXK1234567".into()),
+            slot: Some("3".into()),
+            model: Some("iPad (9th generation)".into()),
+            name: Some("Cart A 03".into()),
+            step,
+            ..DeviceStatus::new(udid, light, msg)
+        }
+    }
+
+    #[test]
+    fn a_working_line_says_which_step_of_how_many() {
+        let line = format_line(
+            &status("U1", Light::Working, Some(Step::Activated), "activating"),
+            false,
+        );
+        assert!(line.contains("slot 3"), "{line}");
+        assert!(
+            line.contains(&format!(
+                "WORKING {}/{}",
+                Step::Activated.number(),
+                Step::TOTAL
+            )),
+            "{line}"
+        );
+        assert!(
+            line.contains("DMPXK1234567 iPad (9th generation) “Cart A 03” — activating"),
+            "{line}"
+        );
+        assert!(!line.contains('\x1b'), "plain when not a terminal");
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let line = format_line(&status("U1", Light::Done, None, "unplug"), true);
+        assert!(line.contains("\x1b[1;32m✔ DONE — UNPLUG"), "{line}");
+    }
+
+    #[test]
+    fn the_board_prints_changes_once_and_counts_the_cart() {
+        let out = Captured::default();
+        let board = Board::new(Box::new(out.clone()), false);
+        board.update(status("U1", Light::Working, Some(Step::Paired), "pairing"));
+        board.update(status("U1", Light::Working, Some(Step::Paired), "pairing"));
+        board.update(status(
+            "U2",
+            Light::Waiting,
+            None,
+            "another iPad is being prepared",
+        ));
+        board.update(status(
+            "U3",
+            Light::Attention,
+            None,
+            "tap Trust on the iPad",
+        ));
+        board.update(status("U1", Light::Done, None, "unplug"));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            4,
+            "the repeated line is not printed twice:\n{text}"
+        );
+        let s = board.summary();
+        assert_eq!(
+            (s.done, s.working, s.waiting, s.attention, s.failed),
+            (1, 0, 1, 1, 0)
+        );
+        assert_eq!(
+            s.to_string(),
+            "cart: 1 done · 0 working · 1 waiting · 1 attention · 0 failed"
+        );
+    }
+
+    #[tokio::test]
+    async fn status_is_served_on_a_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let board = Board::new(Box::new(std::io::sink()), false);
+        board.update(status("U1", Light::Done, None, "unplug"));
+        let path = dir.path().join("status.sock");
+        let serving = tokio::spawn({
+            let (board, path) = (board.clone(), path.clone());
+            async move { serve_snapshots(board, &path).await }
+        });
+        let mut snapshot = None;
+        for _ in 0..100 {
+            if let Ok(s) = fetch_snapshot(&path).await {
+                snapshot = Some(s);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let snapshot = snapshot.expect("the socket answers");
+        assert_eq!(snapshot.summary.done, 1);
+        assert_eq!(snapshot.devices[0].serial.as_deref(), Some("DMPXK1234567"));
+        assert!(render(&snapshot).contains("DONE — UNPLUG"));
+        serving.abort();
+    }
+}

@@ -1,0 +1,169 @@
+//! Picks up edits of the config file while the daemon runs.
+//!
+//! The file's folder is watched (not the file: editors save by writing a new file and renaming
+//! it over the old one, which ends a watch on the file itself). After a burst of changes has
+//! settled, the file is loaded again. A valid config is published on a
+//! `tokio::sync::watch` channel, for the next iPad to use, and logged; an invalid one is
+//! refused with the reason logged and the previous config stays in force.
+//!
+//! Only the config file itself is watched: a new password in `wifi.password_file` or a new
+//! identity is read at the next edit of the config file (or restart), not on its own.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::config::{ConfigError, StationConfig};
+
+/// How long changes must have settled before the file is read again (an editor's save is
+/// several events).
+pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// Settings the daemon reads once at start; a change to them is logged as needing a restart.
+const RESTART_SECTIONS: [&str; 2] = ["state_dir", "usbmuxd"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("the config file {0} has no folder to watch")]
+    NoFolder(PathBuf),
+    #[error("cannot watch {path} for changes: {source}")]
+    Watch {
+        path: PathBuf,
+        source: notify::Error,
+    },
+}
+
+/// Watches a config file; dropping it stops the watch.
+pub struct ConfigWatcher {
+    // Kept for its Drop, which stops the watching thread.
+    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    current: watch::Receiver<Arc<StationConfig>>,
+    refused: watch::Receiver<Option<Arc<ConfigError>>>,
+}
+
+impl std::fmt::Debug for ConfigWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigWatcher")
+            .field("path", &self.current.borrow().path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfigWatcher {
+    /// Starts watching `initial.path`, with `initial` as the config in force.
+    pub fn start(initial: StationConfig) -> Result<ConfigWatcher, WatchError> {
+        let path = initial.path.clone();
+        let (folder, file_name) = split(&path).ok_or_else(|| WatchError::NoFolder(path.clone()))?;
+        let (tx, rx) = watch::channel(Arc::new(initial));
+        let (refused_tx, refused_rx) = watch::channel(None);
+
+        let handler_path = path.clone();
+        let mut debouncer = new_debouncer(SETTLE, None, move |result: DebounceEventResult| match result {
+            Ok(events) => {
+                let touches_config = events
+                    .iter()
+                    .flat_map(|e| e.paths.iter())
+                    .any(|p| p.file_name() == Some(file_name.as_os_str()));
+                if touches_config {
+                    reload(&handler_path, &tx, &refused_tx);
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    warn!(path = %handler_path.display(), error = %e, "watching the config file");
+                }
+            }
+        })
+        .map_err(|source| WatchError::Watch { path: folder.clone(), source })?;
+        debouncer
+            .watch(&folder, RecursiveMode::NonRecursive)
+            .map_err(|source| WatchError::Watch {
+                path: folder.clone(),
+                source,
+            })?;
+        Ok(ConfigWatcher {
+            _debouncer: debouncer,
+            current: rx,
+            refused: refused_rx,
+        })
+    }
+
+    /// A receiver of the config in force; `changed()` wakes on each accepted reload.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<StationConfig>> {
+        self.current.clone()
+    }
+
+    /// The config in force now.
+    pub fn current(&self) -> Arc<StationConfig> {
+        Arc::clone(&self.current.borrow())
+    }
+
+    /// Why the latest edit was refused, until an edit is accepted (for `cartprep status`).
+    pub fn refused(&self) -> watch::Receiver<Option<Arc<ConfigError>>> {
+        self.refused.clone()
+    }
+}
+
+/// The folder to watch and the file name to look for in its events.
+fn split(path: &Path) -> Option<(PathBuf, OsString)> {
+    let file_name = path.file_name()?.to_owned();
+    let folder = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => PathBuf::from("."),
+        Some(p) => p.to_owned(),
+        None => return None,
+    };
+    Some((folder, file_name))
+}
+
+fn reload(
+    path: &Path,
+    tx: &watch::Sender<Arc<StationConfig>>,
+    refused: &watch::Sender<Option<Arc<ConfigError>>>,
+) {
+    match StationConfig::load(path) {
+        Ok(new) => {
+            refused.send_replace(None);
+            let old = Arc::clone(&tx.borrow());
+            let changed = new.changed_sections(&old);
+            if changed.is_empty() {
+                debug!(path = %path.display(), "config file touched, settings unchanged");
+                return;
+            }
+            info!(
+                path = %path.display(),
+                "config reloaded: {} changed; applies from the next iPad",
+                changed.join(", ")
+            );
+            let restart: Vec<_> = changed
+                .iter()
+                .filter(|s| RESTART_SECTIONS.contains(s))
+                .collect();
+            if !restart.is_empty() {
+                warn!(
+                    "config change to {} takes effect only after a restart",
+                    restart
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            tx.send_replace(Arc::new(new));
+        }
+        // A file that is briefly missing mid-save (delete then create) is not an edit to refuse
+        // loudly; the create that follows triggers another reload.
+        Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            debug!(path = %path.display(), "config file momentarily missing");
+        }
+        Err(e) => {
+            warn!("config change refused, keeping the previous settings: {e}");
+            refused.send_replace(Some(Arc::new(e)));
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Editing the config file while the daemon runs: a valid edit is picked up, an invalid one is
+//! refused and the previous settings stay in force.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use station::config::Wifi;
+use station::{ConfigWatcher, StationConfig};
+
+/// Longest wait for the watcher to react; it normally takes well under a second.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// ADE mode on an open network: a valid config that names no other file.
+fn config_text(ssid: &str, enrollment_url: &str) -> String {
+    format!(
+        "[organization]\nname = \"Example School\"\n\n\
+         [wifi]\nssid = \"{ssid}\"\nsecurity = \"none\"\n\n\
+         [mdm]\nname = \"Example MDM\"\nenrollment_url = \"{enrollment_url}\"\nmode = \"ade\"\n"
+    )
+}
+
+/// Saves the way editors do: a new file renamed over the old one, so no half-written file is
+/// ever read.
+fn save(path: &Path, text: &str) {
+    let tmp = path.with_extension("toml.tmp");
+    fs::write(&tmp, text).expect("write");
+    fs::rename(&tmp, path).expect("rename");
+}
+
+fn ssid(config: &StationConfig) -> &str {
+    match &config.wifi {
+        Wifi::Network(n) => &n.ssid,
+        other => panic!("expected a network, got {other:?}"),
+    }
+}
+
+fn start(dir: &Path) -> (PathBuf, ConfigWatcher) {
+    let path = dir.join("station.toml");
+    fs::write(
+        &path,
+        config_text("First", "https://mdm.example.org/enroll"),
+    )
+    .expect("write");
+    let watcher = ConfigWatcher::start(StationConfig::load(&path).expect("valid")).expect("watch");
+    (path, watcher)
+}
+
+#[tokio::test]
+async fn a_valid_edit_is_picked_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (path, watcher) = start(dir.path());
+    let mut rx = watcher.subscribe();
+    assert_eq!(ssid(&watcher.current()), "First");
+
+    save(
+        &path,
+        &config_text("Second", "https://mdm.example.org/enroll"),
+    );
+    tokio::time::timeout(PATIENCE, rx.changed())
+        .await
+        .expect("the edit was not picked up in time")
+        .expect("watcher alive");
+    assert_eq!(ssid(&rx.borrow_and_update()), "Second");
+    assert_eq!(ssid(&watcher.current()), "Second");
+}
+
+#[tokio::test]
+async fn an_invalid_edit_is_refused_and_the_old_config_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (path, watcher) = start(dir.path());
+    let mut refused = watcher.refused();
+    let rx = watcher.subscribe();
+
+    save(
+        &path,
+        &config_text("Second", "http://mdm.example.org/enroll"),
+    );
+    tokio::time::timeout(PATIENCE, refused.wait_for(Option::is_some))
+        .await
+        .expect("the invalid edit was not noticed in time")
+        .expect("watcher alive");
+    let error = refused.borrow().clone().expect("refusal");
+    assert_eq!(error.fields(), ["mdm.enrollment_url"]);
+    assert!(
+        !rx.has_changed().expect("watcher alive"),
+        "nothing new was published"
+    );
+    assert_eq!(
+        ssid(&watcher.current()),
+        "First",
+        "the previous settings stay in force"
+    );
+
+    // Fixing the file is picked up and clears the refusal.
+    save(
+        &path,
+        &config_text("Third", "https://mdm.example.org/enroll"),
+    );
+    tokio::time::timeout(PATIENCE, refused.wait_for(Option::is_none))
+        .await
+        .expect("the fix was not picked up in time")
+        .expect("watcher alive");
+    assert_eq!(ssid(&watcher.current()), "Third");
+}

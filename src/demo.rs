@@ -1,0 +1,266 @@
+//! `cartprep demo`: the station preparing a simulated cart, in one process, on a fresh machine.
+//!
+//! The cart: new iPads plugged one after another, one already set up by a teacher (erase is not
+//! allowed, so it needs attention), one activation-locked, and one pulled out in the middle of
+//! its preparation and plugged back in. The daemon is the real one; only usbmuxd, the iPads and
+//! Apple's activation server are simulated, on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use simulator::scenario::{Action, DeviceEntry, Scenario, TimelineEntry};
+use station::slots::{AppleUsbDevice, FixedTopology, UsbMode};
+use station::status::{Board, Light};
+
+const MODELS: &[(&str, &str)] = &[
+    ("iPad12,1", "17.6.1"),
+    ("iPad13,18", "18.5"),
+    ("iPad11,6", "18.3.2"),
+    ("iPad7,11", "17.6.1"),
+    ("iPad14,1", "18.3.2"),
+];
+
+/// Slot (1-based) of the iPad pulled out mid-preparation and of the special cases.
+const SET_UP_SLOT: u32 = 3;
+const LOCKED_SLOT: u32 = 4;
+const PULLED_SLOT: u32 = 5;
+
+pub fn scenario(devices: usize) -> Scenario {
+    let mut s = Scenario {
+        seed: 2026,
+        ..Scenario::default()
+    };
+    for i in 0..devices {
+        let slot = i as u32 + 1;
+        let (model, ios) = MODELS[i % MODELS.len()];
+        let mut d = DeviceEntry {
+            model: Some(model.into()),
+            ios: Some(ios.into()),
+            latency_ms: 15,
+            plugged: Some(false),
+            ..DeviceEntry::default()
+        };
+        if slot == SET_UP_SLOT {
+            d.setup_done = true;
+            d.activated = Some(true);
+            d.name = Some("Ms Lovelace’s iPad".into());
+            d.pairing = simulator::scenario::PairingKind::Dialog;
+            d.dialog_attempts = Some(1);
+        }
+        if slot == LOCKED_SLOT {
+            d.activation_lock = true;
+        }
+        s.devices.push(d);
+        // Plugged one after another, as a person works down the cart.
+        s.timeline.push(TimelineEntry {
+            at_ms: u64::from(slot - 1) * 1500,
+            slot,
+            action: Action::Plug,
+        });
+    }
+    s
+}
+
+/// The virtual cart's USB bus: slot k is hub port k (the simulator reports LocationID
+/// `(1 << 16) | (k + 2)`, Linux usbmuxd's bus/address form).
+fn topology(sim: &simulator::Simulator) -> FixedTopology {
+    FixedTopology(
+        sim.cart
+            .devices()
+            .iter()
+            .map(|d| AppleUsbDevice {
+                chain: format!("1-1.{}", d.spec.slot),
+                bus: 1,
+                address: (d.spec.slot + 2) as u8,
+                product_id: d.spec.model.usb_product_id,
+                mode: UsbMode::Normal,
+                serial: Some(d.spec.identity.usb_serial()),
+            })
+            .collect(),
+    )
+}
+
+fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    profiles::files::write_private(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+pub async fn demo(devices: usize, state: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    if devices < PULLED_SLOT as usize {
+        eprintln!(
+            "error: the demo cart needs at least {PULLED_SLOT} iPads (--devices {PULLED_SLOT} or more)"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let root = match state {
+        Some(dir) => dir,
+        // Kept after the demo: the CSV and the ledger are there to look at.
+        None => tempfile::Builder::new()
+            .prefix("cartprep-demo-")
+            .tempdir()?
+            .keep(),
+    };
+    let station_dir = root.join("station");
+    std::fs::create_dir_all(&station_dir)?;
+    println!(
+        "cartprep demo: a simulated cart of {devices} iPads; everything is kept in {}",
+        root.display()
+    );
+
+    let sim = simulator::Simulator::start(simulator::SimConfig {
+        scenario: scenario(devices),
+        listen: vec!["127.0.0.1:0".parse()?],
+        state_dir: root.join("simulator"),
+        activated: false,
+    })
+    .await
+    .context("starting the simulated cart")?;
+
+    // What an IT person sets up once: the organisation's identity, Wi-Fi, the MDM.
+    let identity_dir = station_dir.join("identity");
+    if !profiles::SupervisionIdentity::exists_in(&identity_dir) {
+        profiles::SupervisionIdentity::create("Springfield Elementary")?.save(&identity_dir)?;
+    }
+    write(
+        &station_dir.join("wifi-password"),
+        b"correct horse battery staple\n",
+    )?;
+    write(
+        &station_dir.join("activation-ca.pem"),
+        &sim.activation_ca_pem(),
+    )?;
+    let slots: String = (1..=devices)
+        .map(|k| format!("\"1-1.{k}\" = \"{k}\"\n"))
+        .collect();
+    let config_text = format!(
+        r#"# Written by `cartprep demo`: the station configuration for the simulated cart.
+state_dir = "{state}"
+usbmuxd = "{usbmuxd}"
+max_concurrent = 1
+
+[organization]
+name = "Springfield Elementary"
+department = "IT"
+identity = "identity"
+
+[wifi]
+ssid = "Springfield-Students"
+security = "wpa2"
+password_file = "wifi-password"
+
+[mdm]
+name = "Demo MDM"
+enrollment_url = "https://mdm.example.org/enroll/springfield"
+mode = "manual"
+
+[setup]
+skip = "all"
+language = "en"
+locale = "en_US"
+time_zone = "America/Chicago"
+
+[naming]
+template = "Cart A - {{n:02}}"
+
+[erase]
+policy = "never"
+
+[activation]
+server_url = "{activation}"
+extra_ca_file = "activation-ca.pem"
+
+[slots]
+{slots}"#,
+        state = station_dir.display(),
+        usbmuxd = sim.address(),
+        activation = sim.activation_server_url(),
+    );
+    let config_path = station_dir.join("station.toml");
+    write(&config_path, config_text.as_bytes())?;
+    let config = match station::StationConfig::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => anyhow::bail!("the demo's own configuration is invalid: {e}"),
+    };
+
+    let board = Board::stdout();
+    let _timeline = sim.spawn_timeline();
+    let (nudge_tx, nudge_rx) = tokio::sync::watch::channel(());
+    let udids: Vec<String> = sim
+        .cart
+        .devices()
+        .iter()
+        .map(|d| d.udid().to_owned())
+        .collect();
+    // The volunteer who pulls slot 5 out while it is being worked on, and plugs it back in.
+    let puller = {
+        let (cart, board) = (sim.cart.clone(), board.clone());
+        let udid = udids[PULLED_SLOT as usize - 1].clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let working = board.get(&udid).is_some_and(|s| {
+                    s.light == Light::Working
+                        && s.step.is_some_and(|st| st >= station::Step::Activated)
+                });
+                if working {
+                    break;
+                }
+            }
+            println!(">>> demo: pulling slot {PULLED_SLOT} out in the middle of its preparation");
+            let _ = cart.unplug(PULLED_SLOT);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            println!(">>> demo: plugging slot {PULLED_SLOT} back in");
+            let _ = cart.plug(PULLED_SLOT);
+            let _ = nudge_tx.send(());
+            // Keep the channel open until the end.
+            std::future::pending::<()>().await;
+        })
+    };
+    let stop_udids = udids.clone();
+    let report = station::daemon::run(station::daemon::DaemonOptions {
+        config,
+        watch_config: false,
+        board: board.clone(),
+        topology: Arc::new(topology(&sim)),
+        stop_when: Some(Box::new(move |board, idle| {
+            idle.running == 0
+                && idle.queued == 0
+                && stop_udids.iter().all(|u| {
+                    board.get(u).is_some_and(|s| {
+                        matches!(s.light, Light::Done | Light::Attention | Light::Failed)
+                    })
+                })
+        })),
+        nudge: Some(nudge_rx),
+    })
+    .await?;
+    puller.abort();
+
+    let records = station::Ledger::read_only(&station_dir)?;
+    let export_dir = station_dir.join("export");
+    std::fs::create_dir_all(&export_dir)?;
+    let asm = export_dir.join("apple-school-manager-serials.csv");
+    let full = export_dir.join("devices.csv");
+    let mut buf = Vec::new();
+    station::export::asm_csv(&records, false, &mut buf)?;
+    std::fs::write(&asm, &buf)?;
+    buf.clear();
+    station::export::full_csv(&records, &mut buf)?;
+    std::fs::write(&full, &buf)?;
+    println!();
+    println!("demo finished: {}", report.summary);
+    println!("serial numbers for Apple School Manager: {}", asm.display());
+    println!(
+        "every iPad, for the MDM and the school's records: {}",
+        full.display()
+    );
+    println!(
+        "ledger: cartprep ledger list --state {}    status while running: cartprep status --state {}",
+        station_dir.display(),
+        station_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
