@@ -178,6 +178,11 @@ async fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
         println!("listening on {addr}");
     }
     println!("state folder {}", state_dir.display());
+    let ca_path = state_dir.join("activation-ca.pem");
+    std::fs::write(&ca_path, sim.activation_ca_pem())
+        .with_context(|| format!("writing {}", ca_path.display()))?;
+    println!("activation server {}", sim.activation_server_url());
+    println!("activation CA {}", ca_path.display());
     println!("control socket {}", control_path.display());
     let first = sim.address();
     println!(

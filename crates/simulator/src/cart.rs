@@ -94,6 +94,8 @@ pub struct Cart {
     pub store: PairStore,
     pub listeners: Mutex<BTreeMap<u64, ClientInfo>>,
     pub authority: Arc<crate::activation::ActivationAuthority>,
+    /// Where device keys are kept (a new one after an erase).
+    pub keys_dir: Option<std::path::PathBuf>,
     erase_tx: tokio::sync::mpsc::UnboundedSender<u32>,
     erase_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<u32>>>,
 }
@@ -107,6 +109,7 @@ impl Cart {
     ) -> Self {
         let (erase_tx, erase_rx) = tokio::sync::mpsc::unbounded_channel();
         Cart {
+            keys_dir: None,
             authority: Arc::new(authority),
             erase_tx,
             erase_rx: Mutex::new(Some(erase_rx)),
@@ -260,6 +263,21 @@ impl Cart {
         {
             let mut state = ipad.state();
             *state = state.erased();
+        }
+        // lockdownd's key pair is in the wiped data partition: the device comes back with a
+        // new DevicePublicKey (so old DeviceCertificates no longer fit it).
+        let (dir, udid) = (self.keys_dir.clone(), ipad.udid().to_owned());
+        let key =
+            tokio::task::spawn_blocking(move || crate::ipad::create_key(dir.as_deref(), &udid))
+                .await;
+        match key {
+            Ok(Ok(key)) => {
+                if let Err(e) = ipad.rekey(&key) {
+                    tracing::warn!("erase of slot {slot}: keeping the old key: {e}");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("erase of slot {slot}: keeping the old key: {e}"),
+            Err(e) => tracing::warn!("erase of slot {slot}: keeping the old key: {e}"),
         }
         let _ = self.notices.send(Notice::Erased {
             slot,

@@ -188,53 +188,81 @@ pub struct PendingService {
     pub ssl: bool,
 }
 
+/// The device's key pair in the forms lockdownd needs.
+#[derive(Debug, Clone)]
+struct DeviceKeys {
+    /// DevicePublicKey: PKCS#1 PEM, the only form idevice and go-ios accept.
+    public_pem: Vec<u8>,
+    /// The same key as a PKCS#1 RSAPublicKey DER, to compare with a certificate's key.
+    public_der: Vec<u8>,
+    private_pkcs8_der: Vec<u8>,
+}
+
+impl DeviceKeys {
+    fn new(key: &RsaPrivateKey) -> Result<Self, SimError> {
+        let err = |e: &dyn std::fmt::Display| SimError::Key(e.to_string());
+        let public = key.to_public_key();
+        Ok(DeviceKeys {
+            public_pem: public
+                .to_pkcs1_pem(LineEnding::LF)
+                .map_err(|e| err(&e))?
+                .into_bytes(),
+            public_der: public
+                .to_pkcs1_der()
+                .map_err(|e| err(&e))?
+                .as_bytes()
+                .to_vec(),
+            private_pkcs8_der: key.to_pkcs8_der().map_err(|e| err(&e))?.as_bytes().to_vec(),
+        })
+    }
+}
+
 #[derive(Debug)]
 pub struct VirtualIpad {
     pub spec: DeviceSpec,
-    /// DevicePublicKey: PKCS#1 PEM, the only form idevice and go-ios accept.
-    pub public_key_pem: Vec<u8>,
-    /// The same key as a PKCS#1 RSAPublicKey DER, to compare with a certificate's key.
-    pub public_key_der: Vec<u8>,
-    key_pkcs8_der: Vec<u8>,
+    /// Replaced by an erase: lockdownd's key pair lives in the data partition.
+    keys: Mutex<DeviceKeys>,
     pub state: Mutex<DeviceState>,
     pub services: Mutex<HashMap<u16, PendingService>>,
 }
 
 impl VirtualIpad {
     pub fn new(spec: DeviceSpec, key: RsaPrivateKey, state: DeviceState) -> Result<Self, SimError> {
-        let public_key_pem = key
-            .to_public_key()
-            .to_pkcs1_pem(LineEnding::LF)
-            .map_err(|e| SimError::Key(e.to_string()))?
-            .into_bytes();
-        let public_key_der = key
-            .to_public_key()
-            .to_pkcs1_der()
-            .map_err(|e| SimError::Key(e.to_string()))?
-            .as_bytes()
-            .to_vec();
-        let key_pkcs8_der = key
-            .to_pkcs8_der()
-            .map_err(|e| SimError::Key(e.to_string()))?
-            .as_bytes()
-            .to_vec();
         Ok(VirtualIpad {
             spec,
-            public_key_pem,
-            public_key_der,
-            key_pkcs8_der,
+            keys: Mutex::new(DeviceKeys::new(&key)?),
             state: Mutex::new(state),
             services: Mutex::new(HashMap::new()),
         })
     }
 
-    pub fn udid(&self) -> &str {
-        &self.spec.identity.udid
+    fn keys(&self) -> DeviceKeys {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// DevicePublicKey (PKCS#1 PEM).
+    pub fn public_key_pem(&self) -> Vec<u8> {
+        self.keys().public_pem
+    }
+
+    /// DevicePublicKey as PKCS#1 DER.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        self.keys().public_der
     }
 
     /// The private half of DevicePublicKey, for the TLS server.
     pub fn key_pkcs8_der(&self) -> Vec<u8> {
-        self.key_pkcs8_der.clone()
+        self.keys().private_pkcs8_der
+    }
+
+    /// Gives the device a new key pair (an erase wipes the old one).
+    pub fn rekey(&self, key: &RsaPrivateKey) -> Result<(), SimError> {
+        *self.keys.lock().unwrap_or_else(|p| p.into_inner()) = DeviceKeys::new(key)?;
+        Ok(())
+    }
+
+    pub fn udid(&self) -> &str {
+        &self.spec.identity.udid
     }
 
     /// Locks the state; a poisoned lock (a panicked handler) still yields the data.
@@ -257,13 +285,18 @@ pub fn load_or_create_key(dir: Option<&Path>, udid: &str) -> Result<RsaPrivateKe
     {
         return Ok(key);
     }
+    create_key(dir, udid)
+}
+
+/// A new 2048-bit key, saved (0600) as `dir/<udid>.key` when a folder is given.
+pub fn create_key(dir: Option<&Path>, udid: &str) -> Result<RsaPrivateKey, SimError> {
     let key = RsaPrivateKey::new(&mut rand_core::OsRng, 2048)
         .map_err(|e| SimError::Key(e.to_string()))?;
-    if let Some(path) = path {
+    if let Some(dir) = dir {
         let der = key
             .to_pkcs8_der()
             .map_err(|e| SimError::Key(e.to_string()))?;
-        crate::files::write_private(&path, der.as_bytes())?;
+        crate::files::write_private(&dir.join(format!("{udid}.key")), der.as_bytes())?;
     }
     Ok(key)
 }

@@ -152,7 +152,9 @@ impl Simulator {
         })
         .await
         .map_err(|e| SimError::Key(e.to_string()))??;
-        let cart = Arc::new(Cart::new(devices, store, faults, authority));
+        let mut cart = Cart::new(devices, store, faults, authority);
+        cart.keys_dir = Some(keys_dir);
+        let cart = Arc::new(cart);
         let activation_server = activation_server::start(cart.clone()).await?;
 
         let mut addresses = Vec::new();

@@ -460,7 +460,7 @@ fn pair(ipad: &VirtualIpad, req: &Dictionary) -> Dictionary {
         return error(NAME, "InvalidPairRecord");
     };
     // The DeviceCertificate must certify this device's own key, or TLS could never work.
-    if tls::certificate_public_key(&device).as_deref() != Some(ipad.public_key_der.as_slice()) {
+    if tls::certificate_public_key(&device).as_deref() != Some(ipad.public_key_der().as_slice()) {
         return error(NAME, "InvalidPairRecord");
     }
     let mut state = ipad.state();

@@ -118,10 +118,7 @@ pub fn default_domain(ipad: &VirtualIpad, state: &DeviceState) -> Dictionary {
     b("TrustedHostAttached", !state.hosts.is_empty());
     b("UseRaptorCerts", true);
     b("Uses24HourClock", state.uses_24h_clock);
-    d.insert(
-        "DevicePublicKey".into(),
-        Value::Data(ipad.public_key_pem.clone()),
-    );
+    d.insert("DevicePublicKey".into(), Value::Data(ipad.public_key_pem()));
     d.insert(
         "SupportedDeviceFamilies".into(),
         Value::Array(vec![Value::Integer(1.into()), Value::Integer(2.into())]),
