@@ -337,4 +337,10 @@ if [[ -z "${INTEROP_SKIP_SUPERVISION:-}" ]]; then
     source "$(dirname "${BASH_SOURCE[0]}")/supervision.sh"
 fi
 
+if [[ -z "${INTEROP_SKIP_STATION:-}" ]]; then
+    # Stage 3: the station daemon prepares a cart; pymobiledevice3 reads the result back.
+    # shellcheck source=tests/interop/station.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/station.sh"
+fi
+
 finish

@@ -60,7 +60,8 @@ pub struct WifiPayload {
 #[derive(Clone)]
 pub struct Settings {
     pub config: Arc<StationConfig>,
-    pub identity: Arc<SupervisionIdentity>,
+    /// `None` in ADE mode without `organization.identity` (Apple School Manager supervises).
+    pub identity: Option<Arc<SupervisionIdentity>>,
     pub wifi: WifiPayload,
     pub anchors: Vec<Vec<u8>>,
     pub activation: ActivationServer,
@@ -70,13 +71,18 @@ pub struct Settings {
 impl Settings {
     pub fn from_config(config: Arc<StationConfig>) -> Result<Settings, String> {
         let identity_dir = identity_dir(&config);
-        let identity = SupervisionIdentity::load(&identity_dir).map_err(|e| {
-            format!(
-                "supervision identity in {}: {e} (create one with `cartprep identity create --org \"{}\"`)",
-                identity_dir.display(),
-                config.organization.name
-            )
-        })?;
+        let identity = if config.mdm.mode == MdmMode::Ade && config.organization.identity.is_none()
+        {
+            None
+        } else {
+            Some(Arc::new(SupervisionIdentity::load(&identity_dir).map_err(|e| {
+                format!(
+                    "supervision identity in {}: {e} (create one with `cartprep identity create --org \"{}\"`)",
+                    identity_dir.display(),
+                    config.organization.name
+                )
+            })?))
+        };
         let wifi = match &config.wifi {
             Wifi::Network(n) => {
                 let password = match (&n.password, &n.password_file) {
@@ -139,7 +145,7 @@ impl Settings {
         }
         Ok(Settings {
             fingerprint: config.fingerprint(),
-            identity: Arc::new(identity),
+            identity,
             wifi,
             anchors,
             activation,
@@ -163,8 +169,12 @@ impl Settings {
             address_line1: cfg.organization.address.clone(),
             ..Default::default()
         };
+        let identity = self
+            .identity
+            .as_ref()
+            .ok_or("manual mode needs a supervision identity (organization.identity)")?;
         let mut builder = profiles::CloudConfigBuilder::new(cfg.organization.name.clone())
-            .supervised_by(&self.identity)
+            .supervised_by(identity)
             .allow_pairing(true)
             .details(details)
             .skip_setup(skip)
@@ -176,13 +186,14 @@ impl Settings {
     }
 }
 
-/// Where the identity lives: the configured folder, else `<state>/identity`.
+/// Where the identity lives: the configured folder, else the state folder (where
+/// `cartprep identity create` puts it).
 pub fn identity_dir(config: &StationConfig) -> std::path::PathBuf {
     config
         .organization
         .identity
         .clone()
-        .unwrap_or_else(|| config.state_dir.join("identity"))
+        .unwrap_or_else(|| config.state_dir.clone())
 }
 
 fn pem_or_der(bytes: &[u8]) -> Vec<u8> {
@@ -508,13 +519,13 @@ impl<'a> Job<'a> {
         })
         .await?;
         let (cloud, profiles) = assessment;
-        let ours = self.settings.identity.certificate_der();
+        let ours = self.settings.identity.as_ref().map(|i| i.certificate_der());
         let supervised_by_us = cloud.as_ref().is_some_and(|cc| {
             cc.get("IsSupervised").and_then(Value::as_boolean) == Some(true)
                 && cc
                     .get("SupervisorHostCertificates")
                     .and_then(Value::as_array)
-                    .is_some_and(|a| a.iter().any(|c| c.as_data() == Some(ours)))
+                    .is_some_and(|a| a.iter().any(|c| ours.is_some() && c.as_data() == ours))
         });
         let wifi_installed = profiles.get(&self.settings.wifi.identifier).is_some();
         let wanted_name = self.wanted_name();
@@ -710,7 +721,9 @@ impl<'a> Job<'a> {
                 Some(Step::Escalated),
                 "escalating with our identity",
             );
-            let signer = IdentitySigner(self.settings.identity.clone());
+            let signer = IdentitySigner(self.settings.identity.clone().ok_or_else(|| {
+                StepError::Fatal("manual mode needs a supervision identity".into())
+            })?);
             let wifi = self.settings.wifi.clone();
             retrying(|| async {
                 // Escalation belongs to one connection: the silent install must follow on it.
@@ -793,13 +806,15 @@ impl<'a> Job<'a> {
             format!("erasing ({reason})"),
         );
         tracing::warn!(udid = %self.props.serial_number, "erasing: {reason}");
-        let mc = McInstallClient::connect(provider).await?;
-        mc.erase_device(true, false).await?;
+        // Journaled before the command: the iPad leaves USB as soon as it acknowledges, and
+        // the daemon then stops this job, so a save after it could be lost.
         if let Some(r) = self.record.as_mut() {
             r.erase_reason = Some(reason.clone());
             r.advance(Step::Erased, Some(reason));
         }
         self.save(Event::Erase).await?;
+        let mc = McInstallClient::connect(provider).await?;
+        mc.erase_device(true, false).await?;
         Ok(JobEnd::Erasing)
     }
 
@@ -827,7 +842,11 @@ impl<'a> Job<'a> {
                     );
                 }
                 Err(LockdownError::Device { name, .. }) if name == "MCProtected" => {
-                    let signer = IdentitySigner(self.settings.identity.clone());
+                    // Only its supervisor may pair; without an identity that cannot be us.
+                    let Some(identity) = self.settings.identity.clone() else {
+                        return Err(StepError::Attention(Attention::SupervisedByOther));
+                    };
+                    let signer = IdentitySigner(identity);
                     let mut session = DeviceSession::connect(self.device.clone()).await?;
                     let record = lockdown::pair_supervised_and_save(
                         &mut session,
