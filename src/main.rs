@@ -219,22 +219,7 @@ async fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    wait_for_shutdown().await;
+    station::daemon::shutdown_signal().await;
     println!("simulator stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_shutdown() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -101,16 +101,27 @@ pub async fn pair_and_save(
     let system_buid = UsbmuxClient::connect(&addr).await?.read_buid().await?;
     let host_id = new_host_id();
     let record = pair(session, &host_id, &system_buid, host_name, trust_wait).await?;
-    let bytes = pair_records::serialize(&record)?;
-    let udid = session.device.udid.clone();
-    UsbmuxClient::connect(&addr)
+    save_record(session, store, &record).await?;
+    Ok(record)
+}
+
+/// Stores a new pair record where other tools look for it (usbmuxd SavePairRecord, with the
+/// DeviceID so listeners hear `Paired`) and in our own folder when given.
+pub async fn save_record(
+    session: &DeviceSession,
+    store: Option<&PairRecordStore>,
+    record: &PairingFile,
+) -> Result<(), LockdownError> {
+    let bytes = pair_records::serialize(record)?;
+    let udid = &session.device.udid;
+    UsbmuxClient::connect(&session.device.addr)
         .await?
-        .save_pair_record(&udid, bytes.clone(), Some(session.device.device_id))
+        .save_pair_record(udid, bytes.clone(), Some(session.device.device_id))
         .await?;
     if let Some(store) = store {
-        store.save(&udid, &bytes)?;
+        store.save(udid, &bytes)?;
     }
-    Ok(record)
+    Ok(())
 }
 
 /// A session with TLS: uses an existing pair record, or pairs when there is none or the device

@@ -392,15 +392,7 @@ pub async fn pair_supervised_and_save_with_wait(
         trust_wait,
     )
     .await?;
-    let bytes = pair_records::serialize(&record)?;
-    let udid = session.device.udid.clone();
-    UsbmuxClient::connect(&addr)
-        .await?
-        .save_pair_record(&udid, bytes.clone(), Some(session.device.device_id))
-        .await?;
-    if let Some(store) = store {
-        store.save(&udid, &bytes)?;
-    }
+    crate::pairing::save_record(session, store, &record).await?;
     Ok(record)
 }
 

@@ -323,7 +323,14 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
                             if let Some(r) = running.remove(&udid) {
                                 r.abort.abort();
                             }
-                            mark_interrupted(&ledger, &board, &udid, "unplugged").await;
+                            // An erased iPad restarts as soon as it has acknowledged, often
+                            // before its job has ended (the erase is journaled before it is
+                            // sent): it is expected back, not interrupted.
+                            if board.get(&udid).is_some_and(|s| s.step == Some(Step::Erased)) {
+                                erasing.insert(udid);
+                            } else {
+                                mark_interrupted(&ledger, &board, &udid, "unplugged").await;
+                            }
                         } else if erasing.contains(&udid) {
                             // Expected: it restarts after the erase.
                         } else if let Some(old) = board.get(&udid)
@@ -452,7 +459,8 @@ async fn mark_interrupted(ledger: &Ledger, board: &Board, udid: &str, why: &str)
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM (systemd's and launchd's stop).
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
