@@ -242,11 +242,16 @@ async fn bind(
             let listener = tokio::net::TcpListener::bind(a).await?;
             let bound = UsbmuxAddress::Tcp(listener.local_addr()?);
             let task = tokio::spawn(async move {
+                // The connections belong to this task: aborting it (dropping the simulator)
+                // closes every client, Listen and device tunnels included, as a usbmuxd that
+                // stops does.
+                let mut clients = tokio::task::JoinSet::new();
                 loop {
                     match listener.accept().await {
                         Ok((s, _)) => {
                             let _ = s.set_nodelay(true);
-                            tokio::spawn(usbmuxd::serve_client(cart.clone(), Box::new(s)));
+                            while clients.try_join_next().is_some() {}
+                            clients.spawn(usbmuxd::serve_client(cart.clone(), Box::new(s)));
                         }
                         Err(e) => {
                             tracing::warn!("usbmuxd accept failed: {e}");
@@ -267,10 +272,12 @@ async fn bind(
             }
             let listener = tokio::net::UnixListener::bind(path)?;
             let task = tokio::spawn(async move {
+                let mut clients = tokio::task::JoinSet::new();
                 loop {
                     match listener.accept().await {
                         Ok((s, _)) => {
-                            tokio::spawn(usbmuxd::serve_client(cart.clone(), Box::new(s)));
+                            while clients.try_join_next().is_some() {}
+                            clients.spawn(usbmuxd::serve_client(cart.clone(), Box::new(s)));
                         }
                         Err(e) => {
                             tracing::warn!("usbmuxd accept failed: {e}");

@@ -337,6 +337,12 @@ fn install_profile(state: &mut DeviceState, req: &Dictionary, silent: bool) -> D
     // A supervised iPad still in Setup Assistant installs without asking; otherwise the
     // profile is only downloaded and waits for the user in Settings.
     let installs = silent || (state.is_supervised() && !state.setup_done);
+    if installs {
+        // Installing it supersedes a copy waiting for approval in Settings.
+        state
+            .downloaded
+            .retain(|p| p.identifier != profile.identifier);
+    }
     let list = if installs {
         &mut state.profiles
     } else {

@@ -207,6 +207,7 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
     let mut usb_tick = tokio::time::interval(Duration::from_secs(5));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut signalled = false;
 
     loop {
         // Start what may start.
@@ -277,6 +278,7 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
         tokio::select! {
             _ = &mut shutdown => {
                 board.note("stopping: work in progress resumes when the station starts again");
+                signalled = true;
                 break;
             }
             event = rx.recv() => match event {
@@ -295,8 +297,19 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
                         r.abort.abort();
                         mark_interrupted(&ledger, &board, &udid, "usbmuxd went away").await;
                     }
+                    for id in queue.drain(..) {
+                        if let Some(p) = attached.get(&id)
+                            && let Some(old) = board.get(&p.serial_number)
+                        {
+                            board.update(DeviceStatus {
+                                light: Light::Unplugged,
+                                message: "usbmuxd went away — waiting for it to come back".into(),
+                                since_ms: crate::clock::now_ms(),
+                                ..old
+                            });
+                        }
+                    }
                     attached.clear();
-                    queue.clear();
                 }
                 Some(MuxEvent::Device(DeviceEvent::Attached(props))) => {
                     let udid = props.serial_number.clone();
@@ -395,6 +408,22 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
         }
     }
 
+    // A job that is just finishing (its last step already in the ledger) gets a moment to say
+    // so; the rest stop here and resume next time.
+    let grace = tokio::time::sleep(Duration::from_millis(if signalled { 1500 } else { 0 }));
+    tokio::pin!(grace);
+    while signalled && !running.is_empty() {
+        tokio::select! {
+            _ = &mut grace => break,
+            done = jobs.join_next() => match done {
+                Some(Ok((udid, _))) => {
+                    running.remove(&udid);
+                }
+                Some(Err(_)) => {}
+                None => break,
+            },
+        }
+    }
     for (udid, r) in running.drain() {
         r.abort.abort();
         mark_interrupted(&ledger, &board, &udid, "the station stopped").await;

@@ -743,21 +743,24 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// ADE prepare: Wi-Fi first (Setup Assistant needs a network to reach the MDM), then the
-    /// device fetches its own cloud configuration from Apple.
+    /// ADE prepare: Wi-Fi first (Setup Assistant needs a network to reach Apple and the MDM),
+    /// then the device fetches its own cloud configuration. A profile sent to an unsupervised
+    /// iPad may only be "downloaded" (waiting for approval in Settings); once the ADE
+    /// configuration has made it supervised, still in Setup Assistant, the same install is
+    /// silent — so the Wi-Fi is sent again if the profile list does not show it.
     async fn ade(
         &mut self,
         provider: &lockdown::UsbmuxProvider,
         has_cloud: bool,
         wifi_installed: bool,
     ) -> Result<(), StepError> {
-        if !wifi_installed {
+        let wifi = self.settings.wifi.clone();
+        if !wifi_installed && !has_cloud {
             self.show(
                 Light::Working,
-                Some(Step::WifiInstalled),
-                "installing Wi-Fi",
+                Some(Step::Supervised),
+                "sending Wi-Fi, then applying its ADE configuration",
             );
-            let wifi = self.settings.wifi.clone();
             retrying(|| async {
                 let mut mc = McInstallClient::connect(provider).await?;
                 mc.install_profile(&wifi.bytes).await?;
@@ -766,11 +769,6 @@ impl<'a> Job<'a> {
             .await?;
         }
         if !has_cloud {
-            self.show(
-                Light::Working,
-                Some(Step::Supervised),
-                "applying its ADE configuration",
-            );
             retrying(|| async {
                 let mut mc = McInstallClient::connect(provider).await?;
                 match mc.download_and_apply_cloud_configuration(None, None).await {
@@ -787,6 +785,26 @@ impl<'a> Job<'a> {
         }
         self.advance(Step::Supervised, Some("ADE configuration applied".into()))
             .await?;
+        if !wifi_installed {
+            self.show(
+                Light::Working,
+                Some(Step::WifiInstalled),
+                "installing Wi-Fi",
+            );
+            retrying(|| async {
+                let mut mc = McInstallClient::connect(provider).await?;
+                if mc.get_profile_list().await?.get(&wifi.identifier).is_none() {
+                    mc.install_profile(&wifi.bytes).await?;
+                }
+                if mc.get_profile_list().await?.get(&wifi.identifier).is_none() {
+                    return Err(StepError::Fatal(
+                        "the Wi-Fi profile was only downloaded, not installed (the iPad is not supervised by its ADE configuration)".into(),
+                    ));
+                }
+                Ok(())
+            })
+            .await?;
+        }
         self.advance(
             Step::WifiInstalled,
             Some(self.settings.wifi.description.clone()),

@@ -12,13 +12,14 @@ use crate::clock;
 /// The steps of the prepare pipeline, in the order they run.
 ///
 /// A record stores the last step *completed*; `Detected` is completed as soon as usbmuxd has
-/// reported the device.
+/// reported the device. Pairing comes before identification: an iPad tells its serial number
+/// only to a paired host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     Detected,
-    Identified,
     Paired,
+    Identified,
     Assessed,
     Erased,
     Activated,
@@ -33,8 +34,8 @@ impl Step {
     /// Every step, in pipeline order.
     pub const ALL: [Step; 11] = [
         Step::Detected,
-        Step::Identified,
         Step::Paired,
+        Step::Identified,
         Step::Assessed,
         Step::Erased,
         Step::Activated,
@@ -336,7 +337,7 @@ mod tests {
     #[test]
     fn steps_are_numbered_in_pipeline_order_from_one_to_total() {
         assert_eq!(Step::Detected.number(), 1);
-        assert_eq!(Step::Paired.number(), 3);
+        assert_eq!(Step::Paired.number(), 2);
         assert_eq!(Step::Done.number(), Step::TOTAL);
         assert_eq!(Step::TOTAL, 11);
         for pair in Step::ALL.windows(2) {
@@ -366,10 +367,14 @@ mod tests {
     fn a_failure_is_recorded_against_the_step_being_attempted_and_keeps_progress() {
         let mut r = DeviceRecord::new_at("S1", "U1", 1_000);
         r.begin_attempt();
-        r.advance(Step::Identified, None);
         r.advance(Step::Paired, None);
+        r.advance(Step::Identified, None);
         r.fail("lockdownd closed the connection");
-        assert_eq!(r.step, Step::Paired, "progress is kept so a replug resumes");
+        assert_eq!(
+            r.step,
+            Step::Identified,
+            "progress is kept so a replug resumes"
+        );
         let last = r.history.last().expect("an event");
         assert_eq!(last.step, Step::Assessed);
         assert_eq!(

@@ -218,12 +218,17 @@ impl Board {
     }
 
     /// Records and prints a device's new status (nothing is printed if nothing changed).
-    pub fn update(&self, status: DeviceStatus) {
+    pub fn update(&self, mut status: DeviceStatus) {
         let mut inner = self.lock();
         let same = inner.devices.get(&status.udid).is_some_and(|old| {
             old.light == status.light && old.step == status.step && old.message == status.message
         });
         if same {
+            // Not a new line, but the other fields (attention, name, model…) still count.
+            if let Some(old) = inner.devices.get(&status.udid) {
+                status.since_ms = old.since_ms;
+            }
+            inner.devices.insert(status.udid.clone(), status);
             return;
         }
         let line = format_line(&status, inner.colour);
