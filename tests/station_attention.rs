@@ -531,3 +531,59 @@ async fn an_erase_is_never_done_by_default() {
     })
     .await;
 }
+
+/// An iPad in recovery mode never reaches usbmuxd; the station sees it on the USB bus and says
+/// what to do, against its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipad_in_recovery_mode_is_reported_from_the_usb_bus() {
+    within(async {
+        let h = Harness::new(cart(vec![fresh()])).await;
+        let mut bus = h.topology().0;
+        bus.push(station::slots::AppleUsbDevice {
+            chain: "1-1.7".into(),
+            bus: 1,
+            address: 40,
+            product_id: 0x1281,
+            mode: station::slots::UsbMode::Recovery,
+            serial: Some("CPID:8030 CPRV:11 ECID:000D543C1A30C02E SRNM:[DMPXX]".into()),
+        });
+        let recovery_key = "usb:1-1.7".to_owned();
+        let stop_key = recovery_key.clone();
+        let udid = h.udid(1);
+        let report = spawn_daemon(
+            h.config(),
+            h.board.clone(),
+            std::sync::Arc::new(station::slots::FixedTopology(bus)),
+            false,
+            Box::new(move |board, idle| {
+                idle.running == 0
+                    && board.get(&udid).is_some_and(|s| s.light == Light::Done)
+                    && board.get(&stop_key).is_some()
+            }),
+        )
+        .await
+        .unwrap()
+        .expect("the daemon runs");
+        assert_eq!(report.summary.done, 1);
+        let s = h
+            .board
+            .get(&recovery_key)
+            .expect("the recovery-mode iPad is on the board");
+        assert_eq!(s.light, Light::Attention);
+        assert_eq!(s.attention, Some(Attention::RecoveryMode));
+        assert!(
+            s.message.contains("recovery mode — restore it"),
+            "{}",
+            s.message
+        );
+        assert!(
+            h.out
+                .text()
+                .lines()
+                .any(|l| l.contains("▲ ATTENTION") && l.contains("recovery mode")),
+            "{}",
+            h.out.text()
+        );
+    })
+    .await;
+}
