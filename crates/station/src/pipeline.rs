@@ -196,35 +196,12 @@ pub fn identity_dir(config: &StationConfig) -> std::path::PathBuf {
         .unwrap_or_else(|| config.state_dir.clone())
 }
 
+/// An anchor certificate file may be PEM or DER; the cloud configuration wants DER.
 fn pem_or_der(bytes: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(bytes);
-    if let Some(start) = text.find("-----BEGIN CERTIFICATE-----") {
-        let body: String = text[start + 27..]
-            .lines()
-            .take_while(|l| !l.starts_with("-----END"))
-            .collect();
-        if let Ok(der) = base64_decode(body.trim()) {
-            return der;
-        }
+    match der::pem::decode_vec(bytes) {
+        Ok((_label, der)) => der,
+        Err(_) => bytes.to_vec(),
     }
-    bytes.to_vec()
-}
-
-fn base64_decode(s: &str) -> Result<Vec<u8>, ()> {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
-        let v = T.iter().position(|t| *t == c).ok_or(())? as u32;
-        buf = (buf << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-        }
-    }
-    Ok(out)
 }
 
 /// What a job needs from the daemon.
@@ -938,5 +915,16 @@ impl<'a> Job<'a> {
 pub fn unplugged_outcome(record: &mut DeviceRecord) {
     if record.outcome == Outcome::Working {
         record.outcome = Outcome::Waiting;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn anchor_certificates_are_read_as_pem_or_der() {
+        let der = vec![0x30, 0x03, 0x02, 0x01, 0x07];
+        let pem = "-----BEGIN CERTIFICATE-----\nMAMCAQc=\n-----END CERTIFICATE-----\n";
+        assert_eq!(super::pem_or_der(pem.as_bytes()), der);
+        assert_eq!(super::pem_or_der(&der), der);
     }
 }
