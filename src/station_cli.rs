@@ -47,7 +47,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     if let Err(e) = station::pipeline::Settings::from_config(Arc::new(config.clone())) {
-        eprintln!("error: {e}");
+        eprintln!("error: {}: {e}", args.config.display());
         return Ok(ExitCode::from(2));
     }
     let report = station::daemon::run(station::daemon::DaemonOptions {

@@ -119,6 +119,11 @@ fn a_bad_configuration_is_refused_with_status_2_naming_the_field_and_touching_no
             "organization.identity",
         ),
         (
+            "a Setup Assistant pane that does not exist",
+            good.replace("skip = \"all\"", "skip = [\"Siri\", \"Sirri\"]"),
+            "setup.skip",
+        ),
+        (
             "no identity in manual mode",
             good.replace("identity = \"identity\"\n", ""),
             "organization.identity",

@@ -129,6 +129,12 @@ impl Settings {
                 }
             }
         };
+        // Unknown Setup Assistant panes are a configuration mistake, reported at load (and on
+        // reload), not a failure of every iPad at the supervise step.
+        if let SkipPanes::Keys(keys) = &config.setup.skip {
+            let list = profiles::skip_keys::SkipSelection::List(keys.clone());
+            profiles::skip_keys::expand(&list, "26.0").map_err(|e| format!("setup.skip: {e}"))?;
+        }
         let mut anchors = Vec::new();
         for a in &config.mdm.anchor_certificates {
             let bytes = std::fs::read(&a.path)
