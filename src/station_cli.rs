@@ -148,7 +148,11 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<ExitCode> {
             for r in &records {
                 println!(
                     "{:<14} {:<26} {:<20} {:<8} {}",
-                    r.serial,
+                    if r.serial.is_empty() {
+                        "(not paired)"
+                    } else {
+                        r.serial.as_str()
+                    },
                     r.marketing_name,
                     r.name.as_deref().unwrap_or("-"),
                     r.step.label(),

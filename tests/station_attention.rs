@@ -143,18 +143,30 @@ async fn each_ipad_that_needs_a_person_says_what_to_do() {
             );
         }
 
-        // The ledger records the ones it could identify. An iPad gives its serial number only
-        // to a host it trusts: a locked iPad, one that refused us, and one that lets only its
-        // supervisor pair (slot 6, AllowPairing false) have no record.
+        // An iPad gives its serial number only to a host it trusts: a locked iPad, one that
+        // refused us, and one that lets only its supervisor pair (slot 6, AllowPairing false)
+        // are recorded by UDID, with what they need.
         let records = h.records();
         let never_paired = [1u32, 2, 6];
         for slot in never_paired {
-            assert!(
-                records.iter().all(|r| r.udid != h.udid(slot)),
-                "slot {slot} never paired, so it has no ledger record"
+            let (_, attention, _) = &cases[slot as usize - 1];
+            let r = records
+                .iter()
+                .find(|r| r.udid == h.udid(slot))
+                .unwrap_or_else(|| panic!("slot {slot} is in the ledger by UDID"));
+            assert_eq!(r.serial, "", "slot {slot}: its serial is not known");
+            assert_eq!(
+                r.outcome,
+                Outcome::NeedsAttention(*attention),
+                "slot {slot}"
             );
+            assert_eq!(
+                r.product_type,
+                h.sim().cart.device(slot).unwrap().spec.model.product_type
+            );
+            assert_eq!(station::ledger::key_of(r), format!("udid:{}", h.udid(slot)));
         }
-        assert_eq!(records.len(), cases.len() - never_paired.len());
+        assert_eq!(records.len(), cases.len(), "one record per iPad");
         for slot in [3u32, 4, 5, 7] {
             let (_, attention, message) = &cases[slot as usize - 1];
             let r = h.record(slot);
@@ -584,6 +596,77 @@ async fn an_ipad_in_recovery_mode_is_reported_from_the_usb_bus() {
             "{}",
             h.out.text()
         );
+    })
+    .await;
+}
+
+/// An iPad first seen when it would only let its supervisor pair is recorded by UDID; when it
+/// comes back free (its organisation released it), the same iPad is prepared and its earlier
+/// attempt joins the record of its serial — one record per iPad.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipad_recorded_by_udid_joins_its_serial_record_once_it_pairs() {
+    within(async {
+        let h = Harness::new(cart(vec![fresh()])).await;
+        let other = tokio::task::spawn_blocking(|| {
+            profiles::SupervisionIdentity::create("Shelbyville Academy").unwrap()
+        })
+        .await
+        .unwrap();
+        {
+            let mut state = h.sim().cart.device(1).unwrap().state();
+            state.activated = true;
+            state.cloud_config = Some(supervised_elsewhere(
+                other.certificate_der().to_vec(),
+                false,
+            ));
+        }
+        let udid = h.udid(1);
+        let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = {
+            let (udid, released) = (udid.clone(), released.clone());
+            Box::new(
+                move |board: &station::status::Board, idle: &station::daemon::Idle| {
+                    idle.running == 0
+                        && released.load(std::sync::atomic::Ordering::SeqCst)
+                        && board.get(&udid).is_some_and(|s| s.light == Light::Done)
+                },
+            )
+        };
+        let daemon = h.spawn_daemon(false, stop);
+        h.wait_for("attention: supervised by another organization", |h| {
+            h.status(1)
+                .is_some_and(|s| s.attention == Some(Attention::SupervisedByOther))
+        })
+        .await;
+        let provisional = h.records();
+        assert_eq!(provisional.len(), 1);
+        assert_eq!(provisional[0].serial, "", "the serial is not known yet");
+        assert_eq!(provisional[0].udid, udid);
+
+        // The other school releases it (its cloud configuration is gone), and it is replugged.
+        h.sim().cart.unplug(1).unwrap();
+        {
+            let mut state = h.sim().cart.device(1).unwrap().state();
+            state.cloud_config = None;
+        }
+        released.store(true, std::sync::atomic::Ordering::SeqCst);
+        h.sim().cart.plug(1).unwrap();
+        let report = daemon.await.unwrap().expect("the daemon runs");
+        assert_eq!(report.summary.done, 1);
+
+        let records = h.records();
+        assert_eq!(records.len(), 1, "one record per iPad: {records:?}");
+        let r = &records[0];
+        assert_eq!(r.serial, h.serial(1));
+        assert_eq!(r.outcome, Outcome::Done);
+        assert!(
+            r.history
+                .iter()
+                .any(|e| e.note.as_deref() == Some(Attention::SupervisedByOther.message())),
+            "the earlier attempt is in its history: {:?}",
+            r.history
+        );
+        assert!(r.attempts >= 2);
     })
     .await;
 }

@@ -49,6 +49,9 @@ pub enum Event {
     Erase,
     /// Anything else that changed the record (slot, name, device facts).
     Update,
+    /// A record replaced by another: an iPad first recorded by UDID (it never paired, so its
+    /// serial was unknown) and now identified by serial.
+    Forget,
 }
 
 impl Event {
@@ -62,6 +65,7 @@ impl Event {
             Event::Done => "done",
             Event::Erase => "erase",
             Event::Update => "update",
+            Event::Forget => "forget",
         }
     }
 }
@@ -165,7 +169,19 @@ struct AuditLineOut<'a> {
 #[derive(Deserialize)]
 struct AuditLineIn {
     serial: String,
+    #[serde(default)]
+    event: Option<String>,
     record: DeviceRecord,
+}
+
+/// The key of a record: its serial, or `udid:<UDID>` for an iPad that never paired (an iPad
+/// tells its serial number only to a host it trusts).
+pub fn key_of(record: &DeviceRecord) -> String {
+    if record.serial.is_empty() {
+        format!("udid:{}", record.udid)
+    } else {
+        record.serial.clone()
+    }
 }
 
 impl Ledger {
@@ -230,6 +246,15 @@ impl Ledger {
                 report.repaired += 1;
             }
         }
+        // A provisional record (an iPad known only by UDID) the log says was replaced, but a
+        // crash left in the database.
+        for key in db.scan_prefix(b"udid:").keys() {
+            let key = key?;
+            if !latest.contains_key(String::from_utf8_lossy(&key).as_ref()) {
+                db.remove(&key)?;
+                report.repaired += 1;
+            }
+        }
         if report.repaired > 0 {
             db.flush()?;
         }
@@ -258,9 +283,10 @@ impl Ledger {
     /// transition (start the next step, print the status line).
     pub async fn save(&self, record: &DeviceRecord, event: Event) -> Result<(), LedgerError> {
         let encoded = encode(record)?;
+        let key = key_of(record);
         let mut line = serde_json::to_vec(&AuditLineOut {
             at_ms: clock::now_ms(),
-            serial: &record.serial,
+            serial: &key,
             event,
             record,
         })
@@ -284,9 +310,18 @@ impl Ledger {
         })
         .await??;
 
-        self.db.insert(record.serial.as_bytes(), encoded)?;
+        if event == Event::Forget {
+            self.db.remove(key.as_bytes())?;
+        } else {
+            self.db.insert(key.as_bytes(), encoded)?;
+        }
         self.db.flush_async().await?;
         Ok(())
+    }
+
+    /// Drops a record that another replaces (see [`Event::Forget`]); the audit log keeps it.
+    pub async fn forget(&self, record: &DeviceRecord) -> Result<(), LedgerError> {
+        self.save(record, Event::Forget).await
     }
 
     /// The record of `serial`, if the ledger has one.
@@ -475,8 +510,12 @@ fn read_audit(path: &Path) -> Result<(BTreeMap<String, DeviceRecord>, usize), Le
             continue;
         }
         match serde_json::from_slice::<AuditLineIn>(text) {
-            Ok(line) if line.serial == line.record.serial && !line.serial.is_empty() => {
-                latest.insert(line.serial, line.record);
+            Ok(line) if line.serial == key_of(&line.record) && !line.record.udid.is_empty() => {
+                if line.event.as_deref() == Some(Event::Forget.as_str()) {
+                    latest.remove(&line.serial);
+                } else {
+                    latest.insert(line.serial, line.record);
+                }
             }
             Ok(_) => {
                 warn!(

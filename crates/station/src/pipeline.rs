@@ -313,6 +313,8 @@ pub struct Job<'a> {
     slot: Option<String>,
     /// Known once paired.
     record: Option<DeviceRecord>,
+    /// What any host may read: ProductType, ProductVersion, BuildVersion.
+    public: Option<(String, String, String)>,
     status: DeviceStatus,
 }
 
@@ -342,6 +344,7 @@ impl<'a> Job<'a> {
             props,
             slot,
             record: None,
+            public: None,
         }
     }
 
@@ -407,6 +410,7 @@ impl<'a> Job<'a> {
                 self.show(Light::Done, None, msg);
             }
             JobEnd::Attention(a) => {
+                self.ensure_record().await;
                 if let Some(r) = self.record.as_mut() {
                     r.attention(*a);
                 }
@@ -417,6 +421,7 @@ impl<'a> Job<'a> {
                 self.ctx.board.update(self.status.clone());
             }
             JobEnd::Failed(e) => {
+                self.ensure_record().await;
                 if let Some(r) = self.record.as_mut() {
                     r.fail(e.clone());
                 }
@@ -450,6 +455,7 @@ impl<'a> Job<'a> {
             Ok((product_type, version, build))
         })
         .await?;
+        self.public = Some(public.clone());
 
         // Paired (and a TLS session).
         self.show(Light::Working, Some(Step::Paired), "pairing");
@@ -463,11 +469,23 @@ impl<'a> Job<'a> {
         drop(session);
 
         // Identified: the ledger record, one per serial, from here on.
-        let mut record = match self.ctx.ledger.get(&serial) {
-            Ok(Some(r)) => r,
-            Ok(None) => DeviceRecord::new(serial.clone(), self.props.serial_number.clone()),
-            Err(e) => return Err(StepError::Fatal(format!("ledger: {e}"))),
+        let ledger_err = |e: crate::ledger::LedgerError| StepError::Fatal(format!("ledger: {e}"));
+        let provisional = self
+            .ctx
+            .ledger
+            .get(&format!("udid:{}", self.props.serial_number))
+            .map_err(ledger_err)?;
+        let mut record = match self.ctx.ledger.get(&serial).map_err(ledger_err)? {
+            Some(r) => r,
+            None => DeviceRecord::new(serial.clone(), self.props.serial_number.clone()),
         };
+        if let Some(p) = &provisional {
+            // Earlier attempts, made before the iPad trusted us, join its record.
+            record.history.extend(p.history.iter().cloned());
+            record.history.sort_by_key(|e| e.at_ms);
+            record.first_seen_ms = record.first_seen_ms.min(p.first_seen_ms);
+            record.attempts = record.attempts.max(p.attempts);
+        }
         record.udid = self.props.serial_number.clone();
         record.product_type = public.0.clone();
         record.marketing_name = crate::models::marketing_name(&public.0)
@@ -479,6 +497,9 @@ impl<'a> Job<'a> {
         record.begin_attempt();
         self.record = Some(record);
         self.save(Event::Attempt).await?;
+        if let Some(p) = &provisional {
+            self.ctx.ledger.forget(p).await.map_err(ledger_err)?;
+        }
         self.advance(
             Step::Paired,
             Some(format!("slot {}", self.slot.as_deref().unwrap_or("?"))),
@@ -879,6 +900,30 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// An iPad that stopped before it paired has no serial yet: it is recorded by UDID, with
+    /// what it told anyone (model, iPadOS), so the ledger still shows what needs doing.
+    async fn ensure_record(&mut self) {
+        if self.record.is_some() {
+            return;
+        }
+        let udid = self.props.serial_number.clone();
+        let mut r = match self.ctx.ledger.get(&format!("udid:{udid}")) {
+            Ok(Some(r)) => r,
+            _ => DeviceRecord::new(String::new(), udid),
+        };
+        if let Some((product_type, version, build)) = &self.public {
+            r.product_type = product_type.clone();
+            r.marketing_name = crate::models::marketing_name(product_type)
+                .unwrap_or(product_type)
+                .to_owned();
+            r.ios_version = version.clone();
+            r.build = build.clone();
+        }
+        r.slot = self.slot.clone().or(r.slot);
+        r.begin_attempt();
+        self.record = Some(r);
+    }
+
     fn provider(&self, record: &PairingFile) -> lockdown::UsbmuxProvider {
         lockdown::UsbmuxProvider {
             addr: self.device.addr.clone(),
@@ -902,9 +947,12 @@ impl<'a> Job<'a> {
             .ledger
             .list()
             .map(|all| {
-                all.iter()
+                // iPads recorded only by UDID (never paired) take no number.
+                let named: Vec<_> = all.iter().filter(|x| !x.serial.is_empty()).collect();
+                named
+                    .iter()
                     .position(|x| x.serial == r.serial)
-                    .unwrap_or(all.len()) as u32
+                    .unwrap_or(named.len()) as u32
             })
             .unwrap_or(0)
             + naming.start;

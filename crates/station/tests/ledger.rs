@@ -324,3 +324,42 @@ async fn a_ledger_in_use_is_refused_not_moved_aside() {
     );
     assert_eq!(first.list().expect("the first ledger still works").len(), 3);
 }
+
+#[tokio::test]
+async fn an_ipad_known_only_by_udid_is_replaced_by_its_serial_record_even_after_a_rebuild() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let udid = "00008030-000D543C1A30C02E";
+    {
+        let (ledger, _) = Ledger::open(dir.path()).expect("open");
+        let mut provisional = DeviceRecord::new("", udid);
+        provisional.attention(station::Attention::Locked);
+        ledger
+            .save(&provisional, Event::Attention)
+            .await
+            .expect("save by UDID");
+        assert_eq!(
+            station::ledger::key_of(&provisional),
+            format!("udid:{udid}")
+        );
+        assert_eq!(ledger.list().unwrap().len(), 1);
+
+        let mut real = DeviceRecord::new("DMPXK1234567", udid);
+        real.advance(Step::Paired, None);
+        ledger
+            .save(&real, Event::Advance)
+            .await
+            .expect("save by serial");
+        ledger.forget(&provisional).await.expect("forget");
+        let all = ledger.list().unwrap();
+        assert_eq!(all.len(), 1, "one record per iPad");
+        assert_eq!(all[0].serial, "DMPXK1234567");
+    }
+    // The audit log agrees: a rebuild does not bring the UDID record back.
+    let records = Ledger::read_only(dir.path()).expect("read the log");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].serial, "DMPXK1234567");
+    std::fs::remove_dir_all(dir.path().join(station::ledger::DB_DIR)).unwrap();
+    let (ledger, report) = Ledger::open(dir.path()).expect("rebuild");
+    assert!(report.rebuilt);
+    assert_eq!(ledger.list().unwrap().len(), 1);
+}
