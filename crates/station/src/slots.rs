@@ -151,17 +151,22 @@ impl Topology for RusbTopology {
                 }
                 let mode = UsbMode::from_product_id(desc.product_id())?;
                 let ports = d.port_numbers().unwrap_or_default();
-                // Reading the serial needs the device opened; usbmuxd may hold it, or we may
-                // lack permission. Without it the chain still identifies the slot.
-                let serial = d.open().ok().and_then(|h| {
-                    let lang = h
-                        .read_languages(Duration::from_millis(300))
-                        .ok()?
-                        .into_iter()
-                        .next()?;
-                    h.read_serial_number_string(lang, &desc, Duration::from_millis(300))
-                        .ok()
-                });
+                // Reading the serial needs the device opened (I/O with timeouts, racing
+                // usbmuxd's claim), so it is done only for iPads usbmuxd cannot see: their
+                // serial string carries the ECID. Normal-mode iPads are found by bus and
+                // address (Linux) or location (macOS), which cost nothing to read.
+                let serial = (mode != UsbMode::Normal)
+                    .then(|| d.open().ok())
+                    .flatten()
+                    .and_then(|h| {
+                        let lang = h
+                            .read_languages(Duration::from_millis(300))
+                            .ok()?
+                            .into_iter()
+                            .next()?;
+                        h.read_serial_number_string(lang, &desc, Duration::from_millis(300))
+                            .ok()
+                    });
                 Some(AppleUsbDevice {
                     chain: port_chain(d.bus_number(), &ports),
                     bus: d.bus_number(),
