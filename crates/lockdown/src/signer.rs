@@ -33,3 +33,14 @@ impl<T: ChallengeSigner + ?Sized> ChallengeSigner for std::sync::Arc<T> {
         (**self).sign(content)
     }
 }
+
+/// The organisation's supervision identity signs its own challenges (CMS, attached, its
+/// certificate first, as `mcinstall-prepare.md` §5.2 requires).
+impl ChallengeSigner for profiles::SupervisionIdentity {
+    fn certificate_der(&self) -> &[u8] {
+        profiles::SupervisionIdentity::certificate_der(self)
+    }
+    fn sign(&self, content: &[u8]) -> Result<Vec<u8>, String> {
+        self.sign_challenge(content).map_err(|e| e.to_string())
+    }
+}

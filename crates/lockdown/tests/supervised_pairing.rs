@@ -19,21 +19,11 @@ activated = true
 activated = true
 "#;
 
-struct Identity(profiles::SupervisionIdentity);
+/// The organisation's identity; lockdown makes it a ChallengeSigner.
+type Identity = profiles::SupervisionIdentity;
 
-impl Identity {
-    fn create(org: &str) -> Self {
-        Identity(profiles::SupervisionIdentity::create(org).expect("identity"))
-    }
-}
-
-impl ChallengeSigner for Identity {
-    fn certificate_der(&self) -> &[u8] {
-        self.0.certificate_der()
-    }
-    fn sign(&self, content: &[u8]) -> Result<Vec<u8>, String> {
-        self.0.sign_challenge(content).map_err(|e| e.to_string())
-    }
+fn new_identity(org: &str) -> Identity {
+    profiles::SupervisionIdentity::create(org).expect("identity")
 }
 
 /// The right certificate, other bytes signed.
@@ -113,7 +103,7 @@ impl Cart {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordinary_pairing_is_refused_and_supervised_pairing_works() {
     let cart = cart().await;
-    let identity = Identity::create("Springfield Elementary");
+    let identity = new_identity("Springfield Elementary");
     cart.supervise(1, identity.certificate_der());
     let device = cart.device(1).await;
 
@@ -195,8 +185,8 @@ async fn ordinary_pairing_is_refused_and_supervised_pairing_works() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_signatures_and_wrong_certificates_are_refused_by_name() {
     let cart = cart().await;
-    let identity = Identity::create("Springfield Elementary");
-    let stranger = Identity::create("Shelbyville");
+    let identity = new_identity("Springfield Elementary");
+    let stranger = new_identity("Shelbyville");
     cart.supervise(2, identity.certificate_der());
     let device = cart.device(2).await;
 

@@ -36,22 +36,11 @@ activated = true
 erase_reattach_ms = 300
 "#;
 
-/// The supervision identity from crates/profiles, as a ChallengeSigner.
-struct Identity(profiles::SupervisionIdentity);
+/// The organisation's identity; lockdown makes it a ChallengeSigner.
+type Identity = profiles::SupervisionIdentity;
 
-impl Identity {
-    fn create(org: &str) -> Self {
-        Identity(profiles::SupervisionIdentity::create(org).expect("identity"))
-    }
-}
-
-impl ChallengeSigner for Identity {
-    fn certificate_der(&self) -> &[u8] {
-        self.0.certificate_der()
-    }
-    fn sign(&self, content: &[u8]) -> Result<Vec<u8>, String> {
-        self.0.sign_challenge(content).map_err(|e| e.to_string())
-    }
+fn new_identity(org: &str) -> Identity {
+    profiles::SupervisionIdentity::create(org).expect("identity")
 }
 
 /// Signs other bytes than the challenge (with the right certificate).
@@ -208,7 +197,7 @@ async fn read_only_requests_on_a_fresh_ipad() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepare_supervise_escalate_and_install_silently() {
     let cart = cart().await;
-    let identity = Identity::create("Springfield Elementary");
+    let identity = new_identity("Springfield Elementary");
     let mut mc = cart.mcinstall(1).await;
 
     mc.flush().await.unwrap();
@@ -302,8 +291,8 @@ async fn prepare_supervise_escalate_and_install_silently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escalation_failures_are_typed() {
     let cart = cart().await;
-    let identity = Identity::create("Springfield Elementary");
-    let stranger = Identity::create("Shelbyville");
+    let identity = new_identity("Springfield Elementary");
+    let stranger = new_identity("Shelbyville");
     let mut mc = cart.mcinstall(1).await;
 
     // No cloud configuration yet: every certificate is rejected.
@@ -357,7 +346,7 @@ async fn escalation_failures_are_typed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_state_refusals_33003_14002_33004() {
     let cart = cart().await;
-    let identity = Identity::create("Springfield Elementary");
+    let identity = new_identity("Springfield Elementary");
     let cc = cloud_configuration(identity.certificate_der());
 
     let mut not_activated = cart.mcinstall(2).await;
@@ -499,7 +488,7 @@ async fn interactive_install_on_an_unsupervised_set_up_ipad_only_downloads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erase_device_succeeds_and_the_ipad_comes_back_fresh() {
     let cart = cart().await;
-    let identity = Identity::create("Springfield Elementary");
+    let identity = new_identity("Springfield Elementary");
     let before = cart.device(5).await.device_id;
     let mut mc = cart.mcinstall(5).await;
     mc.set_cloud_configuration(&cloud_configuration(identity.certificate_der()))
@@ -571,7 +560,7 @@ ms = 2000
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_pairing_false_then_supervised_pairing_end_to_end() {
     let cart = cart().await;
-    let identity = Identity::create("Springfield Elementary");
+    let identity = new_identity("Springfield Elementary");
     let (provider, first) = cart.provider(1).await;
     let mut mc = McInstallClient::connect(&provider).await.unwrap();
     let mut cc = cloud_configuration(identity.certificate_der());

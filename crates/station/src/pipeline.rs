@@ -35,18 +35,6 @@ const TRUST_GIVE_UP: Duration = Duration::from_secs(600);
 /// Attempts for a step failing with a transient error (timeouts, dropped connections).
 const STEP_ATTEMPTS: u32 = 3;
 
-/// Signs challenges with the station's supervision identity.
-pub struct IdentitySigner(pub Arc<SupervisionIdentity>);
-
-impl ChallengeSigner for IdentitySigner {
-    fn certificate_der(&self) -> &[u8] {
-        self.0.certificate_der()
-    }
-    fn sign(&self, content: &[u8]) -> Result<Vec<u8>, String> {
-        self.0.sign_challenge(content).map_err(|e| e.to_string())
-    }
-}
-
 /// The Wi-Fi profile to install, built once per configuration.
 #[derive(Clone)]
 pub struct WifiPayload {
@@ -725,9 +713,9 @@ impl<'a> Job<'a> {
                 Some(Step::Escalated),
                 "escalating with our identity",
             );
-            let signer = IdentitySigner(self.settings.identity.clone().ok_or_else(|| {
+            let signer = self.settings.identity.clone().ok_or_else(|| {
                 StepError::Fatal("manual mode needs a supervision identity".into())
-            })?);
+            })?;
             let wifi = self.settings.wifi.clone();
             retrying(|| async {
                 // Escalation belongs to one connection: the silent install must follow on it.
@@ -865,10 +853,9 @@ impl<'a> Job<'a> {
                 }
                 Err(LockdownError::Device { name, .. }) if name == "MCProtected" => {
                     // Only its supervisor may pair; without an identity that cannot be us.
-                    let Some(identity) = self.settings.identity.clone() else {
+                    let Some(signer) = self.settings.identity.clone() else {
                         return Err(StepError::Attention(Attention::SupervisedByOther));
                     };
-                    let signer = IdentitySigner(identity);
                     let mut session = DeviceSession::connect(self.device.clone()).await?;
                     let record = lockdown::pair_supervised_and_save(
                         &mut session,
