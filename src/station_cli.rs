@@ -281,7 +281,7 @@ pub async fn slots(args: SlotsArgs) -> anyhow::Result<ExitCode> {
                     }
                     continue;
                 };
-                match station::slots::chain_for(&topology, &p.serial_number, p.location_id) {
+                match station::slots::chain_for(&topology, &p.udid, p.location_id) {
                     Some(chain) if labels.slots.contains_key(&chain) => {
                         println!(
                             "That port is already slot {}. Plug into slot {next}.",

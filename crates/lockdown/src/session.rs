@@ -42,7 +42,7 @@ impl DeviceRef {
         DeviceRef {
             addr,
             device_id: device.device_id,
-            udid: device.serial_number.clone(),
+            udid: device.udid.clone(),
         }
     }
 }

@@ -55,7 +55,7 @@ impl Cart {
             .unwrap();
         let props = devices
             .iter()
-            .find(|d| d.serial_number == udid)
+            .find(|d| d.udid == udid)
             .expect("device is listed");
         DeviceRef::new(self.sim.address().clone(), props)
     }

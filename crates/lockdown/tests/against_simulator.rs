@@ -72,7 +72,7 @@ impl Cart {
             .unwrap();
         let props = devices
             .iter()
-            .find(|d| d.serial_number == udid)
+            .find(|d| d.udid == udid)
             .expect("device is listed");
         DeviceRef::new(self.sim.address().clone(), props)
     }
@@ -262,7 +262,7 @@ async fn listen_loop_runs_in_a_spawned_task_with_every_property() {
     }
     let first = present
         .iter()
-        .find(|p| p.serial_number == cart.sim.cart.device(1).unwrap().udid())
+        .find(|p| p.udid == cart.sim.cart.device(1).unwrap().udid())
         .unwrap();
     assert_eq!(first.connection_type, "USB");
     assert_eq!(first.product_id, Some(0x12AB));

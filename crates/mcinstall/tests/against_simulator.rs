@@ -94,7 +94,7 @@ impl Cart {
                 .unwrap();
             if let Some(props) = devices
                 .iter()
-                .find(|d| d.serial_number == udid && Some(d.device_id) != except)
+                .find(|d| d.udid == udid && Some(d.device_id) != except)
             {
                 return DeviceRef::new(self.sim.address().clone(), props);
             }

@@ -46,7 +46,7 @@ fn binary_event(event: &DeviceEvent) -> Frame {
             b.extend_from_slice(&p.device_id.to_le_bytes());
             b.extend_from_slice(&(p.product_id.unwrap_or(0) as u16).to_le_bytes());
             let mut serial = [0u8; 256];
-            let s = p.serial_number.as_bytes();
+            let s = p.udid.as_bytes();
             let n = s.len().min(255);
             serial[..n].copy_from_slice(&s[..n]);
             b.extend_from_slice(&serial);

@@ -362,7 +362,7 @@ async fn usbmux_client_parses_the_device_list() {
         .map(|d| {
             (
                 d.device_id,
-                d.serial_number.clone(),
+                d.udid.clone(),
                 d.connection_type.clone(),
                 d.location_id,
                 d.connection_speed,

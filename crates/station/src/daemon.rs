@@ -216,7 +216,7 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
             let Some(props) = attached.get(&id).cloned() else {
                 continue;
             };
-            let udid = props.serial_number.clone();
+            let udid = props.udid.clone();
             if running.contains_key(&udid) {
                 continue;
             }
@@ -248,14 +248,14 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
         for (i, id) in queue.iter().enumerate() {
             if let Some(p) = attached.get(id) {
                 let mut s = DeviceStatus::new(
-                    p.serial_number.clone(),
+                    p.udid.clone(),
                     Light::Waiting,
                     format!(
                         "waiting — {} ahead of it (one iPad at a time)",
                         i + running.len()
                     ),
                 );
-                if let Some(old) = board.get(&p.serial_number) {
+                if let Some(old) = board.get(&p.udid) {
                     s.serial = old.serial;
                     s.model = old.model;
                     s.name = old.name;
@@ -299,7 +299,7 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
                     }
                     for id in queue.drain(..) {
                         if let Some(p) = attached.get(&id)
-                            && let Some(old) = board.get(&p.serial_number)
+                            && let Some(old) = board.get(&p.udid)
                         {
                             board.update(DeviceStatus {
                                 light: Light::Unplugged,
@@ -312,7 +312,7 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
                     attached.clear();
                 }
                 Some(MuxEvent::Device(DeviceEvent::Attached(props))) => {
-                    let udid = props.serial_number.clone();
+                    let udid = props.udid.clone();
                     let id = props.device_id;
                     attached.insert(id, props);
                     if !running.contains_key(&udid) && !queue.contains(&id) {
@@ -331,7 +331,7 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
                 Some(MuxEvent::Device(DeviceEvent::Detached { device_id })) => {
                     queue.retain(|q| *q != device_id);
                     if let Some(props) = attached.remove(&device_id) {
-                        let udid = props.serial_number;
+                        let udid = props.udid;
                         if running.get(&udid).is_some_and(|r| r.device_id == device_id) {
                             if let Some(r) = running.remove(&udid) {
                                 r.abort.abort();

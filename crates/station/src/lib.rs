@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod models;
 pub mod pipeline;
 pub mod record;
+pub mod settings;
 pub mod slots;
 pub mod status;
 pub mod watch;

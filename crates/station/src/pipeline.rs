@@ -14,18 +14,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockdown::activation::{ActivationError, ActivationServer};
+use lockdown::activation::ActivationError;
 use lockdown::{
     ChallengeSigner, DeviceRef, DeviceSession, LockdownError, PairRecordStore, PairingFile,
 };
 use mcinstall::{McInstallClient, McInstallError};
 use plist::Value;
-use profiles::SupervisionIdentity;
 use usbmux::{DeviceProperties, UsbmuxAddress};
 
-use crate::config::{MdmMode, SkipPanes, StationConfig, Wifi};
+use crate::config::MdmMode;
 use crate::ledger::{Event, Ledger};
 use crate::record::{Attention, DeviceRecord, Outcome, Step};
+pub use crate::settings::{Settings, WifiPayload, identity_dir};
 use crate::status::{Board, DeviceStatus, Light};
 
 /// How long a "Trust This Computer?" prompt may stay unanswered before the operator is told.
@@ -34,169 +34,6 @@ const TRUST_NUDGE: Duration = Duration::from_secs(3);
 const TRUST_GIVE_UP: Duration = Duration::from_secs(600);
 /// Attempts for a step failing with a transient error (timeouts, dropped connections).
 const STEP_ATTEMPTS: u32 = 3;
-
-/// The Wi-Fi profile to install, built once per configuration.
-#[derive(Clone)]
-pub struct WifiPayload {
-    pub bytes: Vec<u8>,
-    pub identifier: String,
-    pub description: String,
-}
-
-/// Everything a job needs that follows from one configuration snapshot. A configuration
-/// reload makes a new one; jobs already running keep theirs.
-#[derive(Clone)]
-pub struct Settings {
-    pub config: Arc<StationConfig>,
-    /// `None` in ADE mode without `organization.identity` (Apple School Manager supervises).
-    pub identity: Option<Arc<SupervisionIdentity>>,
-    pub wifi: WifiPayload,
-    pub anchors: Vec<Vec<u8>>,
-    pub activation: ActivationServer,
-    pub fingerprint: String,
-}
-
-impl Settings {
-    pub fn from_config(config: Arc<StationConfig>) -> Result<Settings, String> {
-        let identity_dir = identity_dir(&config);
-        let identity = if config.mdm.mode == MdmMode::Ade && config.organization.identity.is_none()
-        {
-            None
-        } else {
-            Some(Arc::new(SupervisionIdentity::load(&identity_dir).map_err(|e| {
-                format!(
-                    "supervision identity in {}: {e} (create one with `cartprep identity create --org \"{}\"`)",
-                    identity_dir.display(),
-                    config.organization.name
-                )
-            })?))
-        };
-        let wifi = match &config.wifi {
-            Wifi::Network(n) => {
-                let password = match (&n.password, &n.password_file) {
-                    (Some(p), _) => Some(p.expose().to_owned()),
-                    (None, Some(f)) => Some(
-                        std::fs::read_to_string(f)
-                            .map_err(|e| format!("wifi.password_file {}: {e}", f.display()))?
-                            .trim_end_matches(['\r', '\n'])
-                            .to_owned(),
-                    ),
-                    (None, None) => None,
-                };
-                let security: profiles::wifi::Security = n
-                    .security
-                    .as_str()
-                    .parse()
-                    .map_err(|e| format!("wifi.security: {e}"))?;
-                let mut profile = profiles::WifiProfile::new(
-                    n.ssid.clone(),
-                    security,
-                    password.map(profiles::wifi::Secret::new),
-                );
-                profile.hidden = n.hidden;
-                profile.auto_join = n.auto_join;
-                profile.organization = Some(config.organization.name.clone());
-                WifiPayload {
-                    bytes: profile
-                        .to_mobileconfig()
-                        .map_err(|e| format!("wifi: {e}"))?,
-                    identifier: profile.identifier(),
-                    description: format!("Wi-Fi {}", n.ssid),
-                }
-            }
-            Wifi::Mobileconfig { path, .. } => {
-                let p = profiles::wifi::load_mobileconfig(path)
-                    .map_err(|e| format!("wifi.mobileconfig: {e}"))?;
-                WifiPayload {
-                    description: p
-                        .display_name
-                        .clone()
-                        .unwrap_or_else(|| p.identifier.clone()),
-                    identifier: p.identifier,
-                    bytes: p.bytes,
-                }
-            }
-        };
-        // Unknown Setup Assistant panes are a configuration mistake, reported at load (and on
-        // reload), not a failure of every iPad at the supervise step.
-        if let SkipPanes::Keys(keys) = &config.setup.skip {
-            let list = profiles::skip_keys::SkipSelection::List(keys.clone());
-            profiles::skip_keys::expand(&list, "26.0").map_err(|e| format!("setup.skip: {e}"))?;
-        }
-        let mut anchors = Vec::new();
-        for a in &config.mdm.anchor_certificates {
-            let bytes = std::fs::read(&a.path)
-                .map_err(|e| format!("mdm.anchor_certificates {}: {e}", a.path.display()))?;
-            anchors.push(pem_or_der(&bytes));
-        }
-        let mut activation = ActivationServer::new(&config.activation.server_url)
-            .map_err(|e| format!("activation.server_url: {e}"))?;
-        if let Some(ca) = &config.activation.extra_ca_file {
-            activation.extra_root_certificates.push(
-                std::fs::read(ca)
-                    .map_err(|e| format!("activation.extra_ca_file {}: {e}", ca.display()))?,
-            );
-        }
-        Ok(Settings {
-            fingerprint: config.fingerprint(),
-            identity,
-            wifi,
-            anchors,
-            activation,
-            config,
-        })
-    }
-
-    /// The cloud configuration our manual prepare writes, for a device on `ios_version`.
-    pub fn cloud_configuration(&self, ios_version: &str) -> Result<plist::Dictionary, String> {
-        let cfg = &self.config;
-        let selection = match &cfg.setup.skip {
-            SkipPanes::All => profiles::skip_keys::SkipSelection::All,
-            SkipPanes::Keys(k) => profiles::skip_keys::SkipSelection::List(k.clone()),
-        };
-        let skip = profiles::skip_keys::expand(&selection, ios_version)
-            .map_err(|e| format!("setup.skip: {e}"))?;
-        let details = profiles::cloud_config::OrganizationDetails {
-            department: cfg.organization.department.clone(),
-            phone: cfg.organization.phone.clone(),
-            email: cfg.organization.email.clone(),
-            address_line1: cfg.organization.address.clone(),
-            ..Default::default()
-        };
-        let identity = self
-            .identity
-            .as_ref()
-            .ok_or("manual mode needs a supervision identity (organization.identity)")?;
-        let mut builder = profiles::CloudConfigBuilder::new(cfg.organization.name.clone())
-            .supervised_by(identity)
-            .allow_pairing(true)
-            .details(details)
-            .skip_setup(skip)
-            .configuration_url(cfg.mdm.enrollment_url.clone());
-        for a in &self.anchors {
-            builder = builder.anchor_certificate(a.clone());
-        }
-        builder.build().map_err(|e| e.to_string())
-    }
-}
-
-/// Where the identity lives: the configured folder, else the state folder (where
-/// `cartprep identity create` puts it).
-pub fn identity_dir(config: &StationConfig) -> std::path::PathBuf {
-    config
-        .organization
-        .identity
-        .clone()
-        .unwrap_or_else(|| config.state_dir.clone())
-}
-
-/// An anchor certificate file may be PEM or DER; the cloud configuration wants DER.
-fn pem_or_der(bytes: &[u8]) -> Vec<u8> {
-    match der::pem::decode_vec(bytes) {
-        Ok((_label, der)) => der,
-        Err(_) => bytes.to_vec(),
-    }
-}
 
 /// What a job needs from the daemon.
 #[derive(Clone)]
@@ -316,8 +153,7 @@ impl<'a> Job<'a> {
         slot: Option<String>,
         previous: Option<DeviceStatus>,
     ) -> Self {
-        let mut status =
-            DeviceStatus::new(props.serial_number.clone(), Light::Working, "plugged in");
+        let mut status = DeviceStatus::new(props.udid.clone(), Light::Working, "plugged in");
         if let Some(p) = previous {
             status.serial = p.serial;
             status.model = p.model;
@@ -461,11 +297,11 @@ impl<'a> Job<'a> {
         let provisional = self
             .ctx
             .ledger
-            .get(&format!("udid:{}", self.props.serial_number))
+            .get(&format!("udid:{}", self.props.udid))
             .map_err(ledger_err)?;
         let mut record = match self.ctx.ledger.get(&serial).map_err(ledger_err)? {
             Some(r) => r,
-            None => DeviceRecord::new(serial.clone(), self.props.serial_number.clone()),
+            None => DeviceRecord::new(serial.clone(), self.props.udid.clone()),
         };
         if let Some(p) = &provisional {
             // Earlier attempts, made before the iPad trusted us, join its record.
@@ -474,7 +310,7 @@ impl<'a> Job<'a> {
             record.first_seen_ms = record.first_seen_ms.min(p.first_seen_ms);
             record.attempts = record.attempts.max(p.attempts);
         }
-        record.udid = self.props.serial_number.clone();
+        record.udid = self.props.udid.clone();
         record.product_type = public.0.clone();
         record.marketing_name = crate::models::marketing_name(&public.0)
             .unwrap_or(&public.0)
@@ -815,7 +651,7 @@ impl<'a> Job<'a> {
             Some(Step::Erased),
             format!("erasing ({reason})"),
         );
-        tracing::warn!(udid = %self.props.serial_number, "erasing: {reason}");
+        tracing::warn!(udid = %self.props.udid, "erasing: {reason}");
         // Journaled before the command: the iPad leaves USB as soon as it acknowledges, and
         // the daemon then stops this job, so a save after it could be lost.
         if let Some(r) = self.record.as_mut() {
@@ -893,7 +729,7 @@ impl<'a> Job<'a> {
         if self.record.is_some() {
             return;
         }
-        let udid = self.props.serial_number.clone();
+        let udid = self.props.udid.clone();
         let mut r = match self.ctx.ledger.get(&format!("udid:{udid}")) {
             Ok(Some(r)) => r,
             _ => DeviceRecord::new(String::new(), udid),
@@ -956,16 +792,5 @@ impl<'a> Job<'a> {
 pub fn unplugged_outcome(record: &mut DeviceRecord) {
     if record.outcome == Outcome::Working {
         record.outcome = Outcome::Waiting;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn anchor_certificates_are_read_as_pem_or_der() {
-        let der = vec![0x30, 0x03, 0x02, 0x01, 0x07];
-        let pem = "-----BEGIN CERTIFICATE-----\nMAMCAQc=\n-----END CERTIFICATE-----\n";
-        assert_eq!(super::pem_or_der(pem.as_bytes()), der);
-        assert_eq!(super::pem_or_der(&der), der);
     }
 }

@@ -128,11 +128,11 @@ fn reload(
 ) {
     match StationConfig::load(path) {
         Ok(new) => {
-            refused.send_replace(None);
             let old = Arc::clone(&tx.borrow());
             let changed = new.changed_sections(&old);
             if changed.is_empty() {
                 debug!(path = %path.display(), "config file touched, settings unchanged");
+                refused.send_replace(None);
                 return;
             }
             info!(
@@ -154,7 +154,10 @@ fn reload(
                         .join(", ")
                 );
             }
+            // Publish first, then clear the refusal: whoever sees "no refusal" must also see
+            // the settings that ended it.
             tx.send_replace(Arc::new(new));
+            refused.send_replace(None);
         }
         // A file that is briefly missing mid-save (delete then create) is not an edit to refuse
         // loudly; the create that follows triggers another reload.

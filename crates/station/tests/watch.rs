@@ -97,9 +97,14 @@ async fn an_invalid_edit_is_refused_and_the_old_config_kept() {
         &path,
         &config_text("Third", "https://mdm.example.org/enroll"),
     );
-    tokio::time::timeout(PATIENCE, refused.wait_for(Option::is_none))
+    let mut rx = rx;
+    tokio::time::timeout(PATIENCE, rx.wait_for(|c| ssid(c) == "Third"))
         .await
         .expect("the fix was not picked up in time")
+        .expect("watcher alive");
+    tokio::time::timeout(PATIENCE, refused.wait_for(Option::is_none))
+        .await
+        .expect("the refusal was not cleared in time")
         .expect("watcher alive");
     assert_eq!(ssid(&watcher.current()), "Third");
 }

@@ -8,8 +8,9 @@ use crate::error::UsbmuxError;
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceProperties {
     pub device_id: u32,
-    /// The UDID (usbmuxd inserts a hyphen after 8 characters for 24-digit serials).
-    pub serial_number: String,
+    /// The UDID, which usbmuxd calls `SerialNumber` (it inserts a hyphen after 8 characters
+    /// for 24-digit UDIDs). Not the Apple serial number, which only lockdownd gives.
+    pub udid: String,
     /// `(bus << 16) | address` on Linux; the port chain on macOS.
     pub location_id: Option<u64>,
     pub product_id: Option<u64>,
@@ -35,10 +36,10 @@ const KNOWN: [&str; 7] = [
 
 impl DeviceProperties {
     /// A USB device as Linux usbmuxd reports it.
-    pub fn usb(device_id: u32, serial_number: impl Into<String>) -> Self {
+    pub fn usb(device_id: u32, udid: impl Into<String>) -> Self {
         DeviceProperties {
             device_id,
-            serial_number: serial_number.into(),
+            udid: udid.into(),
             location_id: None,
             product_id: None,
             connection_speed: Some(480_000_000),
@@ -62,7 +63,7 @@ impl DeviceProperties {
         if let Some(v) = self.product_id {
             p.insert("ProductID".into(), v.into());
         }
-        p.insert("SerialNumber".into(), self.serial_number.clone().into());
+        p.insert("SerialNumber".into(), self.udid.clone().into());
         if let Some(v) = &self.usb_serial_number {
             p.insert("USBSerialNumber".into(), v.clone().into());
         }
@@ -104,7 +105,7 @@ impl DeviceProperties {
             .collect();
         Ok(DeviceProperties {
             device_id,
-            serial_number: string("SerialNumber")
+            udid: string("SerialNumber")
                 .ok_or(UsbmuxError::MissingKey("Properties.SerialNumber"))?,
             location_id: uint(props, "LocationID"),
             product_id: uint(props, "ProductID"),

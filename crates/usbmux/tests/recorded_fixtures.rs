@@ -42,7 +42,7 @@ fn list_devices_reply_keeps_every_property() {
     assert_eq!(devices.len(), 1);
     let d = &devices[0];
     assert_eq!(d.device_id, 1);
-    assert_eq!(d.serial_number, "63c3d055c4f83e960e5980fa68be0fbf7d4ba74c");
+    assert_eq!(d.udid, "63c3d055c4f83e960e5980fa68be0fbf7d4ba74c");
     assert_eq!(d.location_id, Some(339_881_984));
     assert_eq!(d.product_id, Some(4776));
     assert_eq!(d.connection_speed, Some(480_000_000));
