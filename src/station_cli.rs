@@ -46,7 +46,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    if let Err(e) = station::pipeline::Settings::from_config(Arc::new(config.clone())) {
+    if let Err(e) = station::settings::Settings::from_config(Arc::new(config.clone())) {
         eprintln!("error: {}: {e}", args.config.display());
         return Ok(ExitCode::from(2));
     }

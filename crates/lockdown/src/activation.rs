@@ -65,6 +65,18 @@ pub enum ActivationError {
 }
 
 impl ActivationError {
+    /// Worth another try: the server or the device was slow or unreachable. Activation Lock
+    /// and refusals are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ActivationError::Timeout { .. }
+            | ActivationError::Http(_)
+            | ActivationError::ServerError { .. } => true,
+            ActivationError::Lockdown(l) => l.is_transient(),
+            _ => false,
+        }
+    }
+
     fn from_idevice(operation: &'static str, e: IdeviceError) -> Self {
         ActivationError::Lockdown(LockdownError::from_idevice(operation, e))
     }

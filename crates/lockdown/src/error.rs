@@ -32,6 +32,16 @@ pub enum LockdownError {
 }
 
 impl LockdownError {
+    /// Worth another try on a new connection: the link or the device was slow or went away,
+    /// not a refusal. Pairing answers (denied, locked, prompt unanswered) are never transient:
+    /// a person has to act first.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LockdownError::Timeout { .. } | LockdownError::Io(_) | LockdownError::Usbmux(_)
+        )
+    }
+
     /// Maps an idevice error, keeping the cases callers act on typed.
     pub fn from_idevice(request: &'static str, e: idevice::IdeviceError) -> Self {
         use idevice::IdeviceError as E;

@@ -101,6 +101,20 @@ pub enum McInstallError {
     Lockdown(#[from] lockdown::LockdownError),
 }
 
+impl McInstallError {
+    /// Worth another try on a new connection: the device was slow or the link dropped. Answers
+    /// by error code are the device's decision and are not retried.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            McInstallError::Timeout { .. }
+            | McInstallError::ConnectionClosed { .. }
+            | McInstallError::Connection { .. } => true,
+            McInstallError::Lockdown(l) => l.is_transient(),
+            _ => false,
+        }
+    }
+}
+
 fn describe_chain(chain: &[ChainEntry]) -> String {
     if chain.is_empty() {
         String::new()

@@ -1,22 +1,23 @@
-//! The daemon: follows usbmuxd (Listen, every property), reconnects with backoff when usbmuxd
-//! goes away, queues iPads one at a time (or `max_concurrent`), runs the prepare pipeline for
-//! each, and keeps the status board, the ledger and the configuration current.
+//! The daemon: the wiring between usbmuxd, the scheduler, the configuration watcher, the
+//! status socket and the ledger. It opens the station's state, follows usbmuxd (reconnecting
+//! with backoff), hands every event to the [`Scheduler`], and stops on a signal.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::task::{AbortHandle, JoinSet};
-use usbmux::{DeviceEvent, DeviceProperties, UsbmuxAddress, UsbmuxClient};
+use usbmux::{DeviceEvent, UsbmuxAddress, UsbmuxClient};
 
-use crate::config::StationConfig;
+use crate::config::{ConfigError, StationConfig};
 use crate::ledger::{Event, Ledger, LedgerError};
-use crate::pipeline::{Context, Job, JobEnd, Settings};
-use crate::record::{Outcome, Step};
-use crate::slots::{SlotLabels, Topology, UsbMode};
-use crate::status::{Board, DeviceStatus, Light, Summary};
+use crate::prepare::Context;
+use crate::record::Outcome;
+pub use crate::scheduler::Idle;
+use crate::scheduler::Scheduler;
+use crate::settings::Settings;
+use crate::slots::{SlotLabels, Topology};
+use crate::status::{Board, Summary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -32,14 +33,6 @@ pub enum DaemonError {
 
 /// When the daemon should stop by itself (the demo); `None` runs until a signal.
 pub type StopWhen = Box<dyn Fn(&Board, &Idle) -> bool + Send + Sync>;
-
-/// What the scheduler is doing, for [`StopWhen`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Idle {
-    pub running: usize,
-    pub queued: usize,
-    pub erasing: usize,
-}
 
 pub struct DaemonOptions {
     pub config: StationConfig,
@@ -59,20 +52,31 @@ pub struct DaemonReport {
     pub state_dir: PathBuf,
 }
 
+/// What the usbmuxd listener tells the daemon.
 enum MuxEvent {
     Up,
     Device(DeviceEvent),
     Down(String),
 }
 
-/// Follows usbmuxd for ever, reconnecting with backoff; tells the scheduler when the link
-/// goes and comes back (Listen then replays the devices present).
+/// First pause before reconnecting to usbmuxd, and the longest.
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// How often the USB bus is looked at for iPads in recovery or DFU mode.
+const USB_SCAN: Duration = Duration::from_secs(5);
+/// How long jobs finishing their last step get when the station is stopped by a signal.
+const STOP_GRACE: Duration = Duration::from_millis(1500);
+
+/// Follows usbmuxd for ever, reconnecting with backoff (reset after a good connection); tells
+/// the daemon when the link goes and comes back (Listen then replays the devices present).
 fn spawn_listener(addr: UsbmuxAddress, tx: mpsc::Sender<MuxEvent>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = RECONNECT_FIRST;
         loop {
+            let mut connected = false;
             let result = async {
                 let mut listener = UsbmuxClient::connect(&addr).await?.listen().await?;
+                connected = true;
                 if tx.send(MuxEvent::Up).await.is_err() {
                     return Ok(());
                 }
@@ -84,45 +88,39 @@ fn spawn_listener(addr: UsbmuxAddress, tx: mpsc::Sender<MuxEvent>) -> tokio::tas
                 Err(usbmux::UsbmuxError::Closed)
             }
             .await;
-            match result {
-                Ok(()) => return,
-                Err(e) => {
-                    if tx.send(MuxEvent::Down(e.to_string())).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+            let Err(e) = result else { return };
+            if connected {
+                backoff = RECONNECT_FIRST;
             }
+            if tx.send(MuxEvent::Down(e.to_string())).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RECONNECT_MAX);
         }
     })
 }
 
-struct Running {
-    device_id: u32,
-    abort: AbortHandle,
+/// The station's state, opened.
+struct Opened {
+    addr: UsbmuxAddress,
+    settings: Arc<Settings>,
+    ctx: Arc<Context>,
+    labels: SlotLabels,
 }
 
-/// Runs the station until a signal (or `stop_when`).
-pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
-    let DaemonOptions {
-        config,
-        watch_config,
-        board,
-        topology,
-        stop_when,
-        mut nudge,
-    } = options;
-    let state_dir = config.state_dir.clone();
-    std::fs::create_dir_all(&state_dir).map_err(|e| DaemonError::State(state_dir.clone(), e))?;
+/// Opens the state folder and the ledger; work a crash or a stop interrupted waits for its
+/// iPad to come back.
+async fn open(config: &StationConfig, board: &Board) -> Result<Opened, DaemonError> {
+    let state_dir = &config.state_dir;
+    std::fs::create_dir_all(state_dir).map_err(|e| DaemonError::State(state_dir.clone(), e))?;
     let addr: UsbmuxAddress = config
         .usbmuxd
         .parse()
         .map_err(|e| DaemonError::Address(config.usbmuxd.clone(), e))?;
-    let mut settings =
+    let settings =
         Arc::new(Settings::from_config(Arc::new(config.clone())).map_err(DaemonError::Settings)?);
-    let (ledger, report) = Ledger::open(&state_dir)?;
-    let ledger = Arc::new(ledger);
+    let (ledger, report) = Ledger::open(state_dir)?;
     if let Some(aside) = &report.moved_aside {
         board.note(format!(
             "the ledger database was damaged: moved to {} and rebuilt from the audit log",
@@ -135,56 +133,89 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
             report.skipped_lines
         ));
     }
-    // Work interrupted by a crash or a stop is waiting for its iPad to come back.
     for mut r in ledger.list()? {
         if r.outcome == Outcome::Working {
             r.outcome = Outcome::Waiting;
             ledger.save(&r, Event::Update).await?;
         }
     }
-    if let Some(why) = topology.unavailable() {
-        board.note(format!("USB slots: {why}"));
-    }
-    let labels = SlotLabels::load(&state_dir).unwrap_or_else(|e| {
+    let labels = SlotLabels::load(state_dir).unwrap_or_else(|e| {
         board.note(format!("slot labels not loaded: {e}"));
         SlotLabels::default()
     });
-
     let ctx = Arc::new(Context {
         usbmux: addr.clone(),
-        ledger: ledger.clone(),
-        board: board.clone(),
+        ledger: Arc::new(ledger),
         pair_store: lockdown::PairRecordStore::new(state_dir.join("pair-records")),
     });
+    Ok(Opened {
+        addr,
+        settings,
+        ctx,
+        labels,
+    })
+}
 
+/// Runs the station until a signal (or `stop_when`).
+pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
+    let DaemonOptions {
+        config,
+        watch_config,
+        board,
+        topology,
+        stop_when,
+        nudge,
+    } = options;
+    let state_dir = config.state_dir.clone();
+    let opened = open(&config, &board).await?;
+    if let Some(why) = topology.unavailable() {
+        board.note(format!("USB slots: {why}"));
+    }
     let status_path = state_dir.join("status.sock");
-    let status_task = {
-        let (board, path) = (board.clone(), status_path.clone());
-        tokio::spawn(async move {
-            if let Err(e) = crate::status::serve_snapshots(board.clone(), &path).await {
-                board.note(format!("status socket {}: {e}", path.display()));
-            }
-        })
-    };
-
-    let watcher = if watch_config {
-        match crate::watch::ConfigWatcher::start(config.clone()) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                board.note(format!("configuration edits will not be followed: {e}"));
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let mut config_rx = watcher.as_ref().map(|w| w.subscribe());
-    let mut refused_rx = watcher.as_ref().map(|w| w.refused());
-
-    let (tx, mut rx) = mpsc::channel(256);
-    let listener = spawn_listener(addr.clone(), tx);
+    let status_task = serve_status(board.clone(), status_path.clone());
+    let reloads = Reloads::start(watch_config, &config, &board);
+    let (tx, rx) = mpsc::channel(256);
+    let listener = spawn_listener(opened.addr.clone(), tx);
     notify_ready();
-    board.note(format!(
+    board.note(banner(&config));
+
+    let mut scheduler = Scheduler::new(
+        opened.ctx,
+        opened.settings,
+        board.clone(),
+        topology.clone(),
+        opened.labels,
+    );
+    let mut events = Events {
+        mux: rx,
+        addr: opened.addr,
+        reloads,
+        nudge,
+        usb_scan: tokio::time::interval(USB_SCAN),
+        topology,
+        board: board.clone(),
+    };
+    let signalled = events.run(&mut scheduler, stop_when.as_ref()).await;
+    scheduler
+        .shut_down(if signalled {
+            STOP_GRACE
+        } else {
+            Duration::ZERO
+        })
+        .await;
+    listener.abort();
+    status_task.abort();
+    let _ = std::fs::remove_file(&status_path);
+    drop(events);
+    Ok(DaemonReport {
+        summary: board.summary(),
+        state_dir,
+    })
+}
+
+/// The first line a station prints: what it will do, and where its state is.
+fn banner(config: &StationConfig) -> String {
+    format!(
         "cartprep station: organization {}, MDM {} ({} mode), one iPad at a time{}; state in {}",
         config.organization.name,
         config.mdm.enrollment_url,
@@ -194,297 +225,167 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
         } else {
             String::new()
         },
-        state_dir.display()
-    ));
-
-    let mut attached: HashMap<u32, DeviceProperties> = HashMap::new();
-    let mut queue: VecDeque<u32> = VecDeque::new();
-    let mut running: HashMap<String, Running> = HashMap::new();
-    let mut erasing: HashSet<String> = HashSet::new();
-    let mut jobs: JoinSet<(String, JobEnd)> = JoinSet::new();
-    let mut mux_up = false;
-    let mut recovery_seen: HashSet<String> = HashSet::new();
-    let mut usb_tick = tokio::time::interval(Duration::from_secs(5));
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    let mut signalled = false;
-
-    loop {
-        // Start what may start.
-        while running.len() < settings.config.max_concurrent.max(1) {
-            let Some(id) = queue.pop_front() else { break };
-            let Some(props) = attached.get(&id).cloned() else {
-                continue;
-            };
-            let udid = props.udid.clone();
-            if running.contains_key(&udid) {
-                continue;
-            }
-            erasing.remove(&udid);
-            let slot = slot_of(
-                topology.as_ref(),
-                &labels,
-                &settings.config,
-                &udid,
-                props.location_id,
-            );
-            let previous = board.get(&udid);
-            let (ctx, job_settings) = (ctx.clone(), settings.clone());
-            let key = udid.clone();
-            let abort = jobs.spawn(async move {
-                let end = Job::new(&ctx, &job_settings, props, slot, previous)
-                    .run()
-                    .await;
-                (key, end)
-            });
-            running.insert(
-                udid,
-                Running {
-                    device_id: id,
-                    abort,
-                },
-            );
-        }
-        for (i, id) in queue.iter().enumerate() {
-            if let Some(p) = attached.get(id) {
-                let mut s = DeviceStatus::new(
-                    p.udid.clone(),
-                    Light::Waiting,
-                    format!(
-                        "waiting — {} ahead of it (one iPad at a time)",
-                        i + running.len()
-                    ),
-                );
-                if let Some(old) = board.get(&p.udid) {
-                    s.serial = old.serial;
-                    s.model = old.model;
-                    s.name = old.name;
-                    s.slot = old.slot;
-                }
-                board.update(s);
-            }
-        }
-        if let Some(stop) = &stop_when {
-            let idle = Idle {
-                running: running.len(),
-                queued: queue.len(),
-                erasing: erasing.len(),
-            };
-            if mux_up && stop(&board, &idle) {
-                break;
-            }
-        }
-
-        tokio::select! {
-            _ = &mut shutdown => {
-                board.note("stopping: work in progress resumes when the station starts again");
-                signalled = true;
-                break;
-            }
-            event = rx.recv() => match event {
-                None => break,
-                Some(MuxEvent::Up) => {
-                    mux_up = true;
-                    board.note(format!("connected to usbmuxd at {addr}"));
-                }
-                Some(MuxEvent::Down(why)) => {
-                    if mux_up {
-                        board.note(format!("lost usbmuxd ({why}); reconnecting"));
-                    }
-                    mux_up = false;
-                    // Device ids die with usbmuxd: stop everything; Listen will re-adopt.
-                    for (udid, r) in running.drain() {
-                        r.abort.abort();
-                        mark_interrupted(&ledger, &board, &udid, "usbmuxd went away").await;
-                    }
-                    for id in queue.drain(..) {
-                        if let Some(p) = attached.get(&id)
-                            && let Some(old) = board.get(&p.udid)
-                        {
-                            board.update(DeviceStatus {
-                                light: Light::Unplugged,
-                                message: "usbmuxd went away — waiting for it to come back".into(),
-                                since_ms: crate::clock::now_ms(),
-                                ..old
-                            });
-                        }
-                    }
-                    attached.clear();
-                }
-                Some(MuxEvent::Device(DeviceEvent::Attached(props))) => {
-                    let udid = props.udid.clone();
-                    let id = props.device_id;
-                    attached.insert(id, props);
-                    if !running.contains_key(&udid) && !queue.contains(&id) {
-                        let message = if erasing.contains(&udid) { "back after the erase" } else { "plugged in" };
-                        let mut s = DeviceStatus::new(udid.clone(), Light::Ready, message);
-                        s.slot = slot_of(topology.as_ref(), &labels, &settings.config, &udid, attached.get(&id).and_then(|p| p.location_id));
-                        if let Some(old) = board.get(&udid) {
-                            s.serial = old.serial;
-                            s.model = old.model;
-                            s.name = old.name;
-                        }
-                        board.update(s);
-                        queue.push_back(id);
-                    }
-                }
-                Some(MuxEvent::Device(DeviceEvent::Detached { device_id })) => {
-                    queue.retain(|q| *q != device_id);
-                    if let Some(props) = attached.remove(&device_id) {
-                        let udid = props.udid;
-                        if running.get(&udid).is_some_and(|r| r.device_id == device_id) {
-                            if let Some(r) = running.remove(&udid) {
-                                r.abort.abort();
-                            }
-                            // An erased iPad restarts as soon as it has acknowledged, often
-                            // before its job has ended (the erase is journaled before it is
-                            // sent): it is expected back, not interrupted.
-                            if board.get(&udid).is_some_and(|s| s.step == Some(Step::Erased)) {
-                                erasing.insert(udid);
-                            } else {
-                                mark_interrupted(&ledger, &board, &udid, "unplugged").await;
-                            }
-                        } else if erasing.contains(&udid) {
-                            // Expected: it restarts after the erase.
-                        } else if let Some(old) = board.get(&udid)
-                            && matches!(old.light, Light::Ready | Light::Waiting)
-                        {
-                            board.update(DeviceStatus { light: Light::Unplugged, message: "unplugged before it started".into(), since_ms: crate::clock::now_ms(), ..old });
-                        }
-                    }
-                }
-                Some(MuxEvent::Device(DeviceEvent::Paired { .. })) => {}
-            },
-            Some(done) = jobs.join_next(), if !jobs.is_empty() => {
-                if let Ok((udid, end)) = done {
-                    let still_ours = running.contains_key(&udid);
-                    running.remove(&udid);
-                    if still_ours && end == JobEnd::Erasing {
-                        erasing.insert(udid);
-                    }
-                    if still_ours && matches!(end, JobEnd::Done { .. } | JobEnd::Attention(_) | JobEnd::Failed(_)) {
-                        board.print_summary();
-                    }
-                }
-            }
-            changed = async { match config_rx.as_mut() { Some(rx) => rx.changed().await.is_ok(), None => std::future::pending().await } } => {
-                if changed
-                    && let Some(rx) = config_rx.as_mut()
-                {
-                    let new = rx.borrow_and_update().clone();
-                    match Settings::from_config(new.clone()) {
-                        Ok(s) => {
-                            let what = new.changed_sections(&settings.config);
-                            settings = Arc::new(s);
-                            board.note(format!("configuration reloaded ({}): applies to the next iPad", what.join(", ")));
-                        }
-                        Err(e) => board.note(format!("configuration edit refused, keeping the previous one: {e}")),
-                    }
-                }
-            }
-            refused = async { match refused_rx.as_mut() { Some(rx) => rx.changed().await.is_ok(), None => std::future::pending().await } } => {
-                if refused
-                    && let Some(rx) = refused_rx.as_mut()
-                    && let Some(e) = rx.borrow_and_update().clone()
-                {
-                    board.note(format!("configuration edit refused, keeping the previous one: {e}"));
-                }
-            }
-            _ = usb_tick.tick() => {
-                for d in topology.apple_devices() {
-                    if matches!(d.mode, UsbMode::Normal) {
-                        continue;
-                    }
-                    let key = format!("usb:{}", d.chain);
-                    if recovery_seen.insert(key.clone()) {
-                        let mut s = DeviceStatus::new(key, Light::Attention, d.mode.describe());
-                        s.slot = Some(settings.config.slots.get(&d.chain).cloned().unwrap_or_else(|| labels.label(&d.chain)));
-                        s.attention = Some(crate::record::Attention::RecoveryMode);
-                        board.update(s);
-                    }
-                }
-            }
-            _ = async { match nudge.as_mut() { Some(n) => { let _ = n.changed().await; } None => std::future::pending().await } } => {}
-        }
-    }
-
-    // A job that is just finishing (its last step already in the ledger) gets a moment to say
-    // so; the rest stop here and resume next time.
-    let grace = tokio::time::sleep(Duration::from_millis(if signalled { 1500 } else { 0 }));
-    tokio::pin!(grace);
-    while signalled && !running.is_empty() {
-        tokio::select! {
-            _ = &mut grace => break,
-            done = jobs.join_next() => match done {
-                Some(Ok((udid, _))) => {
-                    running.remove(&udid);
-                }
-                Some(Err(_)) => {}
-                None => break,
-            },
-        }
-    }
-    for (udid, r) in running.drain() {
-        r.abort.abort();
-        mark_interrupted(&ledger, &board, &udid, "the station stopped").await;
-    }
-    listener.abort();
-    status_task.abort();
-    let _ = std::fs::remove_file(&status_path);
-    drop(watcher);
-    Ok(DaemonReport {
-        summary: board.summary(),
-        state_dir,
-    })
-}
-
-/// The operator's name for the slot a device is in: the configuration's `[slots]`, else a
-/// label learnt with `cartprep slots learn`, else the port chain.
-fn slot_of(
-    topology: &dyn Topology,
-    labels: &SlotLabels,
-    config: &StationConfig,
-    udid: &str,
-    location: Option<u64>,
-) -> Option<String> {
-    let chain = crate::slots::chain_for(topology, udid, location)?;
-    Some(
-        config
-            .slots
-            .get(&chain)
-            .cloned()
-            .unwrap_or_else(|| labels.label(&chain)),
+        config.state_dir.display()
     )
 }
 
-/// A job stopped from outside (unplug, usbmuxd gone, shutdown): its record waits for the iPad.
-async fn mark_interrupted(ledger: &Ledger, board: &Board, udid: &str, why: &str) {
-    let step = board.get(udid).and_then(|s| s.step);
-    if let Ok(Some(mut r)) = ledger.by_udid(udid)
-        && r.outcome == Outcome::Working
-    {
-        r.outcome = Outcome::Waiting;
-        let now = crate::clock::now_ms();
-        r.history.push(crate::record::StepEvent {
-            step: r.attempted_step(),
-            at_ms: now,
-            attempt: r.attempts,
-            note: Some(format!("interrupted: {why}")),
-            error: None,
-        });
-        r.updated_ms = now;
-        let _ = ledger.save(&r, Event::Update).await;
+/// Serves `cartprep status` on a unix socket in the state folder.
+fn serve_status(board: Board, path: PathBuf) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = crate::status::serve_snapshots(board.clone(), &path).await {
+            board.note(format!("status socket {}: {e}", path.display()));
+        }
+    })
+}
+
+/// Edits of the configuration file, accepted or refused.
+struct Reloads {
+    /// Kept for its Drop, which stops watching.
+    _watcher: Option<crate::watch::ConfigWatcher>,
+    accepted: Option<watch::Receiver<Arc<StationConfig>>>,
+    refused: Option<watch::Receiver<Option<Arc<ConfigError>>>>,
+}
+
+enum Reload {
+    Accepted(Arc<StationConfig>),
+    Refused(Arc<ConfigError>),
+}
+
+impl Reloads {
+    fn start(enabled: bool, config: &StationConfig, board: &Board) -> Reloads {
+        let watcher = if enabled {
+            crate::watch::ConfigWatcher::start(config.clone())
+                .map_err(|e| board.note(format!("configuration edits will not be followed: {e}")))
+                .ok()
+        } else {
+            None
+        };
+        Reloads {
+            accepted: watcher.as_ref().map(|w| w.subscribe()),
+            refused: watcher.as_ref().map(|w| w.refused()),
+            _watcher: watcher,
+        }
     }
-    if let Some(old) = board.get(udid) {
-        let at = step
-            .map(|s: Step| format!(" during “{}”", s.label()))
-            .unwrap_or_default();
-        board.update(DeviceStatus {
-            light: Light::Unplugged,
-            message: format!("{why}{at} — plug it back in to continue"),
-            since_ms: crate::clock::now_ms(),
-            ..old
-        });
+
+    /// The next accepted or refused edit; pending for ever without a watcher.
+    async fn next(&mut self) -> Reload {
+        loop {
+            tokio::select! {
+                Some(config) = changed(&mut self.accepted) => return Reload::Accepted(config),
+                Some(refusal) = changed(&mut self.refused) => {
+                    if let Some(e) = refusal {
+                        return Reload::Refused(e);
+                    }
+                }
+                else => std::future::pending::<()>().await,
+            }
+        }
+    }
+}
+
+/// The next value of a watch channel; `None` when it has none to give (no channel, or its
+/// sender is gone).
+async fn changed<T: Clone>(rx: &mut Option<watch::Receiver<T>>) -> Option<T> {
+    let rx = rx.as_mut()?;
+    rx.changed().await.ok()?;
+    Some(rx.borrow_and_update().clone())
+}
+
+/// Everything the daemon waits on, besides the jobs.
+struct Events {
+    mux: mpsc::Receiver<MuxEvent>,
+    addr: UsbmuxAddress,
+    reloads: Reloads,
+    nudge: Option<watch::Receiver<()>>,
+    usb_scan: tokio::time::Interval,
+    topology: Arc<dyn Topology>,
+    board: Board,
+}
+
+impl Events {
+    /// Hands events to the scheduler until a signal (returns `true`) or `stop_when`.
+    async fn run(&mut self, scheduler: &mut Scheduler, stop_when: Option<&StopWhen>) -> bool {
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            scheduler.start_ready();
+            if let Some(stop) = stop_when
+                && scheduler.mux_up()
+                && stop(&self.board, &scheduler.idle())
+            {
+                return false;
+            }
+            tokio::select! {
+                _ = &mut shutdown => {
+                    self.board.note("stopping: work in progress resumes when the station starts again");
+                    return true;
+                }
+                event = self.mux.recv() => match event {
+                    Some(event) => self.on_mux(scheduler, event).await,
+                    None => return false,
+                },
+                ended = scheduler.next_job_end() => scheduler.on_job_end(ended),
+                reload = self.reloads.next() => self.on_reload(scheduler, reload),
+                _ = self.usb_scan.tick() => scheduler.on_usb_devices(&self.topology.apple_devices()),
+                _ = nudged(&mut self.nudge) => {}
+            }
+        }
+    }
+
+    async fn on_mux(&self, scheduler: &mut Scheduler, event: MuxEvent) {
+        match event {
+            MuxEvent::Up => {
+                scheduler.on_mux_up();
+                self.board
+                    .note(format!("connected to usbmuxd at {}", self.addr));
+            }
+            MuxEvent::Down(why) => {
+                if scheduler.mux_up() {
+                    self.board
+                        .note(format!("lost usbmuxd ({why}); reconnecting"));
+                }
+                scheduler.on_mux_down().await;
+            }
+            MuxEvent::Device(DeviceEvent::Attached(props)) => scheduler.on_attached(props),
+            MuxEvent::Device(DeviceEvent::Detached { device_id }) => {
+                scheduler.on_detached(device_id).await
+            }
+            MuxEvent::Device(DeviceEvent::Paired { .. }) => {}
+        }
+    }
+
+    fn on_reload(&self, scheduler: &mut Scheduler, reload: Reload) {
+        let refused = |e: &dyn std::fmt::Display| {
+            self.board.note(format!(
+                "configuration edit refused, keeping the previous one: {e}"
+            ))
+        };
+        match reload {
+            Reload::Accepted(new) => match Settings::from_config(new.clone()) {
+                Ok(s) => {
+                    let what = new.changed_sections(&scheduler.settings().config);
+                    scheduler.set_settings(Arc::new(s));
+                    self.board.note(format!(
+                        "configuration reloaded ({}): applies to the next iPad",
+                        what.join(", ")
+                    ));
+                }
+                Err(e) => refused(&e),
+            },
+            Reload::Refused(e) => refused(&e),
+        }
+    }
+}
+
+/// Resolves when the nudge channel says so; pending for ever without one.
+async fn nudged(nudge: &mut Option<watch::Receiver<()>>) {
+    match nudge.as_mut() {
+        Some(n) => {
+            if n.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

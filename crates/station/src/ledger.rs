@@ -174,11 +174,15 @@ struct AuditLineIn {
     record: DeviceRecord,
 }
 
+/// Prefix of the key of an iPad known only by UDID.
+const UDID_PREFIX: &str = "udid:";
+
 /// The key of a record: its serial, or `udid:<UDID>` for an iPad that never paired (an iPad
-/// tells its serial number only to a host it trusts).
+/// tells its serial number only to a host it trusts). Callers use [`Ledger::get`],
+/// [`Ledger::unidentified`] and [`Ledger::identify`]; the scheme is public for tests.
 pub fn key_of(record: &DeviceRecord) -> String {
     if record.serial.is_empty() {
-        format!("udid:{}", record.udid)
+        format!("{UDID_PREFIX}{}", record.udid)
     } else {
         record.serial.clone()
     }
@@ -248,7 +252,7 @@ impl Ledger {
         }
         // A provisional record (an iPad known only by UDID) the log says was replaced, but a
         // crash left in the database.
-        for key in db.scan_prefix(b"udid:").keys() {
+        for key in db.scan_prefix(UDID_PREFIX.as_bytes()).keys() {
             let key = key?;
             if !latest.contains_key(String::from_utf8_lossy(&key).as_ref()) {
                 db.remove(&key)?;
@@ -330,6 +334,44 @@ impl Ledger {
             Some(bytes) => decode(serial, &bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The record of an iPad known only by its UDID (it never paired), if any.
+    pub fn unidentified(&self, udid: &str) -> Result<Option<DeviceRecord>, LedgerError> {
+        self.get(&format!("{UDID_PREFIX}{udid}"))
+    }
+
+    /// The record an iPad just identified by `serial` continues: its own, or a new one; with
+    /// the attempts it had while known only by UDID joined to it. Not saved: see
+    /// [`Ledger::save_identified`].
+    pub fn identify(&self, udid: &str, serial: &str) -> Result<DeviceRecord, LedgerError> {
+        let mut record = self
+            .get(serial)?
+            .unwrap_or_else(|| DeviceRecord::new(serial, udid));
+        if let Some(p) = self.unidentified(udid)? {
+            for event in p.history {
+                // Already joined once, if a crash came before the UDID record was forgotten.
+                if !record.history.contains(&event) {
+                    record.history.push(event);
+                }
+            }
+            record.history.sort_by_key(|e| e.at_ms);
+            record.first_seen_ms = record.first_seen_ms.min(p.first_seen_ms);
+            record.attempts = record.attempts.max(p.attempts);
+        }
+        record.udid = udid.to_owned();
+        Ok(record)
+    }
+
+    /// Saves a record returned by [`Ledger::identify`] (a new attempt) and forgets the record
+    /// of the same iPad by UDID that it replaces, in that order: a crash between the two leaves
+    /// both, which the next identification joins again.
+    pub async fn save_identified(&self, record: &DeviceRecord) -> Result<(), LedgerError> {
+        self.save(record, Event::Attempt).await?;
+        if let Some(p) = self.unidentified(&record.udid)? {
+            self.forget(&p).await?;
+        }
+        Ok(())
     }
 
     /// Every record, oldest first (by first seen, then serial).

@@ -1,12 +1,23 @@
-//! The preparation station daemon's foundation.
+//! The preparation station daemon.
 //!
-//! - [`record`]: the per-device record (pipeline step, outcome, history).
-//! - [`ledger`]: records kept durably in sled plus an append-only JSONL audit log, rebuilt from
-//!   the log when the database is damaged.
+//! The data path, one way: a usbmuxd event → the [`scheduler`] → [`prepare`] (assess → plan →
+//! execute) → the [`ledger`] → the [`status`] board and the [`export`]s.
+//!
+//! - [`daemon`]: the wiring: opens the state, follows usbmuxd, hands events to the scheduler,
+//!   follows configuration edits, serves `cartprep status`, stops on a signal.
+//! - [`scheduler`]: which iPad is worked on when (a queue, `max_concurrent` jobs, unplug,
+//!   erase and usbmuxd restarts).
+//! - [`prepare`]: one iPad's job: [`prepare::assess`] reads it, [`prepare::plan`] decides (a
+//!   pure function), [`prepare::execute`] carries the plan out and journals each step.
+//! - [`record`]: the per-device record (steps, outcome, history); [`ledger`]: records kept in
+//!   sled plus an append-only JSONL audit log, rebuilt from the log when the database is
+//!   damaged.
+//! - [`status`]: the LED-style board (display only) and the snapshot `cartprep status` reads.
 //! - [`export`]: the Apple School Manager serial CSV, a full CSV and JSONL.
-//! - [`config`]: the station configuration file, checked field by field.
-//! - [`watch`]: reloading the configuration when the file is edited.
-//! - [`clock`]: Unix milliseconds and RFC 3339.
+//! - [`config`]: the station configuration file, checked field by field; [`settings`]: what
+//!   jobs use from it (identity, Wi-Fi profile bytes…); [`watch`]: reloading it on edits.
+//! - [`slots`]: USB port chains and slot names, recovery/DFU iPads on the bus.
+//! - [`models`]: marketing names of iPad models; [`clock`]: Unix milliseconds and RFC 3339.
 
 pub mod clock;
 pub mod config;
@@ -14,8 +25,9 @@ pub mod daemon;
 pub mod export;
 pub mod ledger;
 pub mod models;
-pub mod pipeline;
+pub mod prepare;
 pub mod record;
+pub mod scheduler;
 pub mod settings;
 pub mod slots;
 pub mod status;

@@ -75,7 +75,60 @@ pub struct DeviceStatus {
     pub since_ms: u64,
 }
 
+/// What is known of an iPad to show beside its light: carried from one status to the next
+/// (a replug, a queue position, the end of a job) so the line keeps naming the same iPad.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Label {
+    pub serial: Option<String>,
+    pub slot: Option<String>,
+    /// Marketing name or ProductType.
+    pub model: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Label {
+    /// Keeps what `newer` knows and `self` does not lose: a field `newer` lacks stays.
+    pub fn merge(&mut self, newer: &Label) {
+        for (mine, theirs) in [
+            (&mut self.serial, &newer.serial),
+            (&mut self.slot, &newer.slot),
+            (&mut self.model, &newer.model),
+            (&mut self.name, &newer.name),
+        ] {
+            if theirs.is_some() {
+                mine.clone_from(theirs);
+            }
+        }
+    }
+}
+
 impl DeviceStatus {
+    /// A status for an iPad of which `label` is known.
+    pub fn labelled(
+        udid: impl Into<String>,
+        label: &Label,
+        light: Light,
+        message: impl Into<String>,
+    ) -> Self {
+        DeviceStatus {
+            serial: label.serial.clone(),
+            slot: label.slot.clone(),
+            model: label.model.clone(),
+            name: label.name.clone(),
+            ..DeviceStatus::new(udid, light, message)
+        }
+    }
+
+    /// What this status says of the iPad.
+    pub fn label(&self) -> Label {
+        Label {
+            serial: self.serial.clone(),
+            slot: self.slot.clone(),
+            model: self.model.clone(),
+            name: self.name.clone(),
+        }
+    }
+
     pub fn new(udid: impl Into<String>, light: Light, message: impl Into<String>) -> Self {
         DeviceStatus {
             udid: udid.into(),

@@ -1,0 +1,270 @@
+//! Assess: read the iPad once into facts the plan is made from. Reading decides nothing.
+//!
+//! Two sources, in this order:
+//! - lockdownd, in the paired session: serial, name, iPadOS, activation state;
+//! - MCInstall, only once the iPad is activated (lockdownd may refuse services to an
+//!   unactivated iPad, and every proven client activates first; see `docs/protocol.md`):
+//!   its cloud configuration and its profile list.
+//!
+//! An unactivated iPad is one out of the box or just erased: it has no cloud configuration and
+//! no profile, so there is nothing more to read before activating it.
+
+use lockdown::DeviceSession;
+use mcinstall::McInstallClient;
+use plist::{Dictionary, Value};
+
+use super::error::{StepError, retrying};
+
+/// What any host may read before pairing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicFacts {
+    /// `ProductType`, e.g. `iPad12,1`.
+    pub product_type: String,
+    /// `ProductVersion`, e.g. `18.5`.
+    pub ios_version: String,
+    /// `BuildVersion`.
+    pub build: String,
+}
+
+/// `ActivationState` as lockdownd reports it. Anything but `Unactivated` counts as activated
+/// (`Activated`, `FactoryActivated`…), as proven clients treat it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activation {
+    Unactivated,
+    Activated(String),
+}
+
+impl Activation {
+    pub fn from_state(state: &str) -> Activation {
+        if state == "Unactivated" {
+            Activation::Unactivated
+        } else {
+            Activation::Activated(state.to_owned())
+        }
+    }
+
+    pub fn is_activated(&self) -> bool {
+        matches!(self, Activation::Activated(_))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Activation::Unactivated => "Unactivated",
+            Activation::Activated(s) => s,
+        }
+    }
+}
+
+/// What a paired host reads from lockdownd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceFacts {
+    /// The Apple serial number (printed on the box; what Apple School Manager knows).
+    pub serial: String,
+    /// `DeviceName` now.
+    pub name: String,
+    pub activation: Activation,
+}
+
+/// The parts of a cloud configuration the plan looks at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloudFacts {
+    /// `IsSupervised`.
+    pub supervised: bool,
+    /// `SupervisorHostCertificates` (DER).
+    pub supervisor_certificates: Vec<Vec<u8>>,
+    /// `ConfigurationURL`: where the iPad enrolls in its MDM.
+    pub configuration_url: Option<String>,
+    /// `ConfigurationSource`: who wrote it (set by the device when ADE applied it).
+    pub source: Option<u64>,
+    /// `OrganizationName`.
+    pub organization: Option<String>,
+}
+
+impl CloudFacts {
+    /// Reads the keys of interest; missing or mistyped keys count as absent.
+    pub fn from_dict(dict: &Dictionary) -> CloudFacts {
+        CloudFacts {
+            supervised: dict.get("IsSupervised").and_then(Value::as_boolean) == Some(true),
+            supervisor_certificates: dict
+                .get("SupervisorHostCertificates")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_data)
+                        .map(<[u8]>::to_vec)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            configuration_url: dict
+                .get("ConfigurationURL")
+                .and_then(Value::as_string)
+                .map(str::to_owned),
+            source: dict
+                .get("ConfigurationSource")
+                .and_then(Value::as_unsigned_integer),
+            organization: dict
+                .get("OrganizationName")
+                .and_then(Value::as_string)
+                .map(str::to_owned),
+        }
+    }
+
+    /// Supervised, with `certificate` among its supervisors.
+    pub fn supervised_by(&self, certificate: Option<&[u8]>) -> bool {
+        self.supervised
+            && certificate.is_some_and(|c| self.supervisor_certificates.iter().any(|s| s == c))
+    }
+}
+
+/// What an activated iPad's MCInstall says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigFacts {
+    /// `None`: no cloud configuration (nobody has set it up).
+    pub cloud: Option<CloudFacts>,
+    /// Our Wi-Fi profile is in its profile list.
+    pub wifi_installed: bool,
+}
+
+/// Everything the plan is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assessment {
+    pub device: DeviceFacts,
+    /// `None` until the iPad is activated (nothing to read before).
+    pub config: Option<ConfigFacts>,
+}
+
+impl Assessment {
+    /// One line for the ledger's history.
+    pub fn note(&self, certificate: Option<&[u8]>) -> String {
+        let activation = self.device.activation.as_str();
+        let Some(config) = &self.config else {
+            return format!("activation {activation}: new or erased, nothing set up yet");
+        };
+        let cloud = match &config.cloud {
+            None => "none",
+            Some(c) if c.supervised_by(certificate) => "ours",
+            Some(_) => "someone else's",
+        };
+        let wifi = if config.wifi_installed {
+            "our Wi-Fi installed"
+        } else {
+            "no Wi-Fi profile of ours"
+        };
+        format!("activation {activation}; cloud configuration {cloud}; {wifi}")
+    }
+}
+
+/// Reads the public values and checks the iPad is in normal mode (not recovery).
+pub async fn read_public(device: &lockdown::DeviceRef) -> Result<PublicFacts, StepError> {
+    retrying(|| async {
+        let mut s = DeviceSession::connect(device.clone()).await?;
+        let kind = s.query_type().await?;
+        if kind != "com.apple.mobile.lockdown" {
+            return Err(StepError::Fatal(format!(
+                "device is in {kind} mode, not normal mode"
+            )));
+        }
+        Ok(PublicFacts {
+            product_type: s.get_string("ProductType").await?,
+            ios_version: s.get_string("ProductVersion").await?,
+            build: s.get_string("BuildVersion").await.unwrap_or_default(),
+        })
+    })
+    .await
+}
+
+/// Reads what a paired host may know, in the trusted session.
+pub async fn read_device(session: &mut DeviceSession) -> Result<DeviceFacts, StepError> {
+    let serial = session.get_string("SerialNumber").await?;
+    let name = session.get_string("DeviceName").await.unwrap_or_default();
+    let state = session.get_string("ActivationState").await?;
+    Ok(DeviceFacts {
+        serial,
+        name,
+        activation: Activation::from_state(&state),
+    })
+}
+
+/// Reads the cloud configuration and profile list of an activated iPad.
+pub async fn read_config(
+    provider: &lockdown::UsbmuxProvider,
+    wifi_identifier: &str,
+) -> Result<ConfigFacts, StepError> {
+    retrying(|| async {
+        let mut mc = McInstallClient::connect(provider).await?;
+        mc.flush().await?;
+        let cloud = mc.get_cloud_configuration().await?;
+        let profiles = mc.get_profile_list().await?;
+        Ok(ConfigFacts {
+            cloud: cloud.as_ref().map(CloudFacts::from_dict),
+            wifi_installed: profiles.get(wifi_identifier).is_some(),
+        })
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unactivated_counts_as_not_activated() {
+        for (state, activated) in [
+            ("Unactivated", false),
+            ("Activated", true),
+            ("FactoryActivated", true),
+            ("SoftActivation", true),
+        ] {
+            assert_eq!(
+                Activation::from_state(state).is_activated(),
+                activated,
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cloud_configuration_is_read_into_facts() {
+        let mut d = Dictionary::new();
+        d.insert("IsSupervised".into(), true.into());
+        d.insert(
+            "SupervisorHostCertificates".into(),
+            Value::Array(vec![Value::Data(vec![1, 2, 3]), Value::String("x".into())]),
+        );
+        d.insert(
+            "ConfigurationURL".into(),
+            "https://mdm.example.org/enroll".into(),
+        );
+        d.insert("ConfigurationSource".into(), 2u64.into());
+        d.insert("OrganizationName".into(), "Springfield".into());
+        let facts = CloudFacts::from_dict(&d);
+        assert_eq!(
+            facts,
+            CloudFacts {
+                supervised: true,
+                supervisor_certificates: vec![vec![1, 2, 3]],
+                configuration_url: Some("https://mdm.example.org/enroll".into()),
+                source: Some(2),
+                organization: Some("Springfield".into()),
+            }
+        );
+        assert!(facts.supervised_by(Some(&[1, 2, 3])));
+        assert!(!facts.supervised_by(Some(&[9])));
+        assert!(!facts.supervised_by(None));
+    }
+
+    #[test]
+    fn an_unsupervised_configuration_has_no_supervisor() {
+        let mut d = Dictionary::new();
+        d.insert("IsSupervised".into(), false.into());
+        d.insert(
+            "SupervisorHostCertificates".into(),
+            Value::Array(vec![Value::Data(vec![1])]),
+        );
+        assert!(!CloudFacts::from_dict(&d).supervised_by(Some(&[1])));
+        assert_eq!(
+            CloudFacts::from_dict(&Dictionary::new()),
+            CloudFacts::default()
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! Prepare: one iPad from "plugged in" to "done — unplug", journaled step by step in the ledger
+//! (each step is saved before the next starts).
+//!
+//! Three parts, each in its own file:
+//! - [`assess`] reads the iPad into facts (it decides nothing);
+//! - [`plan`] decides from those facts what to do — already done, erase, attention, or which
+//!   steps — as a pure function;
+//! - [`execute`] carries out the plan and journals each step (it decides nothing).
+//!
+//! The job converges rather than replays: each run looks at the iPad as it is and does only
+//! what is missing, so a replug, a restart of the station, or an erase and re-attach all
+//! continue where the work stopped, and an iPad already prepared with the same settings is left
+//! untouched.
+//!
+//! Before pairing the iPad has no serial for us (it tells it only to a paired host): a job that
+//! ends there is recorded by UDID ([`Unpaired`]). Once paired it has its record by serial
+//! ([`execute::Identified`]).
+//!
+//! Journaled order: detected → paired → identified → assessed → [erased] → activated →
+//! supervised → escalated → Wi-Fi installed → named → done.
+
+pub mod assess;
+pub mod error;
+pub mod execute;
+mod pair;
+pub mod plan;
+pub mod progress;
+
+use std::sync::Arc;
+
+use lockdown::{DeviceRef, PairRecordStore};
+use usbmux::{DeviceProperties, UsbmuxAddress};
+
+use crate::ledger::{Event, Ledger};
+use crate::record::{Attention, DeviceRecord, Step};
+use crate::settings::Settings;
+use crate::status::Light;
+
+use assess::PublicFacts;
+use error::StepError;
+use execute::Identified;
+use progress::Reporter;
+
+/// What a job needs from the daemon.
+#[derive(Clone)]
+pub struct Context {
+    pub usbmux: UsbmuxAddress,
+    pub ledger: Arc<Ledger>,
+    pub pair_store: PairRecordStore,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    Done {
+        already: bool,
+    },
+    Attention(Attention),
+    Failed(String),
+    /// Erased: it will leave USB and come back; the job continues then.
+    Erasing,
+}
+
+impl From<StepError> for JobEnd {
+    fn from(e: StepError) -> Self {
+        match e {
+            StepError::Attention(a) => JobEnd::Attention(a),
+            StepError::Transient(e) | StepError::Fatal(e) => JobEnd::Failed(e),
+        }
+    }
+}
+
+/// An iPad usbmuxd reports, where it is plugged in.
+#[derive(Debug, Clone)]
+pub struct Plugged {
+    pub props: DeviceProperties,
+    /// The operator's name for its USB slot, when known.
+    pub slot: Option<String>,
+}
+
+/// Runs one iPad's job to its end and records the outcome.
+pub async fn run(
+    ctx: &Context,
+    settings: &Settings,
+    plugged: Plugged,
+    mut reporter: Reporter,
+) -> JobEnd {
+    let device = DeviceRef::new(ctx.usbmux.clone(), &plugged.props);
+    let mut unpaired = Unpaired {
+        ctx,
+        plugged,
+        public: None,
+    };
+    match unpaired.pair(settings, &device, &mut reporter).await {
+        Ok(identified) => identified.run(&mut reporter).await,
+        Err(e) => unpaired.end(e, &mut reporter).await,
+    }
+}
+
+/// A job before the iPad trusts us: it is known by UDID only.
+struct Unpaired<'a> {
+    ctx: &'a Context,
+    plugged: Plugged,
+    /// What it told before pairing, once read.
+    public: Option<PublicFacts>,
+}
+
+impl<'a> Unpaired<'a> {
+    /// Detected → paired → identified.
+    async fn pair(
+        &mut self,
+        settings: &'a Settings,
+        device: &DeviceRef,
+        reporter: &mut Reporter,
+    ) -> Result<Identified<'a>, StepError> {
+        reporter.show(Light::Working, Some(Step::Detected), "plugged in");
+        let public = assess::read_public(device).await?;
+        reporter.learn_model(model_name(&public.product_type));
+        self.public = Some(public.clone());
+
+        reporter.show(Light::Working, Some(Step::Paired), "pairing");
+        let (mut session, pair_record) = pair::pair(self.ctx, settings, device, reporter).await?;
+        let facts = assess::read_device(&mut session).await?;
+        drop(session);
+
+        let record = self
+            .ctx
+            .ledger
+            .identify(&self.plugged.props.udid, &facts.serial)?;
+        Identified::begin(
+            self.ctx,
+            settings,
+            device.clone(),
+            self.plugged.clone(),
+            record,
+            public,
+            facts,
+            pair_record,
+            reporter,
+        )
+        .await
+    }
+
+    /// Records how a job that never identified the iPad ended, under its UDID.
+    async fn end(&self, e: StepError, reporter: &mut Reporter) -> JobEnd {
+        let end = JobEnd::from(e);
+        let ledger = &self.ctx.ledger;
+        let udid = &self.plugged.props.udid;
+        let mut r = match ledger.unidentified(udid) {
+            Ok(Some(r)) => r,
+            _ => DeviceRecord::new(String::new(), udid.clone()),
+        };
+        if let Some(p) = &self.public {
+            r.product_type = p.product_type.clone();
+            r.marketing_name = model_name(&p.product_type).to_owned();
+            r.ios_version = p.ios_version.clone();
+            r.build = p.build.clone();
+        }
+        r.slot = self.plugged.slot.clone().or(r.slot);
+        r.begin_attempt();
+        execute::record_end(ledger, &mut r, &end, reporter).await;
+        end
+    }
+}
+
+/// The marketing name of a ProductType ("iPad (9th generation)"), or the ProductType itself.
+fn model_name(product_type: &str) -> &str {
+    crate::models::marketing_name(product_type).unwrap_or(product_type)
+}
+
+/// Saves a record, for jobs (ledger errors end the job).
+async fn save(ledger: &Ledger, record: &DeviceRecord, event: Event) -> Result<(), StepError> {
+    ledger.save(record, event).await.map_err(StepError::from)
+}

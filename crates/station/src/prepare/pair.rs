@@ -1,0 +1,77 @@
+//! Pairing: a trusted lockdownd session with our pair record, or a new pairing — silent in
+//! Setup Assistant, the "Trust This Computer?" prompt otherwise, supervised pairing when the
+//! iPad only lets its supervisor in.
+
+use std::time::{Duration, Instant};
+
+use lockdown::{ChallengeSigner, DeviceRef, DeviceSession, LockdownError, PairingFile};
+
+use super::Context;
+use super::error::StepError;
+use super::progress::Reporter;
+use crate::record::{Attention, Step};
+use crate::settings::Settings;
+
+/// How long a "Trust This Computer?" prompt may stay unanswered before the operator is told.
+const TRUST_NUDGE: Duration = Duration::from_secs(3);
+/// How long, in all, to wait for someone to tap Trust.
+const TRUST_GIVE_UP: Duration = Duration::from_secs(600);
+/// How long to keep trying when the link itself fails while pairing.
+const LINK_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Pairs (or reuses our pairing) and opens a TLS session.
+pub async fn pair(
+    ctx: &Context,
+    settings: &Settings,
+    device: &DeviceRef,
+    reporter: &mut Reporter,
+) -> Result<(DeviceSession, PairingFile), StepError> {
+    let started = Instant::now();
+    loop {
+        match lockdown::trusted_session(device.clone(), Some(&ctx.pair_store), TRUST_NUDGE).await
+        {
+            Ok(pair) => return Ok(pair),
+            Err(LockdownError::TrustPromptUnanswered(_)) if started.elapsed() < TRUST_GIVE_UP => {
+                // Keep asking; the operator sees what to do meanwhile.
+                reporter.attention(Attention::TrustPrompt, Some(Step::Paired));
+            }
+            Err(LockdownError::Device { name, .. }) if name == "MCProtected" => {
+                // Only its supervisor may pair; without an identity that cannot be us.
+                let Some(signer) = settings.identity.clone() else {
+                    return Err(StepError::Attention(Attention::SupervisedByOther));
+                };
+                return pair_supervised(ctx, device, signer.as_ref()).await;
+            }
+            Err(e) => match StepError::from(e) {
+                StepError::Transient(_) if started.elapsed() < LINK_PATIENCE => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return Err(other),
+            },
+        }
+    }
+}
+
+/// Supervised pairing: the iPad asks for a challenge signed by its supervisor's identity.
+async fn pair_supervised(
+    ctx: &Context,
+    device: &DeviceRef,
+    signer: &dyn ChallengeSigner,
+) -> Result<(DeviceSession, PairingFile), StepError> {
+    let mut session = DeviceSession::connect(device.clone()).await?;
+    let record = lockdown::pair_supervised_and_save(
+        &mut session,
+        Some(&ctx.pair_store),
+        Some("cartprep"),
+        signer,
+    )
+    .await
+    .map_err(|e| match e {
+        // Refused: we are not its supervisor.
+        LockdownError::Device { .. } => StepError::Attention(Attention::SupervisedByOther),
+        other => other.into(),
+    })?;
+    let mut session = DeviceSession::connect(device.clone()).await?;
+    session.start_session(&record).await?;
+    Ok((session, record))
+}

@@ -1,0 +1,103 @@
+//! What a job tells others while it runs: the board (for people) and the scheduler (the step
+//! in progress and what the iPad is). The scheduler never reads the board.
+
+use std::sync::{Arc, Mutex};
+
+use crate::record::{Attention, DeviceRecord, Step};
+use crate::status::{Board, DeviceStatus, Label, Light};
+
+/// A running job's progress, as the scheduler sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The step being worked on.
+    pub current: Option<Step>,
+    pub label: Label,
+}
+
+/// Shared between a job and the scheduler.
+#[derive(Debug, Clone, Default)]
+pub struct SharedProgress(Arc<Mutex<Progress>>);
+
+impl SharedProgress {
+    pub fn new(label: Label) -> Self {
+        SharedProgress(Arc::new(Mutex::new(Progress {
+            current: None,
+            label,
+        })))
+    }
+
+    pub fn get(&self) -> Progress {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, progress: Progress) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = progress;
+    }
+}
+
+/// Shows a job's status on the board and keeps its [`SharedProgress`] current.
+pub struct Reporter {
+    board: Board,
+    status: DeviceStatus,
+    progress: SharedProgress,
+}
+
+impl Reporter {
+    pub fn new(board: Board, udid: &str, progress: SharedProgress) -> Self {
+        let label = progress.get().label;
+        Reporter {
+            status: DeviceStatus::labelled(udid, &label, Light::Working, "plugged in"),
+            board,
+            progress,
+        }
+    }
+
+    /// What the ledger knows of the iPad, shown from now on.
+    pub fn learn(&mut self, record: &DeviceRecord) {
+        let mut label = self.status.label();
+        label.merge(&Label {
+            serial: Some(record.serial.clone()).filter(|s| !s.is_empty()),
+            slot: None,
+            model: Some(record.marketing_name.clone()).filter(|m| !m.is_empty()),
+            name: record.name.clone(),
+        });
+        self.status.serial = label.serial;
+        self.status.model = label.model;
+        self.status.name = label.name;
+    }
+
+    /// A model known before the serial (public values).
+    pub fn learn_model(&mut self, model: &str) {
+        if !model.is_empty() {
+            self.status.model = Some(model.to_owned());
+        }
+    }
+
+    /// Shows `message` with `light`, at `step`.
+    pub fn show(&mut self, light: Light, step: Option<Step>, message: impl Into<String>) {
+        self.status.light = light;
+        self.status.step = step;
+        self.status.message = message.into();
+        self.status.since_ms = crate::clock::now_ms();
+        self.status.attention = None;
+        self.publish();
+    }
+
+    /// Shows what a person must do, at `step`.
+    pub fn attention(&mut self, attention: Attention, step: Option<Step>) {
+        self.status.light = Light::Attention;
+        self.status.step = step;
+        self.status.message = attention.message().to_owned();
+        self.status.since_ms = crate::clock::now_ms();
+        self.status.attention = Some(attention);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        self.progress.set(Progress {
+            current: self.status.step,
+            label: self.status.label(),
+        });
+        self.board.update(self.status.clone());
+    }
+}

@@ -1,0 +1,377 @@
+//! The scheduler: which iPad is worked on when. usbmuxd's events come in one method each
+//! (`on_attached`, `on_detached`, `on_mux_up`, `on_mux_down`), jobs report their end
+//! (`on_job_end`), and `start_ready` starts queued iPads while there is room
+//! (`max_concurrent`, one at a time by default as the school guide asks).
+//!
+//! It keeps its own knowledge of every iPad (what runs, what waits, what was erased and is
+//! expected back, and what each iPad is); the status board only displays.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use tokio::task::{AbortHandle, JoinSet};
+use usbmux::DeviceProperties;
+
+use crate::ledger::{Event, Ledger};
+use crate::prepare::progress::{Reporter, SharedProgress};
+use crate::prepare::{self, Context, JobEnd, Plugged};
+use crate::record::{Attention, Outcome, Step, StepEvent};
+use crate::settings::Settings;
+use crate::slots::{AppleUsbDevice, SlotLabels, Topology, UsbMode};
+use crate::status::{Board, DeviceStatus, Label, Light};
+
+/// What the scheduler is doing (for the demo's and tests' stop condition).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Idle {
+    pub running: usize,
+    pub queued: usize,
+    pub erasing: usize,
+}
+
+/// A job in progress.
+struct Running {
+    /// Tells this job's end from that of an earlier job of the same iPad (unplugged, then
+    /// plugged back in before the old job noticed).
+    job: u64,
+    /// The usbmuxd device id it runs on (a replug gets a new one).
+    device_id: u32,
+    abort: AbortHandle,
+    /// The step it is on and what the iPad is, as the job reports them.
+    progress: SharedProgress,
+}
+
+/// Which iPad is worked on when.
+pub struct Scheduler {
+    /// What jobs share: usbmuxd's address, the ledger, the pair records.
+    ctx: Arc<Context>,
+    /// The settings the next job starts with (a reload swaps them; running jobs keep theirs).
+    settings: Arc<Settings>,
+    /// Where statuses are shown; never read back.
+    board: Board,
+    /// The USB bus, to name slots and spot iPads in recovery.
+    topology: Arc<dyn Topology>,
+    /// Slot names learnt with `cartprep slots learn`.
+    labels: SlotLabels,
+    /// The devices usbmuxd reports now, by device id.
+    attached: HashMap<u32, DeviceProperties>,
+    /// Device ids waiting for room, first come first served.
+    queue: VecDeque<u32>,
+    /// Jobs in progress, by UDID.
+    running: HashMap<String, Running>,
+    /// UDIDs erased by a job and expected back.
+    erasing: HashSet<String>,
+    /// What is known of each iPad (serial, model, name, slot), by UDID, so every status line
+    /// names it.
+    known: HashMap<String, Label>,
+    /// Recovery/DFU devices already reported, by port chain.
+    recovery_seen: HashSet<String>,
+    /// The jobs themselves; each returns its number, its UDID and how it ended.
+    jobs: JoinSet<(u64, String, JobEnd)>,
+    /// The number of the last job started.
+    last_job: u64,
+    /// usbmuxd is connected.
+    mux_up: bool,
+}
+
+impl Scheduler {
+    pub fn new(
+        ctx: Arc<Context>,
+        settings: Arc<Settings>,
+        board: Board,
+        topology: Arc<dyn Topology>,
+        labels: SlotLabels,
+    ) -> Self {
+        Scheduler {
+            ctx,
+            settings,
+            board,
+            topology,
+            labels,
+            attached: HashMap::new(),
+            queue: VecDeque::new(),
+            running: HashMap::new(),
+            erasing: HashSet::new(),
+            known: HashMap::new(),
+            recovery_seen: HashSet::new(),
+            jobs: JoinSet::new(),
+            last_job: 0,
+            mux_up: false,
+        }
+    }
+
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    /// New settings for the jobs that start from now on.
+    pub fn set_settings(&mut self, settings: Arc<Settings>) {
+        self.settings = settings;
+    }
+
+    pub fn mux_up(&self) -> bool {
+        self.mux_up
+    }
+
+    pub fn idle(&self) -> Idle {
+        Idle {
+            running: self.running.len(),
+            queued: self.queue.len(),
+            erasing: self.erasing.len(),
+        }
+    }
+
+    pub fn on_mux_up(&mut self) {
+        self.mux_up = true;
+    }
+
+    /// usbmuxd went away: device ids die with it, so every job stops (its record waits for the
+    /// iPad); Listen re-adopts the iPads when usbmuxd is back.
+    pub async fn on_mux_down(&mut self) {
+        self.mux_up = false;
+        let running: Vec<String> = self.running.keys().cloned().collect();
+        for udid in running {
+            self.interrupt(&udid, "usbmuxd went away").await;
+        }
+        for id in std::mem::take(&mut self.queue) {
+            if let Some(p) = self.attached.get(&id) {
+                self.show(
+                    &p.udid.clone(),
+                    Light::Unplugged,
+                    "usbmuxd went away — waiting for it to come back",
+                );
+            }
+        }
+        self.attached.clear();
+    }
+
+    /// An iPad appeared: it queues unless it is already being worked on.
+    pub fn on_attached(&mut self, props: DeviceProperties) {
+        let (id, udid) = (props.device_id, props.udid.clone());
+        let location = props.location_id;
+        self.attached.insert(id, props);
+        if self.running.contains_key(&udid) || self.queue.contains(&id) {
+            return;
+        }
+        if let Some(slot) = self.slot_of(&udid, location) {
+            self.known.entry(udid.clone()).or_default().slot = Some(slot);
+        }
+        let message = if self.erasing.contains(&udid) {
+            "back after the erase"
+        } else {
+            "plugged in"
+        };
+        self.show(&udid, Light::Ready, message);
+        self.queue.push_back(id);
+    }
+
+    /// An iPad went away: its job stops and its record waits for it to come back — unless it
+    /// was just erased, which makes it restart.
+    pub async fn on_detached(&mut self, device_id: u32) {
+        let was_queued = self.queue.contains(&device_id);
+        self.queue.retain(|q| *q != device_id);
+        let Some(props) = self.attached.remove(&device_id) else {
+            return;
+        };
+        let udid = props.udid;
+        if let Some(r) = self.running.get(&udid).filter(|r| r.device_id == device_id) {
+            // An erased iPad restarts as soon as it has acknowledged, often before its job has
+            // ended (the erase is journaled before it is sent): expected back, not interrupted.
+            if r.progress.get().current == Some(Step::Erased) {
+                self.stop_job(&udid);
+                self.erasing.insert(udid);
+            } else {
+                self.interrupt(&udid, "unplugged").await;
+            }
+        } else if was_queued && !self.erasing.contains(&udid) {
+            self.show(&udid, Light::Unplugged, "unplugged before it started");
+        }
+    }
+
+    /// A job ended: its place is free.
+    pub fn on_job_end(&mut self, (job, udid, end): (u64, String, JobEnd)) {
+        if self.running.get(&udid).is_none_or(|r| r.job != job) {
+            // Stopped from outside (unplug, usbmuxd gone) before it ended: already handled.
+            return;
+        }
+        if let Some(r) = self.running.remove(&udid) {
+            self.learn(&udid, &r.progress);
+        }
+        match end {
+            JobEnd::Erasing => {
+                self.erasing.insert(udid);
+            }
+            JobEnd::Done { .. } | JobEnd::Attention(_) | JobEnd::Failed(_) => {
+                self.board.print_summary();
+            }
+        }
+    }
+
+    /// Starts queued iPads while there is room, and shows the rest their place in the queue.
+    pub fn start_ready(&mut self) {
+        while self.running.len() < self.settings.config.max_concurrent.max(1) {
+            let Some(id) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(props) = self.attached.get(&id).cloned() else {
+                continue;
+            };
+            if !self.running.contains_key(&props.udid) {
+                self.start(props);
+            }
+        }
+        let waiting: Vec<(usize, String)> = self
+            .queue
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| self.attached.get(id).map(|p| (i, p.udid.clone())))
+            .collect();
+        for (i, udid) in waiting {
+            let ahead = i + self.running.len();
+            let message = format!("waiting — {ahead} ahead of it (one iPad at a time)");
+            self.show(&udid, Light::Waiting, message);
+        }
+    }
+
+    fn start(&mut self, props: DeviceProperties) {
+        let udid = props.udid.clone();
+        self.erasing.remove(&udid);
+        let label = self.known.get(&udid).cloned().unwrap_or_default();
+        let plugged = Plugged {
+            slot: label.slot.clone(),
+            props,
+        };
+        let progress = SharedProgress::new(label);
+        let reporter = Reporter::new(self.board.clone(), &udid, progress.clone());
+        let (ctx, settings) = (self.ctx.clone(), self.settings.clone());
+        let device_id = plugged.props.device_id;
+        self.last_job += 1;
+        let (job, key) = (self.last_job, udid.clone());
+        let abort = self.jobs.spawn(async move {
+            let end = prepare::run(&ctx, &settings, plugged, reporter).await;
+            (job, key, end)
+        });
+        self.running.insert(
+            udid,
+            Running {
+                job,
+                device_id,
+                abort,
+                progress,
+            },
+        );
+    }
+
+    /// The next job to end; pending for ever when none runs (for `select!`).
+    pub async fn next_job_end(&mut self) -> (u64, String, JobEnd) {
+        loop {
+            match self.jobs.join_next().await {
+                Some(Ok(ended)) => return ended,
+                // Aborted (its end was handled when it was stopped) or panicked.
+                Some(Err(_)) => continue,
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Stopping the station: jobs finishing their last step get `grace` to say so; the rest
+    /// are recorded as interrupted and resume next time.
+    pub async fn shut_down(&mut self, grace: std::time::Duration) {
+        let _ = tokio::time::timeout(grace, async {
+            while !self.running.is_empty() {
+                let (job, udid, _) = self.next_job_end().await;
+                if self.running.get(&udid).is_some_and(|r| r.job == job) {
+                    self.stop_job(&udid);
+                }
+            }
+        })
+        .await;
+        let running: Vec<String> = self.running.keys().cloned().collect();
+        for udid in running {
+            self.interrupt(&udid, "the station stopped").await;
+        }
+    }
+
+    /// iPads on the USB bus that usbmuxd cannot see (recovery, DFU) need a person.
+    pub fn on_usb_devices(&mut self, devices: &[AppleUsbDevice]) {
+        for d in devices.iter().filter(|d| !matches!(d.mode, UsbMode::Normal)) {
+            let key = format!("usb:{}", d.chain);
+            if self.recovery_seen.insert(key.clone()) {
+                let mut s = DeviceStatus::new(key, Light::Attention, d.mode.describe());
+                s.slot = Some(self.slot_label(&d.chain));
+                s.attention = Some(Attention::RecoveryMode);
+                self.board.update(s);
+            }
+        }
+    }
+
+    /// Stops a job from outside and records it as interrupted at the step it was on.
+    async fn interrupt(&mut self, udid: &str, why: &str) {
+        let Some(r) = self.stop_job(udid) else {
+            return;
+        };
+        let step = r.progress.get().current;
+        mark_interrupted(&self.ctx.ledger, udid, why).await;
+        let at = step
+            .map(|s| format!(" during \u{201c}{}\u{201d}", s.label()))
+            .unwrap_or_default();
+        self.show(
+            udid,
+            Light::Unplugged,
+            format!("{why}{at} — plug it back in to continue"),
+        );
+    }
+
+    fn stop_job(&mut self, udid: &str) -> Option<Running> {
+        let r = self.running.remove(udid)?;
+        r.abort.abort();
+        self.learn(udid, &r.progress);
+        Some(r)
+    }
+
+    /// Keeps what a job learnt of its iPad for the next status lines.
+    fn learn(&mut self, udid: &str, progress: &SharedProgress) {
+        let label = progress.get().label;
+        self.known.entry(udid.to_owned()).or_default().merge(&label);
+    }
+
+    fn show(&self, udid: &str, light: Light, message: impl Into<String>) {
+        let label = self.known.get(udid).cloned().unwrap_or_default();
+        self.board
+            .update(DeviceStatus::labelled(udid, &label, light, message));
+    }
+
+    /// The operator's name for the slot a device is in: the configuration's `[slots]`, else a
+    /// label learnt with `cartprep slots learn`, else the port chain.
+    fn slot_of(&self, udid: &str, location: Option<u64>) -> Option<String> {
+        let chain = crate::slots::chain_for(self.topology.as_ref(), udid, location)?;
+        Some(self.slot_label(&chain))
+    }
+
+    fn slot_label(&self, chain: &str) -> String {
+        self.settings
+            .config
+            .slots
+            .get(chain)
+            .cloned()
+            .unwrap_or_else(|| self.labels.label(chain))
+    }
+}
+
+/// A job stopped from outside (unplug, usbmuxd gone, shutdown): its record waits for the iPad.
+async fn mark_interrupted(ledger: &Ledger, udid: &str, why: &str) {
+    if let Ok(Some(mut r)) = ledger.by_udid(udid)
+        && r.outcome == Outcome::Working
+    {
+        r.outcome = Outcome::Waiting;
+        let now = crate::clock::now_ms();
+        r.history.push(StepEvent {
+            step: r.attempted_step(),
+            at_ms: now,
+            attempt: r.attempts,
+            note: Some(format!("interrupted: {why}")),
+            error: None,
+        });
+        r.updated_ms = now;
+        let _ = ledger.save(&r, Event::Update).await;
+    }
+}
