@@ -203,7 +203,7 @@ extra_ca_file = "activation-ca.pem"
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let working = board.get(&udid).is_some_and(|s| {
                     s.light == Light::Working
-                        && s.step.is_some_and(|st| st >= station::Step::Activated)
+                        && s.current.is_some_and(|st| st >= station::Step::Activated)
                 });
                 if working {
                     break;

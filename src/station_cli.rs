@@ -155,7 +155,7 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<ExitCode> {
                     },
                     r.marketing_name,
                     r.name.as_deref().unwrap_or("-"),
-                    r.step.label(),
+                    r.completed.label(),
                     r.outcome.describe()
                 );
             }

@@ -181,12 +181,12 @@ async fn each_ipad_that_needs_a_person_says_what_to_do() {
             assert!(r.settings_fingerprint.is_none(), "not prepared");
         }
         assert_eq!(
-            h.record(3).step,
+            h.record(3).completed,
             Step::Assessed,
             "activation is what failed"
         );
         assert_eq!(
-            h.record(7).step,
+            h.record(7).completed,
             Step::Activated,
             "supervision is what failed"
         );
@@ -211,7 +211,7 @@ async fn the_trust_prompt_is_shown_until_someone_taps_trust() {
         .await;
         let s = h.status(1).unwrap();
         assert_eq!(s.message, "tap Trust on the iPad");
-        assert_eq!(s.step, Some(Step::Paired));
+        assert_eq!(s.current, Some(Step::Paired));
         let report = daemon.await.unwrap().expect("the daemon runs");
         assert_eq!(report.summary.done, 1, "{}", h.out.text());
 

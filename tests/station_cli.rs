@@ -182,7 +182,7 @@ async fn a_killed_station_resumes_the_ipad_when_it_is_started_again() {
         let started = Instant::now();
         loop {
             if record(&h.station_dir)
-                .is_some_and(|r| r.step >= Step::Activated && r.outcome == Outcome::Working)
+                .is_some_and(|r| r.completed >= Step::Activated && r.outcome == Outcome::Working)
             {
                 break;
             }
@@ -205,7 +205,7 @@ async fn a_killed_station_resumes_the_ipad_when_it_is_started_again() {
             Outcome::Working,
             "a killed station leaves no note"
         );
-        assert!(killed.step >= Step::Activated && killed.step < Step::Done);
+        assert!(killed.completed >= Step::Activated && killed.completed < Step::Done);
         assert_eq!(h.sim().cart.device(1).unwrap().state().device_name, "iPad");
 
         // Second station, same state folder.

@@ -13,7 +13,7 @@ use plist::Value;
 use station::status::Light;
 use station::{Outcome, Step};
 
-/// The order the pipeline records a fresh iPad's steps in (pipeline.rs: pairing comes before
+/// The order the pipeline records a fresh iPad's steps in (crates/station/src/prepare: pairing comes before
 /// identification, because an iPad gives its serial number only to a paired host).
 const FRESH_IPAD_HISTORY: [Step; 10] = [
     Step::Detected,
@@ -122,7 +122,7 @@ async fn a_cart_of_three_fresh_ipads_is_prepared_one_at_a_time() {
             let r = h.record(slot);
             let name = format!("Cart A - {slot:02}");
             assert_eq!(r.outcome, Outcome::Done, "slot {slot}");
-            assert_eq!(r.step, Step::Done);
+            assert_eq!(r.completed, Step::Done);
             assert_eq!(r.attempts, 1);
             assert_eq!(steps(&r), FRESH_IPAD_HISTORY, "slot {slot}");
             assert!(
@@ -195,11 +195,11 @@ async fn an_ipad_pulled_out_mid_way_resumes_when_plugged_back_in() {
         // Pulled out once activated, while it is being supervised or later.
         h.wait_for("slot 1 working at “supervised” or later", |h| {
             h.status(1).is_some_and(|s| {
-                s.light == Light::Working && s.step.is_some_and(|st| st >= Step::Supervised)
+                s.light == Light::Working && s.current.is_some_and(|st| st >= Step::Supervised)
             })
         })
         .await;
-        let pulled_at = h.status(1).unwrap().step.unwrap();
+        let pulled_at = h.status(1).unwrap().current.unwrap();
         let lines_before_unplug = h.lines_of(1).len();
         h.sim().cart.unplug(1).unwrap();
         h.wait_for("slot 1 shown unplugged", |h| {
@@ -286,7 +286,7 @@ async fn work_stopped_with_the_daemon_resumes_when_it_starts_again() {
                 false,
                 Box::new(move |board, _| {
                     board.get(&stop_udid).is_some_and(|s| {
-                        s.light == Light::Working && s.step >= Some(Step::Supervised)
+                        s.light == Light::Working && s.current >= Some(Step::Supervised)
                     })
                 }),
             )
@@ -298,9 +298,9 @@ async fn work_stopped_with_the_daemon_resumes_when_it_starts_again() {
         assert_eq!(after_first.outcome, Outcome::Waiting);
         assert_eq!(after_first.attempts, 1);
         assert!(
-            after_first.step >= Step::Activated && after_first.step < Step::Done,
+            after_first.completed >= Step::Activated && after_first.completed < Step::Done,
             "stopped mid-way, at {:?}",
-            after_first.step
+            after_first.completed
         );
         assert!(
             after_first
@@ -478,7 +478,7 @@ async fn the_station_reconnects_when_usbmuxd_restarts_and_finishes_the_cart() {
 
         h.wait_for("slot 1 being supervised", |h| {
             h.status(1).is_some_and(|s| {
-                s.light == Light::Working && s.step.is_some_and(|st| st >= Step::Activated)
+                s.light == Light::Working && s.current.is_some_and(|st| st >= Step::Activated)
             })
         })
         .await;

@@ -75,7 +75,7 @@ impl Step {
     /// The step after this one, `None` after `Done`.
     ///
     /// `Erased` is in the sequence even though most devices skip it (erase is only done where
-    /// policy allows); the pipeline decides whether to run it, this only orders the steps.
+    /// policy allows); the plan (`prepare::plan`) decides whether to run it, this only orders the steps.
     pub fn next(self) -> Option<Step> {
         Step::ALL.get(self.number() as usize).copied()
     }
@@ -208,8 +208,10 @@ pub struct DeviceRecord {
     pub slot: Option<String>,
     /// The device name given from the naming template.
     pub name: Option<String>,
-    /// The last step completed.
-    pub step: Step,
+    /// The last step completed (the step being worked on is the one after it, see
+    /// [`DeviceRecord::attempted_step`]). Stored as `step`.
+    #[serde(rename = "step")]
+    pub completed: Step,
     pub outcome: Outcome,
     /// How many times work on this device has started (a replug or a retry starts a new
     /// attempt); bounds the retries.
@@ -242,7 +244,7 @@ impl DeviceRecord {
             build: String::new(),
             slot: None,
             name: None,
-            step: Step::Detected,
+            completed: Step::Detected,
             outcome: Outcome::Waiting,
             attempts: 0,
             history: vec![StepEvent {
@@ -270,7 +272,7 @@ impl DeviceRecord {
     /// leaves the device `Working`.
     pub fn advance(&mut self, step: Step, note: Option<String>) {
         let at_ms = clock::now_ms();
-        self.step = step;
+        self.completed = step;
         self.outcome = if step == Step::Done {
             Outcome::Done
         } else {
@@ -301,7 +303,7 @@ impl DeviceRecord {
 
     /// The step being worked on: the one after the last completed (`Done` stays `Done`).
     pub fn attempted_step(&self) -> Step {
-        self.step.next().unwrap_or(Step::Done)
+        self.completed.next().unwrap_or(Step::Done)
     }
 
     /// When the device reached `Done`, if it did.
@@ -355,7 +357,7 @@ mod tests {
         r.advance(Step::Identified, Some("iPad12,1".into()));
         assert_eq!(r.outcome, Outcome::Working);
         r.advance(Step::Done, None);
-        assert_eq!(r.step, Step::Done);
+        assert_eq!(r.completed, Step::Done);
         assert_eq!(r.outcome, Outcome::Done);
         assert_eq!(r.history.len(), 3);
         assert_eq!(r.history[1].note.as_deref(), Some("iPad12,1"));
@@ -371,7 +373,7 @@ mod tests {
         r.advance(Step::Identified, None);
         r.fail("lockdownd closed the connection");
         assert_eq!(
-            r.step,
+            r.completed,
             Step::Identified,
             "progress is kept so a replug resumes"
         );

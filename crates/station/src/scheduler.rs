@@ -293,7 +293,10 @@ impl Scheduler {
 
     /// iPads on the USB bus that usbmuxd cannot see (recovery, DFU) need a person.
     pub fn on_usb_devices(&mut self, devices: &[AppleUsbDevice]) {
-        for d in devices.iter().filter(|d| !matches!(d.mode, UsbMode::Normal)) {
+        for d in devices
+            .iter()
+            .filter(|d| !matches!(d.mode, UsbMode::Normal))
+        {
             let key = format!("usb:{}", d.chain);
             if self.recovery_seen.insert(key.clone()) {
                 let mut s = DeviceStatus::new(key, Light::Attention, d.mode.describe());

@@ -67,8 +67,9 @@ pub struct DeviceStatus {
     pub model: Option<String>,
     pub name: Option<String>,
     pub light: Light,
-    /// The step being worked on (for "step k of n").
-    pub step: Option<Step>,
+    /// The step being worked on now (for "step k of n"). Shown as `step` in JSON.
+    #[serde(rename = "step")]
+    pub current: Option<Step>,
     pub attention: Option<Attention>,
     /// Free text: what happened, or what to do.
     pub message: String,
@@ -137,7 +138,7 @@ impl DeviceStatus {
             model: None,
             name: None,
             light,
-            step: None,
+            current: None,
             attention: None,
             message: message.into(),
             since_ms: crate::clock::now_ms(),
@@ -181,7 +182,7 @@ pub struct Snapshot {
 
 /// Formats one status line.
 pub fn format_line(s: &DeviceStatus, colour: bool) -> String {
-    let badge = match (s.light, s.step) {
+    let badge = match (s.light, s.current) {
         (Light::Working, Some(step)) => {
             format!("{} {}/{}", s.light.badge(), step.number(), Step::TOTAL)
         }
@@ -274,7 +275,9 @@ impl Board {
     pub fn update(&self, mut status: DeviceStatus) {
         let mut inner = self.lock();
         let same = inner.devices.get(&status.udid).is_some_and(|old| {
-            old.light == status.light && old.step == status.step && old.message == status.message
+            old.light == status.light
+                && old.current == status.current
+                && old.message == status.message
         });
         if same {
             // Not a new line, but the other fields (attention, name, model…) still count.
@@ -413,7 +416,7 @@ mod tests {
             slot: Some("3".into()),
             model: Some("iPad (9th generation)".into()),
             name: Some("Cart A 03".into()),
-            step,
+            current: step,
             ..DeviceStatus::new(udid, light, msg)
         }
     }

@@ -177,7 +177,7 @@ async fn a_killed_process_loses_nothing_acknowledged() {
             .expect("get")
             .unwrap_or_else(|| panic!("{serial} was acknowledged but lost ({report:?})"));
         assert_eq!(
-            r.step,
+            r.completed,
             Step::Identified,
             "{serial}: the acknowledged state, not an earlier one"
         );

@@ -244,7 +244,8 @@ impl<'a> Identified<'a> {
                     .await?;
             }
             if let Some(l) = &setup.locale {
-                s.set_value("Locale", Value::String(l.clone()), intl).await?;
+                s.set_value("Locale", Value::String(l.clone()), intl)
+                    .await?;
             }
             if let Some(tz) = &setup.time_zone {
                 s.set_value("TimeZone", Value::String(tz.clone()), None)

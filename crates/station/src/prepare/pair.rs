@@ -28,8 +28,7 @@ pub async fn pair(
 ) -> Result<(DeviceSession, PairingFile), StepError> {
     let started = Instant::now();
     loop {
-        match lockdown::trusted_session(device.clone(), Some(&ctx.pair_store), TRUST_NUDGE).await
-        {
+        match lockdown::trusted_session(device.clone(), Some(&ctx.pair_store), TRUST_NUDGE).await {
             Ok(pair) => return Ok(pair),
             Err(LockdownError::TrustPromptUnanswered(_)) if started.elapsed() < TRUST_GIVE_UP => {
                 // Keep asking; the operator sees what to do meanwhile.

@@ -86,8 +86,7 @@ pub fn plan(a: &Assessment, wanted: &Wanted<'_>, record: &DeviceRecord) -> Plan 
         .settings_fingerprint
         .as_deref()
         .is_none_or(|f| f == wanted.fingerprint);
-    if prepared_by_us && config.wifi_installed && a.device.name == wanted.name && same_settings
-    {
+    if prepared_by_us && config.wifi_installed && a.device.name == wanted.name && same_settings {
         return Plan::AlreadyDone;
     }
     if let Some(c) = cloud
@@ -277,7 +276,12 @@ mod tests {
         let p = plan(&fresh(), &wanted(MdmMode::Manual, &never), &record(None));
         assert_eq!(
             actions(&p),
-            [Activate, SetCloudConfiguration, EscalateAndInstallWifi, Name]
+            [
+                Activate,
+                SetCloudConfiguration,
+                EscalateAndInstallWifi,
+                Name
+            ]
         );
         let Plan::Prepare(steps) = p else {
             unreachable!()

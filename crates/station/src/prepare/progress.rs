@@ -76,7 +76,7 @@ impl Reporter {
     /// Shows `message` with `light`, at `step`.
     pub fn show(&mut self, light: Light, step: Option<Step>, message: impl Into<String>) {
         self.status.light = light;
-        self.status.step = step;
+        self.status.current = step;
         self.status.message = message.into();
         self.status.since_ms = crate::clock::now_ms();
         self.status.attention = None;
@@ -86,7 +86,7 @@ impl Reporter {
     /// Shows what a person must do, at `step`.
     pub fn attention(&mut self, attention: Attention, step: Option<Step>) {
         self.status.light = Light::Attention;
-        self.status.step = step;
+        self.status.current = step;
         self.status.message = attention.message().to_owned();
         self.status.since_ms = crate::clock::now_ms();
         self.status.attention = Some(attention);
@@ -95,7 +95,7 @@ impl Reporter {
 
     fn publish(&self) {
         self.progress.set(Progress {
-            current: self.status.step,
+            current: self.status.current,
             label: self.status.label(),
         });
         self.board.update(self.status.clone());
