@@ -179,7 +179,7 @@ check "stage 2: cloud-configuration unchanged after the refused supervise (same 
     'rc == 0 and json() == _json.load(open(args[0])) and json()["OrganizationMagic"] == args[1]' \
     "$CC_SUPERVISED" "$ORG_MAGIC"
 
-# ---------------------------------------------------------------- the device rewrites a cloud configuration (§4.2)
+# ------------------------------------ the device rewrites a cloud configuration (docs/protocol.md §5.3)
 CC_MINIMAL="$W2/files/minimal-cloud-config.plist"
 "$PY" - "$CC_MINIMAL" <<'EOF'
 import plistlib, sys

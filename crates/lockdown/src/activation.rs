@@ -1,4 +1,4 @@
-//! Activation (`mcinstall-prepare.md` §7, session flow): mobileactivationd on the device (one
+//! Activation (`docs/protocol.md` §4, session flow): mobileactivationd on the device (one
 //! request per service connection) and the HTTPS exchange with the activation server, done by
 //! the host, so the iPad needs no network.
 //!

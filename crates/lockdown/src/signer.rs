@@ -5,7 +5,7 @@
 ///
 /// `sign` must return a DER-encoded CMS `SignedData` with the content **attached**
 /// (encapsulated `id-data` = `content`, byte for byte, never canonicalised) and the signer's
-/// certificate included as the **first** certificate (`mcinstall-prepare.md` §5.2). The device
+/// certificate included as the **first** certificate (`docs/protocol.md` §5.2). The device
 /// compares that certificate byte for byte with the one sent before (`certificate_der`).
 ///
 /// Implementations must not log the private key.
@@ -35,7 +35,7 @@ impl<T: ChallengeSigner + ?Sized> ChallengeSigner for std::sync::Arc<T> {
 }
 
 /// The organisation's supervision identity signs its own challenges (CMS, attached, its
-/// certificate first, as `mcinstall-prepare.md` §5.2 requires).
+/// certificate first, as `docs/protocol.md` §5.2 describes).
 impl ChallengeSigner for profiles::SupervisionIdentity {
     fn certificate_der(&self) -> &[u8] {
         profiles::SupervisionIdentity::certificate_der(self)

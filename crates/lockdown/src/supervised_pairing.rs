@@ -1,4 +1,4 @@
-//! Supervised lockdown pairing (`mcinstall-prepare.md` §5.3): needed to pair with a supervised
+//! Supervised lockdown pairing (`docs/protocol.md` §2.5): needed to pair with a supervised
 //! iPad whose cloud configuration says `AllowPairing = false`, or from a new host.
 //!
 //! 1. `Pair` with `PairingOptions{SupervisorCertificate: DER, ExtendedPairingErrors: true}`;

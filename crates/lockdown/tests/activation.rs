@@ -1,4 +1,4 @@
-//! Activation (`mcinstall-prepare.md` §7, session flow) against virtual iPads and the
+//! Activation (`docs/protocol.md` §4, session flow) against virtual iPads and the
 //! simulator's HTTPS activation server on loopback; HTTP failures against tiny local servers.
 
 use std::time::Duration;

@@ -1,6 +1,6 @@
-//! Supervised lockdown pairing (`mcinstall-prepare.md` §5.3) against virtual iPads whose cloud
+//! Supervised lockdown pairing (`docs/protocol.md` §2.5) against virtual iPads whose cloud
 //! configuration names our supervision identity and forbids ordinary pairing
-//! (`AllowPairing = false`, §4.1, §8).
+//! (`AllowPairing = false`, `docs/protocol.md` §5.3).
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Typed MCInstall failures (`mcinstall-prepare.md` §2.1, §2.2, §8). Every device failure keeps
+//! Typed MCInstall failures (`docs/protocol.md` §3.2, §3.4). Every device failure keeps
 //! the device's own description text, and `Display` shows it.
 
 use std::time::Duration;

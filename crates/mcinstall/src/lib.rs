@@ -1,6 +1,6 @@
 //! A client for `com.apple.mobile.MCInstall`, the lockdown service behind Apple Configurator's
 //! "prepare": profiles, cloud configuration (supervision), escalation with a supervision
-//! identity, stored profiles, erase and Wi-Fi power (`mcinstall-prepare.md` §1, §2, §5.2).
+//! identity, stored profiles, erase and Wi-Fi power (`docs/protocol.md` §3).
 //!
 //! ```no_run
 //! # async fn f(provider: lockdown::UsbmuxProvider) -> Result<(), mcinstall::McInstallError> {

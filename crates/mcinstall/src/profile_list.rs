@@ -1,4 +1,4 @@
-//! `GetProfileList` replies (`mcinstall-prepare.md` §2.3, `usbmuxd-lockdown.md` §5.5).
+//! `GetProfileList` replies (`docs/protocol.md` §3.3).
 
 use plist::{Dictionary, Value};
 

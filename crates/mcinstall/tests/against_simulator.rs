@@ -1,6 +1,6 @@
-//! The MCInstall client against virtual iPads that follow the device rules of
-//! `mcinstall-prepare.md` (§2 requests and errors, §3.5 device state, §4.2 the tunnel's
-//! rewrite, §5.2 escalation, §8 failure modes).
+//! The MCInstall client against virtual iPads that follow the device rules described in
+//! `docs/protocol.md` (§3.3 requests, §3.4 errors, §3.5 escalation, §3.6 silent and downloaded
+//! installs, §3.7 device states, §5.3 the device's rewrite of the cloud configuration).
 
 use std::time::Duration;
 
@@ -213,7 +213,8 @@ async fn prepare_supervise_escalate_and_install_silently() {
         .unwrap()
         .expect("a cloud configuration now");
     assert_eq!(cc["IsSupervised"].as_boolean(), Some(true));
-    // The tunnel's rewrite (§4.2): no ConfigurationURL ⇒ UI complete; IsMandatory forced.
+    // The device's rewrite (`docs/protocol.md` §5.3): no ConfigurationURL ⇒ UI complete;
+    // IsMandatory forced.
     assert_eq!(cc["CloudConfigurationUIComplete"].as_boolean(), Some(true));
     assert_eq!(cc["ConfigurationWasApplied"].as_boolean(), Some(true));
     assert_eq!(cc["IsMandatory"].as_boolean(), Some(true));
@@ -262,7 +263,7 @@ async fn prepare_supervise_escalate_and_install_silently() {
     assert!(installed.is_active);
     assert!(!installed.removal_disallowed);
 
-    // Unsupervised commands keep working after escalation (§1 item 4).
+    // Unsupervised commands keep working after escalation (`docs/protocol.md` §3.1).
     mc.hello_host_identifier().await.unwrap();
     mc.remove_profile("org.springfield.wifi").await.unwrap();
     assert!(mc.get_profile_list().await.unwrap().is_empty());

@@ -1,5 +1,5 @@
 //! The cloud configuration dictionary sent with MCInstall `SetCloudConfiguration`
-//! (`mcinstall-prepare.md` §4.1, §4.5).
+//! (`docs/protocol.md` §5.3).
 //!
 //! Minimal, and completed by the device: `AllowPairing`, `IsSupervised`, `OrganizationName`,
 //! `OrganizationMagic`, `SkipSetup`; when supervising `SupervisorHostCertificates`; the optional

@@ -1,7 +1,7 @@
 //! CMS SignedData with the content attached: the answer to MCInstall's `Escalate` challenge and
 //! to supervised pairing's `PairingChallenge`.
 //!
-//! What the device checks (`mcinstall-prepare.md` §5.2): the signature verifies, the first
+//! What the device checks (`docs/protocol.md` §5.2): the signature verifies, the first
 //! certificate is byte-equal to the escalated supervisor certificate, and the embedded content is
 //! exactly the challenge. So the content is signed **as raw bytes** — never canonicalised (no
 //! LF → CRLF, the bug behind pymobiledevice3's intermittent `SignedRequestRejected`).

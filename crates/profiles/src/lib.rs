@@ -16,8 +16,9 @@
 //! Errors are [`ProfileError`]; [`ProfileError::is_input_error`] tells bad input (exit status 2
 //! on the command line) from other failures. Secrets never appear in `Debug` output.
 //!
-//! References: `mcinstall-prepare.md` §4 (cloud configuration, skip keys), §5.1–5.2 (identity,
-//! CMS), §6.1 (Wi-Fi profile); `dependencies.md` §4 (the rsa + x509-cert + cms recipe).
+//! References: `docs/protocol.md` §5 (§5.1 identity, §5.2 CMS, §5.3 cloud configuration, §5.4
+//! Wi-Fi profile, §5.5 skip keys). Keys, certificates and signatures are built with the
+//! RustCrypto `rsa`, `x509-cert` and `cms` crates, the generation the `idevice` crate uses.
 
 mod ber;
 pub mod cloud_config;

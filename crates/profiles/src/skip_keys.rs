@@ -1,4 +1,4 @@
-//! Setup Assistant skip keys (`SkipSetup`, `mcinstall-prepare.md` §4.4).
+//! Setup Assistant skip keys (`SkipSetup`, `docs/protocol.md` §5.5).
 //!
 //! The catalogue holds Apple's list (the 2024-10 `skipkeys.yaml`, versions are the iOS/iPadOS
 //! introduction) and the newer keys go-ios and pymobiledevice3 send. Keys without a documented

@@ -1,4 +1,4 @@
-//! Wi-Fi configuration profiles (`com.apple.wifi.managed`, `mcinstall-prepare.md` §6.1), and
+//! Wi-Fi configuration profiles (`com.apple.wifi.managed`, `docs/protocol.md` §5.4), and
 //! reading existing `.mobileconfig` files to install them as they are.
 //!
 //! Identifiers and UUIDs are derived from the SSID alone, so installing a profile for the same

@@ -1,7 +1,8 @@
 //! com.apple.mobile.MCInstall on a virtual iPad, with the device rules of iOS 26's
-//! mc_mobile_tunnel (see shared docs, mcinstall-prepare.md §2–§5): state per connection,
-//! escalation with a supervisor certificate and a signed challenge, cloud configuration rules,
-//! profile installation (silent or only "downloaded"), erase.
+//! mc_mobile_tunnel (`docs/protocol.md` §3 and §5.3; the evidence for each rule is in
+//! `docs/fidelity.md`): state per connection, escalation with a supervisor certificate and a
+//! signed challenge, cloud configuration rules, profile installation (silent or only
+//! "downloaded"), erase.
 
 use plist::{Dictionary, Value};
 use usbmux::plist_service;
