@@ -4,7 +4,7 @@
 //! The audit log is the source of truth and sled the index. `save` appends and fsyncs the log
 //! line first, then writes sled and flushes it, so when `save` returns the transition survives
 //! a killed process (and the log survives a sled database that does not). sled 0.34 has open
-//! reports of corruption after abrupt stops (see `docs/dependencies.md` §2), so opening treats
+//! reports of corruption after abrupt stops (`docs/ARCHITECTURE.md`, "Durability"), so opening treats
 //! a database that will not open as a normal event: it is moved aside for diagnosis and rebuilt
 //! from the log.
 //!

@@ -119,25 +119,36 @@ pub trait Topology: Send + Sync {
 /// libusb through rusb, with its own context (never the global one: it panics when libusb
 /// cannot start).
 pub struct RusbTopology {
-    context: Result<rusb::Context, String>,
+    /// `None` when libusb could not start.
+    context: Option<rusb::Context>,
+    /// Why there is no context, shown once as a note.
+    unavailable: Option<String>,
 }
 
 impl RusbTopology {
     pub fn open() -> Self {
-        RusbTopology {
-            context: rusb::Context::new()
-                .map_err(|e| format!("libusb cannot start ({e}); running without slot mapping")),
+        match rusb::Context::new() {
+            Ok(context) => RusbTopology {
+                context: Some(context),
+                unavailable: None,
+            },
+            Err(e) => RusbTopology {
+                context: None,
+                unavailable: Some(format!(
+                    "libusb cannot start ({e}); running without slot mapping"
+                )),
+            },
         }
     }
 }
 
 impl Topology for RusbTopology {
     fn unavailable(&self) -> Option<&str> {
-        self.context.as_ref().err().map(String::as_str)
+        self.unavailable.as_deref()
     }
 
     fn apple_devices(&self) -> Vec<AppleUsbDevice> {
-        let Ok(ctx) = &self.context else {
+        let Some(ctx) = &self.context else {
             return Vec::new();
         };
         let Ok(list) = ctx.devices() else {
@@ -228,6 +239,18 @@ pub fn chain_for(topology: &dyn Topology, udid: &str, location_id: Option<u64>) 
         .map(|d| d.chain.clone())
 }
 
+/// The slot-label file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+}
+
 /// Port chains named by the operator (`cartprep slots learn`), kept in `<state>/slots.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotLabels {
@@ -241,23 +264,29 @@ impl SlotLabels {
     }
 
     /// Missing file: no labels. A broken file is an error (someone edited it by hand).
-    pub fn load(state_dir: &Path) -> Result<Self, String> {
+    pub fn load(state_dir: &Path) -> Result<Self, SlotsError> {
         let path = Self::path(state_dir);
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(text) => toml::from_str(&text).map_err(|e| SlotsError::Parse {
+                path,
+                reason: e.to_string(),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SlotLabels::default()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(source) => Err(SlotsError::Io { path, source }),
         }
     }
 
-    pub fn save(&self, state_dir: &Path) -> Result<(), String> {
+    pub fn save(&self, state_dir: &Path) -> Result<(), SlotsError> {
         let path = Self::path(state_dir);
-        let text = toml::to_string(self).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(state_dir).map_err(|e| e.to_string())?;
+        let text = toml::to_string(self).map_err(|e| SlotsError::Parse {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, text)
+        std::fs::create_dir_all(state_dir)
+            .and_then(|_| std::fs::write(&tmp, text))
             .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|source| SlotsError::Io { path, source })
     }
 
     /// The label for a chain, or the chain itself when it has none.

@@ -362,24 +362,42 @@ pub async fn serve_snapshots(board: Board, path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Why `cartprep status` could not get a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("no station is running with state folder {folder} ({source})")]
+    NotRunning {
+        folder: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the station did not answer within 5 s")]
+    Timeout,
+    #[error("reading the station's status: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("unreadable status from the station: {0}")]
+    Unreadable(#[from] serde_json::Error),
+}
+
+/// Largest snapshot read from the socket (thousands of devices fit well within it).
+const MAX_SNAPSHOT: u64 = 16 * 1024 * 1024;
+
 /// Reads a snapshot from a running daemon's socket.
-pub async fn fetch_snapshot(path: &Path) -> Result<Snapshot, String> {
+pub async fn fetch_snapshot(path: &Path) -> Result<Snapshot, StatusError> {
     use tokio::io::AsyncReadExt;
-    let mut stream = tokio::net::UnixStream::connect(path).await.map_err(|e| {
-        format!(
-            "no station is running with state folder {} ({e})",
-            path.parent().unwrap_or(path).display()
-        )
-    })?;
+    let stream = tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|source| StatusError::NotRunning {
+            folder: path.parent().unwrap_or(path).to_owned(),
+            source,
+        })?;
     let mut buf = Vec::new();
     tokio::time::timeout(
         std::time::Duration::from_secs(5),
-        stream.read_to_end(&mut buf),
+        stream.take(MAX_SNAPSHOT).read_to_end(&mut buf),
     )
     .await
-    .map_err(|_| "the station did not answer within 5 s".to_string())?
-    .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&buf).map_err(|e| format!("unreadable status from the station: {e}"))
+    .map_err(|_| StatusError::Timeout)??;
+    Ok(serde_json::from_slice(&buf)?)
 }
 
 /// The plain-text view of a snapshot, as `cartprep status` prints it.
