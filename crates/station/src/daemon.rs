@@ -20,8 +20,6 @@ use crate::status::{Board, DeviceStatus, Light, Summary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("{0}")]
-    Settings(String),
     #[error("ledger: {0}")]
     Ledger(#[from] LedgerError),
     #[error("bad usbmuxd address {0:?}: {1}")]
@@ -42,7 +40,8 @@ pub struct Idle {
 }
 
 pub struct DaemonOptions {
-    pub config: StationConfig,
+    /// The loaded configuration ([`Settings::load`]).
+    pub settings: Settings,
     /// Follow edits of the configuration file.
     pub watch_config: bool,
     pub board: Board,
@@ -106,21 +105,20 @@ struct Running {
 /// Runs the station until a signal (or `stop_when`).
 pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
     let DaemonOptions {
-        config,
+        settings,
         watch_config,
         board,
         topology,
         stop_when,
         mut nudge,
     } = options;
+    let config = settings.config.clone();
     let state_dir = config.state_dir.clone();
     std::fs::create_dir_all(&state_dir).map_err(|e| DaemonError::State(state_dir.clone(), e))?;
     let addr: UsbmuxAddress = config
         .usbmuxd
         .parse()
         .map_err(|e| DaemonError::Address(config.usbmuxd.clone(), e))?;
-    let mut settings =
-        Arc::new(Settings::from_config(Arc::new(config.clone())).map_err(DaemonError::Settings)?);
     let (ledger, report) = Ledger::open(&state_dir)?;
     let ledger = Arc::new(ledger);
     if let Some(aside) = &report.moved_aside {
@@ -168,7 +166,7 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
     };
 
     let watcher = if watch_config {
-        match crate::watch::ConfigWatcher::start(config.clone()) {
+        match crate::watch::ConfigWatcher::start(settings.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 board.note(format!("configuration edits will not be followed: {e}"));
@@ -178,6 +176,7 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
     } else {
         None
     };
+    let mut settings = Arc::new(settings);
     let mut config_rx = watcher.as_ref().map(|w| w.subscribe());
     let mut refused_rx = watcher.as_ref().map(|w| w.refused());
 
@@ -372,14 +371,9 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
                     && let Some(rx) = config_rx.as_mut()
                 {
                     let new = rx.borrow_and_update().clone();
-                    match Settings::from_config(new.clone()) {
-                        Ok(s) => {
-                            let what = new.changed_sections(&settings.config);
-                            settings = Arc::new(s);
-                            board.note(format!("configuration reloaded ({}): applies to the next iPad", what.join(", ")));
-                        }
-                        Err(e) => board.note(format!("configuration edit refused, keeping the previous one: {e}")),
-                    }
+                    let what = new.config.changed_sections(&settings.config);
+                    settings = new;
+                    board.note(format!("configuration reloaded ({}): applies to the next iPad", what.join(", ")));
                 }
             }
             refused = async { match refused_rx.as_mut() { Some(rx) => rx.changed().await.is_ok(), None => std::future::pending().await } } => {

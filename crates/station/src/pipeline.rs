@@ -521,7 +521,7 @@ impl<'a> Job<'a> {
             let cc = self
                 .settings
                 .cloud_configuration(&ios)
-                .map_err(StepError::Fatal)?;
+                .map_err(|e| StepError::Fatal(e.to_string()))?;
             retrying(|| async {
                 let mut mc = McInstallClient::connect(provider).await?;
                 mc.hello_host_identifier().await?;
