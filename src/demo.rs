@@ -180,8 +180,8 @@ extra_ca_file = "activation-ca.pem"
     );
     let config_path = station_dir.join("station.toml");
     write(&config_path, config_text.as_bytes())?;
-    let config = match station::StationConfig::load(&config_path) {
-        Ok(c) => c,
+    let settings = match station::Settings::load(&config_path) {
+        Ok(s) => s,
         Err(e) => anyhow::bail!("the demo's own configuration is invalid: {e}"),
     };
 
@@ -221,7 +221,7 @@ extra_ca_file = "activation-ca.pem"
     };
     let stop_udids = udids.clone();
     let report = station::daemon::run(station::daemon::DaemonOptions {
-        config,
+        settings,
         watch_config: false,
         board: board.clone(),
         topology: Arc::new(topology(&sim)),

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Subcommand};
 use profiles::{ProfileError, Secret, Security, SupervisionIdentity, WifiProfile, files};
 
 /// Largest PEM/PKCS#12 input file read.
@@ -148,38 +148,15 @@ enum ProfileCommand {
     Wifi(WifiArgs),
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum SecurityArg {
-    None,
-    Wep,
-    Wpa,
-    Wpa2,
-    Wpa3,
-    Any,
-}
-
-impl From<SecurityArg> for Security {
-    fn from(s: SecurityArg) -> Self {
-        match s {
-            SecurityArg::None => Security::None,
-            SecurityArg::Wep => Security::Wep,
-            SecurityArg::Wpa => Security::Wpa,
-            SecurityArg::Wpa2 => Security::Wpa2,
-            SecurityArg::Wpa3 => Security::Wpa3,
-            SecurityArg::Any => Security::Any,
-        }
-    }
-}
-
 #[derive(Args)]
 #[command(group(ArgGroup::new("secret").args(["password_file", "password_env", "password"])))]
 struct WifiArgs {
     /// Network name (1 to 32 bytes).
     #[arg(long)]
     ssid: String,
-    /// Network security.
-    #[arg(long, value_enum, default_value = "wpa2")]
-    security: SecurityArg,
+    /// Network security: none (or open), wep, wpa, wpa2, wpa3 or any.
+    #[arg(long, default_value = "wpa2")]
+    security: Security,
     /// Read the Wi-Fi password from this file (one trailing newline is ignored).
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
@@ -456,7 +433,7 @@ fn wifi(args: WifiArgs) -> Result<(), Failure> {
             password_env: args.password_env.clone(),
         })?
     };
-    let security: Security = args.security.into();
+    let security = args.security;
     if password.is_none() && security.requires_password() {
         return Err(Failure::input(format!(
             "a {security} network needs a password: give --password-file FILE or --password-env \

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use station::StationConfig;
+use station::Settings;
 use station::slots::{RusbTopology, SlotLabels, Topology};
 use station::status::Board;
 
@@ -22,17 +22,15 @@ pub struct RunArgs {
     pub state: Option<PathBuf>,
 }
 
-/// Loads a configuration, printing what is wrong; `Err(2)` means "bad input, touched nothing".
-pub fn load_config(
-    path: &std::path::Path,
-    state: Option<PathBuf>,
-) -> Result<StationConfig, ExitCode> {
-    match StationConfig::load(path) {
-        Ok(mut c) => {
+/// Loads a configuration and the files it names, printing what is wrong; `Err(2)` means "bad
+/// input, touched nothing".
+pub fn load_config(path: &std::path::Path, state: Option<PathBuf>) -> Result<Settings, ExitCode> {
+    match Settings::load(path) {
+        Ok(mut settings) => {
             if let Some(s) = state {
-                c.state_dir = s;
+                Arc::make_mut(&mut settings.config).state_dir = s;
             }
-            Ok(c)
+            Ok(settings)
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -42,16 +40,12 @@ pub fn load_config(
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = match load_config(&args.config, args.state) {
-        Ok(c) => c,
+    let settings = match load_config(&args.config, args.state) {
+        Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    if let Err(e) = station::settings::Settings::from_config(Arc::new(config.clone())) {
-        eprintln!("error: {}: {e}", args.config.display());
-        return Ok(ExitCode::from(2));
-    }
     let report = station::daemon::run(station::daemon::DaemonOptions {
-        config,
+        settings,
         watch_config: true,
         board: Board::stdout(),
         topology: Arc::new(RusbTopology::open()),

@@ -563,7 +563,7 @@ async fn an_ipad_in_recovery_mode_is_reported_from_the_usb_bus() {
         let stop_key = recovery_key.clone();
         let udid = h.udid(1);
         let report = spawn_daemon(
-            h.config(),
+            h.settings(),
             h.board.clone(),
             std::sync::Arc::new(station::slots::FixedTopology(bus)),
             false,

@@ -323,7 +323,7 @@ async fn work_stopped_with_the_daemon_resumes_when_it_starts_again() {
         let second_out = Captured::default();
         let board = station::status::Board::new(Box::new(second_out.clone()), false);
         let second = spawn_daemon(
-            h.config(),
+            h.settings(),
             board,
             Arc::new(h.topology()),
             false,

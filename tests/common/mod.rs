@@ -16,7 +16,7 @@ use simulator::{SimConfig, Simulator};
 use station::daemon::{DaemonError, DaemonOptions, DaemonReport, Idle, StopWhen};
 use station::slots::{AppleUsbDevice, FixedTopology, UsbMode};
 use station::status::{Board, DeviceStatus, Light};
-use station::{DeviceRecord, Ledger, StationConfig};
+use station::{DeviceRecord, Ledger, Settings, StationConfig};
 
 /// Every test's ceiling: a bug fails the test instead of hanging it.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -245,8 +245,14 @@ impl Harness {
         write_atomically(&self.config_path, self.config_text(spec).as_bytes());
     }
 
+    /// The settings loaded from the test's config file.
+    pub fn settings(&self) -> Settings {
+        Settings::load(&self.config_path)
+            .unwrap_or_else(|e| panic!("the test's config is valid: {e}"))
+    }
+
     pub fn config(&self) -> StationConfig {
-        StationConfig::load(&self.config_path).expect("the test's config is valid")
+        StationConfig::clone(&self.settings().config)
     }
 
     pub fn udid(&self, slot: u32) -> String {
@@ -290,7 +296,7 @@ impl Harness {
         stop_when: StopWhen,
     ) -> tokio::task::JoinHandle<Result<DaemonReport, DaemonError>> {
         spawn_daemon(
-            self.config(),
+            self.settings(),
             self.board.clone(),
             Arc::new(self.topology()),
             watch_config,
@@ -333,7 +339,7 @@ pub fn slot_of_line(line: &str) -> Option<String> {
 }
 
 pub fn spawn_daemon(
-    config: StationConfig,
+    settings: Settings,
     board: Board,
     topology: Arc<dyn station::slots::Topology>,
     watch_config: bool,
@@ -352,7 +358,7 @@ pub fn spawn_daemon(
     });
     tokio::spawn(async move {
         let report = station::daemon::run(DaemonOptions {
-            config,
+            settings,
             watch_config,
             board,
             topology,

@@ -42,7 +42,23 @@ pub enum Security {
     Any,
 }
 
+/// The spellings accepted in configuration files and on the command line (any case; `open` is
+/// also accepted for `none`).
+pub const SECURITY_NAMES: [&str; 6] = ["none", "wep", "wpa", "wpa2", "wpa3", "any"];
+
 impl Security {
+    /// The lower-case name used in configuration files (`wpa2`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Security::None => "none",
+            Security::Wep => "wep",
+            Security::Wpa => "wpa",
+            Security::Wpa2 => "wpa2",
+            Security::Wpa3 => "wpa3",
+            Security::Any => "any",
+        }
+    }
+
     /// The `EncryptionType` string.
     pub fn encryption_type(self) -> &'static str {
         match self {
@@ -93,13 +109,16 @@ impl FromStr for Security {
 impl<'de> serde::Deserialize<'de> for Security {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // serde's own "unknown variant" wording, so a config file's error reads like the
+        // errors of its other choice settings.
+        s.parse()
+            .map_err(|_| serde::de::Error::unknown_variant(&s, &SECURITY_NAMES))
     }
 }
 
 impl serde::Serialize for Security {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.encryption_type().to_ascii_lowercase())
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -676,6 +695,26 @@ mod tests {
         }
         let c: Cfg = toml::from_str("security = \"wpa3\"").expect("toml");
         assert_eq!(c.security, Security::Wpa3);
+        let c: Cfg = toml::from_str("security = \"Open\"").expect("toml");
+        assert_eq!(c.security, Security::None);
+        let e = toml::from_str::<Cfg>("security = \"wpa4\"")
+            .err()
+            .expect("wpa4 is refused");
+        assert!(
+            e.message().starts_with(
+                "unknown variant `wpa4`, expected one of `none`, `wep`, `wpa`, `wpa2`, `wpa3`, `any`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn security_names_round_trip() {
+        for name in SECURITY_NAMES {
+            let s: Security = name.parse().expect(name);
+            assert_eq!(s.as_str(), name);
+            assert_eq!(s.encryption_type().to_ascii_lowercase(), name);
+        }
     }
 
     #[test]

@@ -21,8 +21,6 @@ use crate::status::{Board, Summary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("{0}")]
-    Settings(String),
     #[error("ledger: {0}")]
     Ledger(#[from] LedgerError),
     #[error("bad usbmuxd address {0:?}: {1}")]
@@ -35,7 +33,8 @@ pub enum DaemonError {
 pub type StopWhen = Box<dyn Fn(&Board, &Idle) -> bool + Send + Sync>;
 
 pub struct DaemonOptions {
-    pub config: StationConfig,
+    /// The loaded configuration ([`Settings::load`]).
+    pub settings: Settings,
     /// Follow edits of the configuration file.
     pub watch_config: bool,
     pub board: Board,
@@ -111,15 +110,14 @@ struct Opened {
 
 /// Opens the state folder and the ledger; work a crash or a stop interrupted waits for its
 /// iPad to come back.
-async fn open(config: &StationConfig, board: &Board) -> Result<Opened, DaemonError> {
+async fn open(settings: Arc<Settings>, board: &Board) -> Result<Opened, DaemonError> {
+    let config = &settings.config;
     let state_dir = &config.state_dir;
     std::fs::create_dir_all(state_dir).map_err(|e| DaemonError::State(state_dir.clone(), e))?;
     let addr: UsbmuxAddress = config
         .usbmuxd
         .parse()
         .map_err(|e| DaemonError::Address(config.usbmuxd.clone(), e))?;
-    let settings =
-        Arc::new(Settings::from_config(Arc::new(config.clone())).map_err(DaemonError::Settings)?);
     let (ledger, report) = Ledger::open(state_dir)?;
     if let Some(aside) = &report.moved_aside {
         board.note(format!(
@@ -159,21 +157,22 @@ async fn open(config: &StationConfig, board: &Board) -> Result<Opened, DaemonErr
 /// Runs the station until a signal (or `stop_when`).
 pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
     let DaemonOptions {
-        config,
+        settings,
         watch_config,
         board,
         topology,
         stop_when,
         nudge,
     } = options;
+    let config = settings.config.clone();
     let state_dir = config.state_dir.clone();
-    let opened = open(&config, &board).await?;
+    let reloads = Reloads::start(watch_config, &settings, &board);
+    let opened = open(Arc::new(settings), &board).await?;
     if let Some(why) = topology.unavailable() {
         board.note(format!("USB slots: {why}"));
     }
     let status_path = state_dir.join("status.sock");
     let status_task = serve_status(board.clone(), status_path.clone());
-    let reloads = Reloads::start(watch_config, &config, &board);
     let (tx, rx) = mpsc::channel(256);
     let listener = spawn_listener(opened.addr.clone(), tx);
     notify_ready();
@@ -242,19 +241,19 @@ fn serve_status(board: Board, path: PathBuf) -> tokio::task::JoinHandle<()> {
 struct Reloads {
     /// Kept for its Drop, which stops watching.
     _watcher: Option<crate::watch::ConfigWatcher>,
-    accepted: Option<watch::Receiver<Arc<StationConfig>>>,
+    accepted: Option<watch::Receiver<Arc<Settings>>>,
     refused: Option<watch::Receiver<Option<Arc<ConfigError>>>>,
 }
 
 enum Reload {
-    Accepted(Arc<StationConfig>),
+    Accepted(Arc<Settings>),
     Refused(Arc<ConfigError>),
 }
 
 impl Reloads {
-    fn start(enabled: bool, config: &StationConfig, board: &Board) -> Reloads {
+    fn start(enabled: bool, settings: &Settings, board: &Board) -> Reloads {
         let watcher = if enabled {
-            crate::watch::ConfigWatcher::start(config.clone())
+            crate::watch::ConfigWatcher::start(settings.clone())
                 .map_err(|e| board.note(format!("configuration edits will not be followed: {e}")))
                 .ok()
         } else {
@@ -361,17 +360,14 @@ impl Events {
             ))
         };
         match reload {
-            Reload::Accepted(new) => match Settings::from_config(new.clone()) {
-                Ok(s) => {
-                    let what = new.changed_sections(&scheduler.settings().config);
-                    scheduler.set_settings(Arc::new(s));
-                    self.board.note(format!(
-                        "configuration reloaded ({}): applies to the next iPad",
-                        what.join(", ")
-                    ));
-                }
-                Err(e) => refused(&e),
-            },
+            Reload::Accepted(new) => {
+                let what = new.config.changed_sections(&scheduler.settings().config);
+                scheduler.set_settings(new);
+                self.board.note(format!(
+                    "configuration reloaded ({}): applies to the next iPad",
+                    what.join(", ")
+                ));
+            }
             Reload::Refused(e) => refused(&e),
         }
     }

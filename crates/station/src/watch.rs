@@ -2,9 +2,10 @@
 //!
 //! The file's folder is watched (not the file: editors save by writing a new file and renaming
 //! it over the old one, which ends a watch on the file itself). After a burst of changes has
-//! settled, the file is loaded again. A valid config is published on a
-//! `tokio::sync::watch` channel, for the next iPad to use, and logged; an invalid one is
-//! refused with the reason logged and the previous config stays in force.
+//! settled, the file is loaded again, with the files it names ([`Settings::load`]). Valid
+//! settings are published on a `tokio::sync::watch` channel, for the next iPad to use (the
+//! daemon reads no file again), and logged; an invalid edit is refused with the reason logged
+//! and the previous settings stay in force.
 //!
 //! Only the config file itself is watched: a new password in `wifi.password_file` or a new
 //! identity is read at the next edit of the config file (or restart), not on its own.
@@ -19,7 +20,8 @@ use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, ne
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::config::{ConfigError, StationConfig};
+use crate::config::ConfigError;
+use crate::settings::Settings;
 
 /// How long changes must have settled before the file is read again (an editor's save is
 /// several events).
@@ -43,22 +45,23 @@ pub enum WatchError {
 pub struct ConfigWatcher {
     // Kept for its Drop, which stops the watching thread.
     _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
-    current: watch::Receiver<Arc<StationConfig>>,
+    current: watch::Receiver<Arc<Settings>>,
     refused: watch::Receiver<Option<Arc<ConfigError>>>,
 }
 
 impl std::fmt::Debug for ConfigWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConfigWatcher")
-            .field("path", &self.current.borrow().path)
+            .field("path", &self.current.borrow().config.path)
             .finish_non_exhaustive()
     }
 }
 
 impl ConfigWatcher {
-    /// Starts watching `initial.path`, with `initial` as the config in force.
-    pub fn start(initial: StationConfig) -> Result<ConfigWatcher, WatchError> {
-        let path = initial.path.clone();
+    /// Starts watching the file `initial` was loaded from, with `initial` as the settings in
+    /// force.
+    pub fn start(initial: Settings) -> Result<ConfigWatcher, WatchError> {
+        let path = initial.config.path.clone();
         let (folder, file_name) = split(&path).ok_or_else(|| WatchError::NoFolder(path.clone()))?;
         let (tx, rx) = watch::channel(Arc::new(initial));
         let (refused_tx, refused_rx) = watch::channel(None);
@@ -94,13 +97,13 @@ impl ConfigWatcher {
         })
     }
 
-    /// A receiver of the config in force; `changed()` wakes on each accepted reload.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<StationConfig>> {
+    /// A receiver of the settings in force; `changed()` wakes on each accepted reload.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Settings>> {
         self.current.clone()
     }
 
-    /// The config in force now.
-    pub fn current(&self) -> Arc<StationConfig> {
+    /// The settings in force now.
+    pub fn current(&self) -> Arc<Settings> {
         Arc::clone(&self.current.borrow())
     }
 
@@ -123,13 +126,13 @@ fn split(path: &Path) -> Option<(PathBuf, OsString)> {
 
 fn reload(
     path: &Path,
-    tx: &watch::Sender<Arc<StationConfig>>,
+    tx: &watch::Sender<Arc<Settings>>,
     refused: &watch::Sender<Option<Arc<ConfigError>>>,
 ) {
-    match StationConfig::load(path) {
+    match Settings::load(path) {
         Ok(new) => {
             let old = Arc::clone(&tx.borrow());
-            let changed = new.changed_sections(&old);
+            let changed = new.config.changed_sections(&old.config);
             if changed.is_empty() {
                 debug!(path = %path.display(), "config file touched, settings unchanged");
                 refused.send_replace(None);

@@ -1,95 +1,12 @@
+//! The checks of each setting: what is accepted, and what is refused naming the setting, its
+//! line and why.
+
 use super::*;
-
-const PASSWORD: &str = "correct horse battery staple";
-
-/// A folder holding the files a config names: an identity, a password file, an MDM anchor.
-struct Fixture {
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let identity = dir.path().join("identity");
-        fs::create_dir(&identity).expect("identity dir");
-        // Contents only need to be readable; the profiles crate checks the certificate itself.
-        fs::write(
-            identity.join(IDENTITY_CERTIFICATE_FILE),
-            b"\x30\x03\x02\x01\x01",
-        )
-        .expect("cert");
-        fs::write(
-            identity.join(IDENTITY_KEY_FILE),
-            b"-----BEGIN PRIVATE KEY-----\n",
-        )
-        .expect("key");
-        fs::write(
-            dir.path().join("wifi-password.txt"),
-            format!("{PASSWORD}\n"),
-        )
-        .expect("password");
-        fs::write(
-            dir.path().join("mdm-anchor.pem"),
-            b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-        )
-        .expect("anchor");
-        Fixture { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Writes `text` as station.toml in the fixture folder and loads it.
-    fn load(&self, text: &str) -> Result<StationConfig, ConfigError> {
-        let path = self.path("station.toml");
-        fs::write(&path, text).expect("write config");
-        StationConfig::load(&path)
-    }
-}
-
-/// A small valid config; tests edit it with `replace`.
-const MINIMAL: &str = r#"
-state_dir = "state"
-
-[organization]
-name = "Example School"
-identity = "identity"
-
-[wifi]
-ssid = "School-iPads"
-security = "wpa2"
-password_file = "wifi-password.txt"
-
-[mdm]
-name = "Example MDM"
-enrollment_url = "https://mdm.example.org/enroll"
-"#;
-
-fn problem_fields(result: Result<StationConfig, ConfigError>) -> Vec<String> {
-    match result {
-        Ok(_) => panic!("the config was accepted"),
-        Err(e) => e.fields().into_iter().map(str::to_owned).collect(),
-    }
-}
-
-fn only_problem(result: Result<StationConfig, ConfigError>) -> Problem {
-    match result {
-        Ok(_) => panic!("the config was accepted"),
-        Err(e) => match e.problems() {
-            [one] => one.clone(),
-            many => panic!("expected one problem, got {many:?}"),
-        },
-    }
-}
 
 #[test]
 fn the_documented_example_is_a_valid_config() {
     let f = Fixture::new();
-    let text = fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/station.example.toml"),
-    )
-    .expect("config/station.example.toml");
+    let text = example_text();
     let config = f
         .load(&text)
         .unwrap_or_else(|e| panic!("the example must validate: {e}"));
@@ -310,7 +227,7 @@ fn naming_templates_accept_known_placeholders_only() {
         ("{n:x}", "width"),
         ("", "empty"),
     ] {
-        let reason = NameTemplate::parse(bad).expect_err(bad);
+        let reason = NameTemplate::parse(bad).expect_err(bad).to_string();
         assert!(reason.contains(hint), "{bad:?}: {reason}");
     }
 
@@ -328,10 +245,7 @@ fn naming_templates_accept_known_placeholders_only() {
 #[test]
 fn a_mobileconfig_replaces_the_network_settings() {
     let f = Fixture::new();
-    let profile = r#"<?xml version="1.0" encoding="UTF-8"?>
-<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
-<plist version="1.0"><dict><key>PayloadType</key><string>Configuration</string></dict></plist>"#;
-    fs::write(f.path("wifi.mobileconfig"), profile).expect("profile");
+    fs::write(f.path("wifi.mobileconfig"), MOBILECONFIG).expect("profile");
     let only_profile = MINIMAL.replace(
         "ssid = \"School-iPads\"\nsecurity = \"wpa2\"\npassword_file = \"wifi-password.txt\"\n",
         "mobileconfig = \"wifi.mobileconfig\"\n",
@@ -437,11 +351,7 @@ fn the_fingerprint_follows_what_the_ipad_gets_and_nothing_else() {
     let other_url = MINIMAL.replace("/enroll", "/enroll2");
     assert_ne!(f.load(&other_url).expect("valid").fingerprint(), base);
 
-    fs::write(
-        f.path("identity").join(IDENTITY_CERTIFICATE_FILE),
-        b"\x30\x03\x02\x01\x02",
-    )
-    .expect("cert");
+    f.use_identity(1);
     assert_ne!(
         f.load(MINIMAL).expect("valid").fingerprint(),
         base,
@@ -482,7 +392,7 @@ fn a_toml_syntax_error_gives_the_line() {
 #[test]
 fn an_unreadable_config_file_is_a_read_error_naming_it() {
     let missing = Path::new("/nonexistent/cartprep/station.toml");
-    let err = StationConfig::load(missing).expect_err("missing");
+    let err = Settings::load(missing).err().expect("missing");
     assert!(matches!(err, ConfigError::Read { .. }));
     assert!(
         err.to_string()
