@@ -7,8 +7,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::io::AsyncBufReadExt;
 
+#[path = "cli/demo.rs"]
 mod demo;
+#[path = "cli/identity.rs"]
 mod identity_cli;
+#[path = "cli/station.rs"]
 mod station_cli;
 
 #[derive(Parser)]
