@@ -881,7 +881,7 @@ fn check(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems) -> StationC
         .state_dir
         .as_deref()
         .map(resolve)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        .unwrap_or_else(crate::paths::default_state_dir);
     if state_dir.exists() && !state_dir.is_dir() {
         p.add(
             "state_dir",

@@ -5,6 +5,7 @@
 //!   the log when the database is damaged.
 //! - [`export`]: the Apple School Manager serial CSV, a full CSV and JSONL.
 //! - [`config`]: the station configuration file, checked field by field.
+//! - [`paths`]: the default state folder and configuration file, one rule for every command.
 //! - [`watch`]: reloading the configuration when the file is edited.
 //! - [`clock`]: Unix milliseconds and RFC 3339.
 
@@ -14,6 +15,7 @@ pub mod daemon;
 pub mod export;
 pub mod ledger;
 pub mod models;
+pub mod paths;
 pub mod pipeline;
 pub mod record;
 pub mod settings;
