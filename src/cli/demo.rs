@@ -6,7 +6,6 @@
 //! Apple's activation server are simulated, on loopback.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,18 @@ use anyhow::Context;
 use simulator::scenario::{Action, DeviceEntry, Scenario, TimelineEntry};
 use station::slots::{AppleUsbDevice, FixedTopology, UsbMode};
 use station::status::{Board, Light};
+
+use super::bad_input;
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// iPads on the simulated cart (at least 5).
+    #[arg(long, default_value_t = 6)]
+    devices: usize,
+    /// Keep everything here (default: a new temporary folder, kept after the demo).
+    #[arg(long = "state", value_name = "DIR")]
+    state: Option<PathBuf>,
+}
 
 const MODELS: &[(&str, &str)] = &[
     ("iPad12,1", "17.6.1"),
@@ -88,12 +99,12 @@ fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-pub async fn demo(devices: usize, state: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let DemoArgs { devices, state } = args;
     if devices < PULLED_SLOT as usize {
-        eprintln!(
-            "error: the demo cart needs at least {PULLED_SLOT} iPads (--devices {PULLED_SLOT} or more)"
-        );
-        return Ok(ExitCode::from(2));
+        return Err(bad_input(format!(
+            "the demo cart needs at least {PULLED_SLOT} iPads (--devices {PULLED_SLOT} or more)"
+        )));
     }
     let root = match state {
         Some(dir) => dir,
@@ -262,5 +273,5 @@ extra_ca_file = "activation-ca.pem"
         station_dir.display(),
         station_dir.display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

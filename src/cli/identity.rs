@@ -1,30 +1,20 @@
-//! `cartprep identity …` and `cartprep profile …`: the supervision identity and Wi-Fi profiles.
+//! `cartprep identity …`: the supervision identity (create, import, export, show).
 //!
-//! Exit status: 0 on success, 2 for bad input (a missing or malformed input file, an invalid
-//! value, an identity that would be overwritten without `--force`), 1 for other failures.
+//! Bad input (a missing or malformed input file, an invalid value, an identity that would be
+//! overwritten without `--force`) is reported as such, so it exits with status 2.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
-use clap::{ArgGroup, Args, Subcommand, ValueEnum};
-use profiles::{ProfileError, Secret, Security, SupervisionIdentity, WifiProfile, files};
+use clap::{ArgGroup, Args, Subcommand};
+use profiles::{Secret, SupervisionIdentity, files};
+use station::paths::default_state_dir;
+
+use super::bad_input;
+use super::password::read_password;
 
 /// Largest PEM/PKCS#12 input file read.
 const MAX_INPUT_FILE: u64 = 1 << 20;
-
-/// The state folder used when `--state` is not given: `$CARTPREP_STATE`, else
-/// `~/Library/Application Support/cartprep` on macOS and `/var/lib/cartprep` elsewhere.
-pub fn default_state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARTPREP_STATE").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if cfg!(target_os = "macos")
-        && let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty())
-    {
-        return PathBuf::from(home).join("Library/Application Support/cartprep");
-    }
-    PathBuf::from("/var/lib/cartprep")
-}
 
 #[derive(Args)]
 pub struct IdentityArgs {
@@ -48,7 +38,7 @@ enum IdentityCommand {
 #[derive(Args)]
 struct StateArg {
     /// State folder holding supervision.crt.der and supervision.key.pem [default:
-    /// $CARTPREP_STATE, else /var/lib/cartprep, or ~/Library/Application Support/cartprep on
+    /// $CARTPREP_STATE, else /var/lib/cartprep, or /Library/Application Support/cartprep on
     /// macOS].
     #[arg(long = "state", value_name = "DIR")]
     state: Option<PathBuf>,
@@ -60,6 +50,7 @@ impl StateArg {
     }
 }
 
+/// Where a PKCS#12 password comes from.
 #[derive(Args)]
 struct PasswordArgs {
     /// Read the PKCS#12 password from this file (one trailing newline is ignored).
@@ -68,6 +59,12 @@ struct PasswordArgs {
     /// Read the PKCS#12 password from this environment variable.
     #[arg(long, value_name = "VAR")]
     password_env: Option<String>,
+}
+
+impl PasswordArgs {
+    fn read(&self) -> anyhow::Result<Option<Secret>> {
+        read_password(self.password_file.as_deref(), self.password_env.as_deref())
+    }
 }
 
 #[derive(Args)]
@@ -135,128 +132,18 @@ struct ShowArgs {
     state: StateArg,
 }
 
-#[derive(Args)]
-pub struct ProfileArgs {
-    #[command(subcommand)]
-    command: ProfileCommand,
-}
-
-#[derive(Subcommand)]
-enum ProfileCommand {
-    /// Write a Wi-Fi configuration profile (.mobileconfig). Installing it again for the same
-    /// SSID replaces the previous one.
-    Wifi(WifiArgs),
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum SecurityArg {
-    None,
-    Wep,
-    Wpa,
-    Wpa2,
-    Wpa3,
-    Any,
-}
-
-impl From<SecurityArg> for Security {
-    fn from(s: SecurityArg) -> Self {
-        match s {
-            SecurityArg::None => Security::None,
-            SecurityArg::Wep => Security::Wep,
-            SecurityArg::Wpa => Security::Wpa,
-            SecurityArg::Wpa2 => Security::Wpa2,
-            SecurityArg::Wpa3 => Security::Wpa3,
-            SecurityArg::Any => Security::Any,
-        }
-    }
-}
-
-#[derive(Args)]
-#[command(group(ArgGroup::new("secret").args(["password_file", "password_env", "password"])))]
-struct WifiArgs {
-    /// Network name (1 to 32 bytes).
-    #[arg(long)]
-    ssid: String,
-    /// Network security.
-    #[arg(long, value_enum, default_value = "wpa2")]
-    security: SecurityArg,
-    /// Read the Wi-Fi password from this file (one trailing newline is ignored).
-    #[arg(long, value_name = "FILE")]
-    password_file: Option<PathBuf>,
-    /// Read the Wi-Fi password from this environment variable.
-    #[arg(long, value_name = "VAR")]
-    password_env: Option<String>,
-    /// The Wi-Fi password itself. Other users can see it in `ps` and it stays in the shell
-    /// history: prefer --password-file or --password-env.
-    #[arg(long, value_name = "PASSWORD")]
-    password: Option<String>,
-    /// The network does not broadcast its SSID.
-    #[arg(long)]
-    hidden: bool,
-    /// Do not join the network automatically.
-    #[arg(long)]
-    no_auto_join: bool,
-    /// Organisation shown with the profile on the iPad.
-    #[arg(long, value_name = "NAME")]
-    org: Option<String>,
-    /// Output file (mode 0600 when it holds a password).
-    #[arg(long, value_name = "FILE.mobileconfig")]
-    out: PathBuf,
-}
-
-/// A failure already described, with its exit status.
-struct Failure {
-    message: String,
-    status: u8,
-}
-
-impl Failure {
-    fn input(message: impl Into<String>) -> Self {
-        Failure {
-            message: message.into(),
-            status: 2,
-        }
-    }
-}
-
-impl From<ProfileError> for Failure {
-    fn from(e: ProfileError) -> Self {
-        Failure {
-            status: if e.is_input_error() { 2 } else { 1 },
-            message: e.to_string(),
-        }
-    }
-}
-
-fn finish(result: Result<(), Failure>) -> anyhow::Result<ExitCode> {
-    match result {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(f) => {
-            eprintln!("error: {}", f.message);
-            Ok(ExitCode::from(f.status))
-        }
-    }
-}
-
 /// `cartprep identity …`
-pub fn identity(args: IdentityArgs) -> anyhow::Result<ExitCode> {
-    finish(match args.command {
+pub fn identity(args: IdentityArgs) -> anyhow::Result<()> {
+    match args.command {
         IdentityCommand::Create(a) => create(a),
         IdentityCommand::Import(a) => import(a),
         IdentityCommand::Export(a) => export(a),
         IdentityCommand::Show(a) => show(a),
-    })
-}
-
-/// `cartprep profile …`
-pub fn profile(args: ProfileArgs) -> anyhow::Result<ExitCode> {
-    finish(match args.command {
-        ProfileCommand::Wifi(a) => wifi(a),
-    })
+    }
 }
 
 /// Refuses to replace an identity without `--force`.
-fn check_overwrite(dir: &Path, force: bool) -> Result<(), Failure> {
+fn check_overwrite(dir: &Path, force: bool) -> anyhow::Result<()> {
     if force || !SupervisionIdentity::exists_in(dir) {
         return Ok(());
     }
@@ -264,7 +151,7 @@ fn check_overwrite(dir: &Path, force: bool) -> Result<(), Failure> {
         Ok(id) => format!(" (sha256 {})", id.fingerprint_sha256()),
         Err(_) => String::new(),
     };
-    Err(Failure::input(format!(
+    Err(bad_input(format!(
         "{} already holds a supervision identity{which}; iPads supervised with it can only be \
          managed with it. Pass --force to replace it (export it first: cartprep identity export \
          --p12 FILE)",
@@ -272,17 +159,20 @@ fn check_overwrite(dir: &Path, force: bool) -> Result<(), Failure> {
     )))
 }
 
-fn create(args: CreateArgs) -> Result<(), Failure> {
+fn create(args: CreateArgs) -> anyhow::Result<()> {
     let dir = args.state.dir();
     check_overwrite(&dir, args.force)?;
     let id = SupervisionIdentity::create(&args.org)?;
     id.save(&dir)?;
-    println!("created a supervision identity in {}", dir.display());
-    print_identity(&id, &dir);
-    Ok(())
+    writeln!(
+        std::io::stdout(),
+        "created a supervision identity in {}",
+        dir.display()
+    )?;
+    print_identity(&id, &dir)
 }
 
-fn import(args: ImportArgs) -> Result<(), Failure> {
+fn import(args: ImportArgs) -> anyhow::Result<()> {
     let dir = args.state.dir();
     check_overwrite(&dir, args.force)?;
     let id = if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
@@ -302,35 +192,39 @@ fn import(args: ImportArgs) -> Result<(), Failure> {
         SupervisionIdentity::from_pem(&text).map_err(|e| e.in_file(Path::new(&names)))?
     } else if let Some(path) = &args.p12 {
         let bytes = files::read_limited(path, MAX_INPUT_FILE)?;
-        let password = read_password(&args.password)?.unwrap_or_else(|| Secret::new(""));
+        let password = args.password.read()?.unwrap_or_else(|| Secret::new(""));
         SupervisionIdentity::from_pkcs12(&bytes, password.expose()).map_err(|e| e.in_file(path))?
     } else {
-        return Err(Failure::input("give --cert and --key, --pem, or --p12"));
+        return Err(bad_input("give --cert and --key, --pem, or --p12"));
     };
     id.save(&dir)?;
-    println!("imported a supervision identity into {}", dir.display());
-    print_identity(&id, &dir);
-    Ok(())
+    writeln!(
+        std::io::stdout(),
+        "imported a supervision identity into {}",
+        dir.display()
+    )?;
+    print_identity(&id, &dir)
 }
 
-fn export(args: ExportArgs) -> Result<(), Failure> {
+fn export(args: ExportArgs) -> anyhow::Result<()> {
     let dir = args.state.dir();
     let id = load(&dir)?;
+    let mut out = std::io::stdout();
     if args.p12.is_none()
         && (args.password.password_file.is_some() || args.password.password_env.is_some())
     {
-        return Err(Failure::input("a password is only used with --p12"));
+        return Err(bad_input("a password is only used with --p12"));
     }
-    if let Some(out) = &args.der {
-        files::write_public(out, id.certificate_der())?;
-        println!("wrote {} (certificate, DER)", out.display());
+    if let Some(path) = &args.der {
+        files::write_public(path, id.certificate_der())?;
+        writeln!(out, "wrote {} (certificate, DER)", path.display())?;
     }
-    if let Some(out) = &args.pem {
-        files::write_public(out, id.certificate_pem()?.as_bytes())?;
-        println!("wrote {} (certificate, PEM)", out.display());
+    if let Some(path) = &args.pem {
+        files::write_public(path, id.certificate_pem()?.as_bytes())?;
+        writeln!(out, "wrote {} (certificate, PEM)", path.display())?;
     }
-    if let Some(out) = &args.p12 {
-        let password = match read_password(&args.password)? {
+    if let Some(path) = &args.p12 {
+        let password = match args.password.read()? {
             Some(p) => p,
             None => {
                 eprintln!(
@@ -343,45 +237,44 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
         let name = id
             .common_name()
             .unwrap_or_else(|| "cartprep supervision identity".to_owned());
-        files::write_private(out, &id.to_pkcs12(password.expose(), &name)?)?;
-        println!(
+        files::write_private(path, &id.to_pkcs12(password.expose(), &name)?)?;
+        writeln!(
+            out,
             "wrote {} (certificate and key, PKCS#12, mode 0600)",
-            out.display()
-        );
+            path.display()
+        )?;
     }
-    if let Some(out) = &args.keybag {
-        files::write_private(out, id.to_keybag_pem()?.as_bytes())?;
-        println!(
+    if let Some(path) = &args.keybag {
+        files::write_private(path, id.to_keybag_pem()?.as_bytes())?;
+        writeln!(
+            out,
             "wrote {} (key and certificate, PEM keybag, mode 0600)",
-            out.display()
-        );
+            path.display()
+        )?;
     }
     Ok(())
 }
 
-fn show(args: ShowArgs) -> Result<(), Failure> {
+fn show(args: ShowArgs) -> anyhow::Result<()> {
     let dir = args.state.dir();
     let id = load(&dir)?;
-    print_identity(&id, &dir);
-    Ok(())
+    print_identity(&id, &dir)
 }
 
-fn load(dir: &Path) -> Result<SupervisionIdentity, Failure> {
+fn load(dir: &Path) -> anyhow::Result<SupervisionIdentity> {
     if !SupervisionIdentity::exists_in(dir) {
-        return Err(Failure {
-            message: format!(
-                "no supervision identity in {}: create one with `cartprep identity create --org \
-                 NAME` or import one with `cartprep identity import`",
-                dir.display()
-            ),
-            status: 1,
-        });
+        anyhow::bail!(
+            "no supervision identity in {}: create one with `cartprep identity create --org \
+             NAME` or import one with `cartprep identity import`",
+            dir.display()
+        );
     }
     Ok(SupervisionIdentity::load(dir)?)
 }
 
 /// Everything but the key.
-fn print_identity(id: &SupervisionIdentity, dir: &Path) {
+fn print_identity(id: &SupervisionIdentity, dir: &Path) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
     let now = std::time::SystemTime::now();
     let status = if now < id.not_before() {
         "not yet valid"
@@ -390,20 +283,21 @@ fn print_identity(id: &SupervisionIdentity, dir: &Path) {
     } else {
         "valid"
     };
-    println!("state folder   {}", dir.display());
-    println!(
+    writeln!(out, "state folder   {}", dir.display())?;
+    writeln!(
+        out,
         "organization   {}",
         id.organization().as_deref().unwrap_or("(none)")
-    );
-    println!("subject        {}", id.subject());
+    )?;
+    writeln!(out, "subject        {}", id.subject())?;
     let issuer = id.issuer();
     if issuer != id.subject() {
-        println!("issuer         {issuer}");
+        writeln!(out, "issuer         {issuer}")?;
     }
-    println!("serial         {}", id.serial_hex());
-    println!("valid from     {}", id.not_before_string());
-    println!("valid until    {} ({status})", id.not_after_string());
-    println!("sha256         {}", id.fingerprint_sha256());
+    writeln!(out, "serial         {}", id.serial_hex())?;
+    writeln!(out, "valid from     {}", id.not_before_string())?;
+    writeln!(out, "valid until    {} ({status})", id.not_after_string())?;
+    writeln!(out, "sha256         {}", id.fingerprint_sha256())?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -418,98 +312,5 @@ fn print_identity(id: &SupervisionIdentity, dir: &Path) {
             }
         }
     }
-}
-
-/// The password from --password-file or --password-env, if either is given.
-fn read_password(args: &PasswordArgs) -> Result<Option<Secret>, Failure> {
-    if let Some(path) = &args.password_file {
-        return password_from_file(path).map(Some);
-    }
-    if let Some(var) = &args.password_env {
-        return password_from_env(var).map(Some);
-    }
-    Ok(None)
-}
-
-fn password_from_file(path: &Path) -> Result<Secret, Failure> {
-    Ok(Secret::from_file(path)?)
-}
-
-fn password_from_env(var: &str) -> Result<Secret, Failure> {
-    match std::env::var(var) {
-        Ok(value) => Ok(Secret::new(value)),
-        Err(std::env::VarError::NotPresent) => Err(Failure::input(format!(
-            "environment variable {var} is not set"
-        ))),
-        Err(std::env::VarError::NotUnicode(_)) => Err(Failure::input(format!(
-            "environment variable {var} is not valid UTF-8"
-        ))),
-    }
-}
-
-fn wifi(args: WifiArgs) -> Result<(), Failure> {
-    let password = if let Some(p) = &args.password {
-        Some(Secret::new(p.as_str()))
-    } else {
-        read_password(&PasswordArgs {
-            password_file: args.password_file.clone(),
-            password_env: args.password_env.clone(),
-        })?
-    };
-    let security: Security = args.security.into();
-    if password.is_none() && security.requires_password() {
-        return Err(Failure::input(format!(
-            "a {security} network needs a password: give --password-file FILE or --password-env \
-             VAR"
-        )));
-    }
-    let profile = WifiProfile {
-        ssid: args.ssid,
-        security,
-        password,
-        hidden: args.hidden,
-        auto_join: !args.no_auto_join,
-        organization: args.org,
-    };
-    let bytes = profile.to_mobileconfig()?;
-    if profile.password.is_some() {
-        files::write_private(&args.out, &bytes)?;
-    } else {
-        files::write_public(&args.out, &bytes)?;
-    }
-    println!(
-        "wrote {}: Wi-Fi {:?} ({}), identifier {}, UUID {}",
-        args.out.display(),
-        profile.ssid,
-        profile.security,
-        profile.identifier(),
-        profile.uuid()
-    );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn missing_password_file_is_bad_input() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let f = password_from_file(&dir.path().join("missing")).expect_err("missing file");
-        assert_eq!(f.status, 2);
-        assert!(f.message.contains("missing"), "{}", f.message);
-    }
-
-    #[test]
-    fn state_dir_from_environment_or_default() {
-        // Only reads the variable; the default is one of the documented folders.
-        let dir = default_state_dir();
-        match std::env::var_os("CARTPREP_STATE").filter(|d| !d.is_empty()) {
-            Some(v) => assert_eq!(dir, PathBuf::from(v)),
-            None if cfg!(target_os = "macos") => {
-                assert!(dir.ends_with("Library/Application Support/cartprep"))
-            }
-            None => assert_eq!(dir, PathBuf::from("/var/lib/cartprep")),
-        }
-    }
 }
