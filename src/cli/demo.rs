@@ -5,6 +5,7 @@
 //! its preparation and plugged back in. The daemon is the real one; only usbmuxd, the iPads and
 //! Apple's activation server are simulated, on loopback.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,10 +117,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     };
     let station_dir = root.join("station");
     std::fs::create_dir_all(&station_dir)?;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "cartprep demo: a simulated cart of {devices} iPads; everything is kept in {}",
         root.display()
-    );
+    )?;
 
     let sim = simulator::Simulator::start(simulator::SimConfig {
         scenario: scenario(devices),
@@ -220,10 +222,16 @@ extra_ca_file = "activation-ca.pem"
                     break;
                 }
             }
-            println!(">>> demo: pulling slot {PULLED_SLOT} out in the middle of its preparation");
+            let _ = writeln!(
+                std::io::stdout(),
+                ">>> demo: pulling slot {PULLED_SLOT} out in the middle of its preparation"
+            );
             let _ = cart.unplug(PULLED_SLOT);
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            println!(">>> demo: plugging slot {PULLED_SLOT} back in");
+            let _ = writeln!(
+                std::io::stdout(),
+                ">>> demo: plugging slot {PULLED_SLOT} back in"
+            );
             let _ = cart.plug(PULLED_SLOT);
             let _ = nudge_tx.send(());
             // Keep the channel open until the end.
@@ -261,17 +269,23 @@ extra_ca_file = "activation-ca.pem"
     buf.clear();
     station::export::full_csv(&records, &mut buf)?;
     std::fs::write(&full, &buf)?;
-    println!();
-    println!("demo finished: {}", report.summary);
-    println!("serial numbers for Apple School Manager: {}", asm.display());
-    println!(
+    writeln!(std::io::stdout())?;
+    writeln!(std::io::stdout(), "demo finished: {}", report.summary)?;
+    writeln!(
+        std::io::stdout(),
+        "serial numbers for Apple School Manager: {}",
+        asm.display()
+    )?;
+    writeln!(
+        std::io::stdout(),
         "every iPad, for the MDM and the school's records: {}",
         full.display()
-    );
-    println!(
+    )?;
+    writeln!(
+        std::io::stdout(),
         "ledger: cartprep ledger list --state {}    status while running: cartprep status --state {}",
         station_dir.display(),
         station_dir.display()
-    );
+    )?;
     Ok(())
 }
