@@ -1,231 +1,262 @@
-//! cartprep: the command line. Everything it runs lives in the crates under crates/.
+//! cartprep: the command line. This file parses, dispatches to the command groups in `cli/`,
+//! and decides the exit status, here and nowhere else. Everything the commands run lives in the
+//! crates under crates/.
 
-use std::path::PathBuf;
+use std::io::ErrorKind;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use tokio::io::AsyncBufReadExt;
+use clap::{CommandFactory, FromArgMatches};
 
-mod demo;
-mod identity_cli;
-mod station_cli;
+mod cli;
 
-#[derive(Parser)]
-#[command(
-    name = "cartprep",
-    version,
-    about = "Headless iPad preparation station"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
+use cli::{Cli, Command};
+
+/// The exit statuses, as `cartprep --help` lists them.
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  done (also when the reader of the output stops early, as `| head` does)
+  1  failed while working (the error says what happened)
+  2  bad usage or bad input: an unknown option, an invalid configuration, a malformed input
+     file; nothing was touched";
+
+/// What the process tells whoever started it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    Success,
+    Failure,
+    BadInput,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Run a simulated cart: a usbmuxd server hosting virtual iPads that speak lockdownd.
-    Sim(SimArgs),
-    /// The supervision identity: create, import, export, show.
-    Identity(identity_cli::IdentityArgs),
-    /// Configuration profiles: write a Wi-Fi profile.
-    Profile(identity_cli::ProfileArgs),
-    /// Run the station: prepare every iPad plugged in, as the configuration says.
-    Run(station_cli::RunArgs),
-    /// The station preparing a simulated cart (no iPad needed).
-    Demo(DemoArgs),
-    /// What a running station is doing.
-    Status(station_cli::StatusArgs),
-    /// The record of every iPad prepared: list, show, export.
-    Ledger(station_cli::LedgerArgs),
-    /// Name the cart's USB slots.
-    Slots(station_cli::SlotsArgs),
+impl Exit {
+    fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Failure => 1,
+            Exit::BadInput => 2,
+        }
+    }
 }
 
-#[derive(clap::Args)]
-struct DemoArgs {
-    /// iPads on the simulated cart (at least 5).
-    #[arg(long, default_value_t = 6)]
-    devices: usize,
-    /// Keep everything here (default: a new temporary folder, kept after the demo).
-    #[arg(long = "state", value_name = "DIR")]
-    state: Option<PathBuf>,
+/// The exit status for a command's error.
+fn exit_for(error: &anyhow::Error) -> Exit {
+    let mut bad_input = false;
+    for cause in error.chain() {
+        // The reader went away (`cartprep ledger list | head -1`): nobody is left to tell.
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == ErrorKind::BrokenPipe)
+        {
+            return Exit::Success;
+        }
+        bad_input |= cause.is::<cli::BadInput>()
+            || cause.is::<station::ConfigError>()
+            || cause
+                .downcast_ref::<profiles::ProfileError>()
+                .is_some_and(profiles::ProfileError::is_input_error);
+    }
+    if bad_input {
+        Exit::BadInput
+    } else {
+        Exit::Failure
+    }
 }
 
-#[derive(clap::Args)]
-struct SimArgs {
-    /// Number of fresh iPads on the cart (ignored with --scenario).
-    #[arg(long, default_value_t = 3, conflicts_with = "scenario")]
-    devices: usize,
-    /// A TOML scenario describing the cart (see crates/simulator/src/scenario.rs).
-    #[arg(long)]
-    scenario: Option<PathBuf>,
-    /// Where to listen: a unix socket path or 127.0.0.1:PORT (repeatable).
-    #[arg(long = "listen", value_name = "ADDR")]
-    listen: Vec<String>,
-    /// Folder for pair records, the SystemBUID and device keys (default: a new temporary folder).
-    #[arg(long = "state", value_name = "DIR")]
-    state: Option<PathBuf>,
-    /// Start the iPads activated (still in Setup Assistant), as after an erase and activation.
-    #[arg(long)]
-    activated: bool,
+/// The exit status for a command line clap refused, or answered itself (`--help`, `--version`).
+fn exit_for_parse(error: &clap::Error) -> Exit {
+    if error.use_stderr() {
+        Exit::BadInput
+    } else {
+        Exit::Success
+    }
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    // idevice prints pair records, private keys included, at debug level: never let it.
-    let (filter, idevice_cap) = match EnvFilter::try_from_env("CARTPREP_LOG") {
-        Ok(f) => (f, "idevice=info"),
-        Err(_) => (EnvFilter::new("warn"), "idevice=warn"),
-    };
-    let filter = filter.add_directive(idevice_cap.parse().expect("static directive"));
-    // Plain under systemd/launchd (stderr is the journal or a file), coloured on a terminal.
-    let ansi = {
-        use std::io::IsTerminal;
-        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+/// The error and its causes on one line, each cause said once (many errors already include
+/// their source's text in their own).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+fn parse() -> Result<Cli, clap::Error> {
+    let matches = Cli::command()
+        .after_help(EXIT_STATUS_HELP)
+        .try_get_matches()?;
+    Cli::from_arg_matches(&matches)
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Sim(args) => cli::sim::sim(args).await,
+        Command::Identity(args) => cli::identity::identity(args),
+        Command::Profile(args) => cli::profile::profile(args),
+        Command::Run(args) => cli::station::run(args).await,
+        Command::Demo(args) => cli::demo::demo(args).await,
+        Command::Status(args) => cli::station::status(args).await,
+        Command::Ledger(args) => cli::station::ledger(args).await,
+        Command::Slots(args) => cli::station::slots(args).await,
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
+    let cli = match parse() {
+        Ok(cli) => cli,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            // Help or a usage error; a closed pipe while printing it changes nothing.
+            let _ = e.print();
+            return ExitCode::from(exit_for_parse(&e).code());
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Sim(args) => sim(args).await,
-            Command::Identity(args) => identity_cli::identity(args),
-            Command::Profile(args) => identity_cli::profile(args),
-            Command::Run(args) => station_cli::run(args).await,
-            Command::Demo(args) => demo::demo(args.devices, args.state).await,
-            Command::Status(args) => station_cli::status(args).await,
-            Command::Ledger(args) => station_cli::ledger(args).await,
-            Command::Slots(args) => station_cli::slots(args).await,
-        }
-    });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+    cli::logging::init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(dispatch(cli.command)),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot start the async runtime")),
+    };
+    let Err(error) = result else {
+        return ExitCode::SUCCESS;
+    };
+    let exit = exit_for(&error);
+    if exit != Exit::Success {
+        eprintln!("error: {}", describe(&error));
     }
+    ExitCode::from(exit.code())
 }
 
-async fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
-    let scenario = match &args.scenario {
-        Some(path) => match simulator::Scenario::load(path) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::from(2));
-            }
-        },
-        None if args.devices == 0 => {
-            eprintln!("error: --devices must be at least 1");
-            return Ok(ExitCode::from(2));
-        }
-        None => simulator::Scenario::uniform(args.devices),
-    };
-    let listen_args = if args.listen.is_empty() {
-        vec!["127.0.0.1:27015".to_owned()]
-    } else {
-        args.listen.clone()
-    };
-    let mut listen = Vec::new();
-    for a in &listen_args {
-        match a.parse::<usbmux::UsbmuxAddress>() {
-            Ok(addr) => listen.push(addr),
-            Err(e) => {
-                eprintln!("error: --listen {a}: {e}");
-                return Ok(ExitCode::from(2));
-            }
-        }
-    }
-    // Kept until exit so a default state folder is removed when the simulator stops.
-    let (state_dir, _temp) = match &args.state {
-        Some(dir) => (dir.clone(), None),
-        None => {
-            let t = tempfile::Builder::new().prefix("cartprep-sim-").tempdir()?;
-            (t.path().to_owned(), Some(t))
-        }
-    };
-    let sim = simulator::Simulator::start(simulator::SimConfig {
-        scenario,
-        listen,
-        state_dir: state_dir.clone(),
-        activated: args.activated,
-    })
-    .await
-    .context("starting the simulator")?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::path::Path;
 
-    let control_path = state_dir.join("control.sock");
-    {
-        let cart = sim.cart.clone();
-        let path = control_path.clone();
-        tokio::spawn(async move {
-            if let Err(e) = simulator::control::serve_socket(cart, &path).await {
-                eprintln!("warning: control socket {}: {e}", path.display());
-            }
-        });
+    fn io(kind: ErrorKind) -> anyhow::Error {
+        std::io::Error::from(kind).into()
     }
-    for addr in sim.addresses() {
-        println!("listening on {addr}");
+
+    fn config_error() -> anyhow::Error {
+        station::ConfigError::Read {
+            path: "station.toml".into(),
+            source: std::io::Error::from(ErrorKind::NotFound),
+        }
+        .into()
     }
-    println!("state folder {}", state_dir.display());
-    let ca_path = state_dir.join("activation-ca.pem");
-    std::fs::write(&ca_path, sim.activation_ca_pem())
-        .with_context(|| format!("writing {}", ca_path.display()))?;
-    println!("activation server {}", sim.activation_server_url());
-    println!("activation CA {}", ca_path.display());
-    println!("control socket {}", control_path.display());
-    let first = sim.address();
-    println!(
-        "try: USBMUXD_SOCKET_ADDRESS={} ideviceinfo -s    or    USBMUXD_SOCKET_ADDRESS={first} pymobiledevice3 usbmux list",
-        first.for_libusbmuxd()
-    );
-    println!("{}", simulator::control::HELP);
-    for (ipad, id) in sim.cart.slots() {
-        if let Some(device_id) = id {
-            println!(
-                "{}",
-                simulator::Notice::Plugged {
-                    slot: ipad.spec.slot,
-                    device_id,
-                    ipad: ipad.clone()
-                }
+
+    #[test]
+    fn errors_map_to_exit_statuses() {
+        let missing_password_file = cli::password::password_from_file(Path::new("/nonexistent"))
+            .map(|_| ())
+            .expect_err("missing file");
+        let cases: Vec<(&str, anyhow::Error, Exit)> = vec![
+            ("an invalid configuration", config_error(), Exit::BadInput),
+            (
+                "an invalid configuration, with context",
+                config_error().context("loading"),
+                Exit::BadInput,
+            ),
+            (
+                "bad input",
+                cli::bad_input("--devices must be at least 1"),
+                Exit::BadInput,
+            ),
+            (
+                "a missing password file",
+                missing_password_file.into(),
+                Exit::BadInput,
+            ),
+            (
+                "a profile that does not validate",
+                profiles::ProfileError::validation("ssid", "empty").into(),
+                Exit::BadInput,
+            ),
+            (
+                "a failure of the cryptography",
+                profiles::ProfileError::Crypto("rng".into()).into(),
+                Exit::Failure,
+            ),
+            ("a closed pipe", io(ErrorKind::BrokenPipe), Exit::Success),
+            (
+                "a closed pipe, with context",
+                io(ErrorKind::BrokenPipe).context("writing the ledger"),
+                Exit::Success,
+            ),
+            (
+                "another I/O error",
+                io(ErrorKind::PermissionDenied),
+                Exit::Failure,
+            ),
+            (
+                "a failure while working",
+                anyhow::anyhow!("usbmuxd went away"),
+                Exit::Failure,
+            ),
+        ];
+        for (what, error, expected) in cases {
+            assert_eq!(exit_for(&error), expected, "{what}: {error:#}");
+        }
+    }
+
+    #[test]
+    fn the_exit_statuses_are_listed_in_the_help() {
+        for exit in [Exit::Success, Exit::Failure, Exit::BadInput] {
+            assert!(
+                EXIT_STATUS_HELP.contains(&format!("\n  {}  ", exit.code())),
+                "{exit:?}"
             );
         }
+        let help = Cli::command()
+            .after_help(EXIT_STATUS_HELP)
+            .render_help()
+            .to_string();
+        assert!(help.contains("Exit status:"), "{help}");
     }
-    let mut notices = sim.cart.notices();
-    tokio::spawn(async move {
-        while let Ok(n) = notices.recv().await {
-            println!("{n}");
+
+    #[test]
+    fn help_and_version_succeed_and_usage_errors_are_bad_input() {
+        let cases: [(&[&str], Exit); 4] = [
+            (&["cartprep", "--help"], Exit::Success),
+            (&["cartprep", "--version"], Exit::Success),
+            (&["cartprep", "ledger", "list", "--colour"], Exit::BadInput),
+            (&["cartprep", "sim", "--devices", "many"], Exit::BadInput),
+        ];
+        for (args, expected) in cases {
+            let error = Cli::try_parse_from(args.iter().copied())
+                .map(|_| ())
+                .expect_err("clap answers");
+            assert_eq!(exit_for_parse(&error), expected, "{args:?}");
         }
-    });
-    let _timeline = sim.spawn_timeline();
-    let cart = sim.cart.clone();
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let out = simulator::control::execute(&cart, &line);
-            if !out.is_empty() {
-                println!("{out}");
-            }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io_error = std::io::Error::new(ErrorKind::NotFound, "no such file");
+        let cases: Vec<(anyhow::Error, &str)> = vec![
+            (anyhow::anyhow!("plain"), "plain"),
+            (
+                anyhow::Error::new(std::io::Error::new(ErrorKind::NotFound, "no such file"))
+                    .context("starting the simulator"),
+                "starting the simulator: no such file",
+            ),
+            (
+                // A typed error whose message already holds its source's.
+                station::ConfigError::Read {
+                    path: "station.toml".into(),
+                    source: io_error,
+                }
+                .into(),
+                "cannot read the config file station.toml: no such file",
+            ),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(describe(&error), expected);
         }
-    });
-    station::daemon::shutdown_signal().await;
-    println!("simulator stopped");
-    Ok(ExitCode::SUCCESS)
+    }
 }

@@ -438,3 +438,49 @@ fn base64(bytes: &[u8]) -> String {
     out.truncate(out.len() / 4 * 4);
     out
 }
+
+#[tokio::test]
+async fn a_reader_that_stops_early_ends_the_output_quietly_with_status_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    {
+        let (ledger, _) = Ledger::open(&state).unwrap();
+        for n in 0..3 {
+            let record = station::DeviceRecord::new(format!("DMPX0000000{n}"), format!("udid-{n}"));
+            ledger
+                .save(&record, station::Event::Detected)
+                .await
+                .unwrap();
+        }
+    }
+    let state = state.to_str().unwrap();
+    let cases: [&[&str]; 5] = [
+        &["ledger", "list", "--state", state],
+        &["ledger", "show", "DMPX00000001", "--state", state],
+        &["ledger", "export", "--format", "jsonl", "--state", state],
+        &["slots", "list", "--state", state],
+        &["--help"],
+    ];
+    for args in cases {
+        // The reading end is closed before cartprep writes a byte: every write fails, as
+        // after `| head -1` has read its line.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut child = Command::new(CARTPREP)
+            .args(args)
+            .env_remove("CARTPREP_LOG")
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cartprep starts");
+        let status = wait_at_most(&mut child, Duration::from_secs(30));
+        let stderr =
+            String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
+        assert_eq!(status.code(), Some(0), "{args:?}: exit status\n{stderr}");
+        assert!(
+            stderr.is_empty(),
+            "{args:?}: nothing on standard error:\n{stderr}"
+        );
+    }
+}

@@ -141,7 +141,7 @@ check "stage 3: cartprep identity export --der OUT" 'rc == 0 and open(args[0], "
 run s3-identity-openssl openssl x509 -inform DER -in "$ID_DER" -noout -subject
 check "stage 3: openssl reads the exported certificate: O = $ORG" 'rc == 0 and re.search(r"O ?= ?" + re.escape(args[0]), out)' "$ORG"
 
-# Written like src/demo.rs writes the demo's: paths absolute, strings escaped by json.dumps
+# Written like src/cli/demo.rs writes the demo's: paths absolute, strings escaped by json.dumps
 # (a JSON string is a valid TOML basic string for these values).
 (umask 077 && printf 'correct horse battery staple\n' >"$ST/wifi-password")
 if ! "$PY" - "$CONFIG3" "$ST" "$ADDR3" "$ORG" "$SSID" "$ENROLL_URL" "$ACT_URL" "$ACT_CA" \

@@ -17,6 +17,7 @@
 //! - [`config`]: the station configuration file, checked field by field; [`settings`]: what
 //!   jobs use from it (identity, Wi-Fi profile bytes…); [`watch`]: reloading it on edits.
 //! - [`slots`]: USB port chains and slot names, recovery/DFU iPads on the bus.
+//! - [`paths`]: the default state folder and configuration file, one rule for every command.
 //! - [`models`]: marketing names of iPad models; [`clock`]: Unix milliseconds and RFC 3339.
 
 pub mod clock;
@@ -25,6 +26,7 @@ pub mod daemon;
 pub mod export;
 pub mod ledger;
 pub mod models;
+pub mod paths;
 pub mod prepare;
 pub mod record;
 pub mod scheduler;

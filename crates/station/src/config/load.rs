@@ -20,9 +20,9 @@ use super::raw::{RawActivation, RawConfig, RawOrganization, RawSetup, RawSkip};
 use super::toml_location::{line_of, toml_problem};
 use super::wifi;
 use super::{
-    Activation, AnchorCertificate, ConfigError, DEFAULT_ACTIVATION_URL, DEFAULT_STATE_DIR,
-    DEFAULT_USBMUXD, EraseMode, ErasePolicy, MAX_CONCURRENT_RANGE, Mdm, MdmMode, NameTemplate,
-    Naming, Organization, Problem, Setup, SkipPanes, StationConfig,
+    Activation, AnchorCertificate, ConfigError, DEFAULT_ACTIVATION_URL, DEFAULT_USBMUXD, EraseMode,
+    ErasePolicy, MAX_CONCURRENT_RANGE, Mdm, MdmMode, NameTemplate, Naming, Organization, Problem,
+    Setup, SkipPanes, StationConfig,
 };
 use crate::settings::Settings;
 
@@ -182,7 +182,7 @@ fn check(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems) -> Option<S
         .state_dir
         .as_deref()
         .map(resolve)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        .unwrap_or_else(crate::paths::default_state_dir);
     if state_dir.exists() && !state_dir.is_dir() {
         p.add(
             "state_dir",

@@ -1,49 +1,41 @@
 //! `cartprep run`, `status`, `ledger` and `slots`: the station's commands.
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use station::Settings;
+use station::paths::default_state_dir;
 use station::slots::{RusbTopology, SlotLabels, Topology};
 use station::status::Board;
 
-use crate::identity_cli::default_state_dir;
+use super::bad_input;
 
 #[derive(Args)]
 pub struct RunArgs {
     /// The station configuration (see config/station.example.toml).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value_os_t = station::paths::default_config_path())]
     pub config: PathBuf,
-    /// Overrides the configuration's state_dir.
+    /// Keep the ledger, audit log and pair records here instead of the configuration's
+    /// state_dir.
     #[arg(long = "state", value_name = "DIR")]
     pub state: Option<PathBuf>,
 }
 
-/// Loads a configuration and the files it names, printing what is wrong; `Err(2)` means "bad
-/// input, touched nothing".
-pub fn load_config(path: &std::path::Path, state: Option<PathBuf>) -> Result<Settings, ExitCode> {
-    match Settings::load(path) {
-        Ok(mut settings) => {
-            if let Some(s) = state {
-                Arc::make_mut(&mut settings.config).state_dir = s;
-            }
-            Ok(settings)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Err(ExitCode::from(2))
-        }
+/// Loads a configuration and the files it names; an invalid one is bad input
+/// (`station::ConfigError`), and nothing is touched.
+pub fn load_config(path: &std::path::Path, state: Option<PathBuf>) -> anyhow::Result<Settings> {
+    let mut settings = Settings::load(path)?;
+    if let Some(s) = state {
+        Arc::make_mut(&mut settings.config).state_dir = s;
     }
+    Ok(settings)
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let settings = match load_config(&args.config, args.state) {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
-    };
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let settings = load_config(&args.config, args.state)?;
     let report = station::daemon::run(station::daemon::DaemonOptions {
         settings,
         watch_config: true,
@@ -53,9 +45,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         nudge: None,
     })
     .await?;
-    println!("{}", report.summary);
+    writeln!(std::io::stdout(), "{}", report.summary)?;
     eprintln!("state in {}", report.state_dir.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 #[derive(Args)]
@@ -63,35 +55,36 @@ pub struct StatusArgs {
     /// Print JSON instead of lines.
     #[arg(long)]
     pub json: bool,
+    /// The station's state folder [default: $CARTPREP_STATE, else /var/lib/cartprep, or
+    /// /Library/Application Support/cartprep on macOS].
     #[arg(long = "state", value_name = "DIR")]
     pub state: Option<PathBuf>,
 }
 
-pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let dir = args.state.unwrap_or_else(default_state_dir);
-    match station::status::fetch_snapshot(&dir.join("status.sock")).await {
-        Ok(snapshot) => {
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&snapshot)?);
-            } else {
-                print!("{}", station::status::render(&snapshot));
-                for n in &snapshot.notes {
-                    println!("note: {n}");
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::FAILURE)
+    let snapshot = station::status::fetch_snapshot(&dir.join("status.sock"))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mut out = std::io::stdout();
+    if args.json {
+        // Serialised first: an error writing (a closed pipe) stays an I/O error.
+        writeln!(out, "{}", serde_json::to_string_pretty(&snapshot)?)?;
+    } else {
+        write!(out, "{}", station::status::render(&snapshot))?;
+        for n in &snapshot.notes {
+            writeln!(out, "note: {n}")?;
         }
     }
+    Ok(())
 }
 
 #[derive(Args)]
 pub struct LedgerArgs {
     #[command(subcommand)]
     pub command: LedgerCommand,
+    /// The station's state folder [default: $CARTPREP_STATE, else /var/lib/cartprep, or
+    /// /Library/Application Support/cartprep on macOS].
     #[arg(long = "state", value_name = "DIR", global = true)]
     pub state: Option<PathBuf>,
 }
@@ -101,9 +94,13 @@ pub enum LedgerCommand {
     /// One line per iPad: serial, model, name, outcome.
     List,
     /// The full record and step history of one iPad (serial or UDID).
-    Show { serial: String },
+    Show {
+        /// The iPad's serial number or UDID (any case).
+        serial: String,
+    },
     /// Export the records.
     Export {
+        /// What to write.
         #[arg(long, value_enum, default_value = "csv")]
         format: ExportFormat,
         /// Write here instead of standard output.
@@ -125,22 +122,20 @@ pub enum ExportFormat {
     Jsonl,
 }
 
-pub async fn ledger(args: LedgerArgs) -> anyhow::Result<ExitCode> {
+pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
     let dir = args.state.unwrap_or_else(default_state_dir);
-    let records = match station::Ledger::read_only(&dir) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
+    let records = station::Ledger::read_only(&dir)?;
+    // Written through a handle, not println!, so a reader that goes away (`| head -1`) is an
+    // error to stop at rather than a panic.
+    let mut out = std::io::stdout();
     match args.command {
         LedgerCommand::List => {
             if records.is_empty() {
-                println!("no iPads recorded in {}", dir.display());
+                writeln!(out, "no iPads recorded in {}", dir.display())?;
             }
             for r in &records {
-                println!(
+                writeln!(
+                    out,
                     "{:<14} {:<26} {:<20} {:<8} {}",
                     if r.serial.is_empty() {
                         "(not paired)"
@@ -151,20 +146,17 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<ExitCode> {
                     r.name.as_deref().unwrap_or("-"),
                     r.completed.label(),
                     r.outcome.describe()
-                );
+                )?;
             }
         }
         LedgerCommand::Show { serial } => {
             let Some(r) = records.iter().find(|r| {
                 r.serial.eq_ignore_ascii_case(&serial) || r.udid.eq_ignore_ascii_case(&serial)
             }) else {
-                eprintln!(
-                    "error: no iPad with serial or UDID {serial} in {}",
-                    dir.display()
-                );
-                return Ok(ExitCode::FAILURE);
+                anyhow::bail!("no iPad with serial or UDID {serial} in {}", dir.display());
             };
-            println!(
+            writeln!(
+                out,
                 "serial   {}\nudid     {}\nmodel    {} ({})\niPadOS   {} ({})\nslot     {}\nname     {}\noutcome  {}\nattempts {}",
                 r.serial,
                 r.udid,
@@ -176,49 +168,53 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<ExitCode> {
                 r.name.as_deref().unwrap_or("-"),
                 r.outcome.describe(),
                 r.attempts
-            );
+            )?;
             if let Some(e) = &r.erase_reason {
-                println!("erased   {e}");
+                writeln!(out, "erased   {e}")?;
             }
-            println!("history:");
+            writeln!(out, "history:")?;
             for h in &r.history {
                 let detail = h.error.as_deref().or(h.note.as_deref()).unwrap_or("");
-                println!(
+                writeln!(
+                    out,
                     "  {}  #{} {:<16} {}",
                     station::clock::rfc3339_utc(h.at_ms),
                     h.attempt,
                     h.step.label(),
                     detail
-                );
+                )?;
             }
         }
-        LedgerCommand::Export { format, out, all } => {
+        LedgerCommand::Export {
+            format,
+            out: file,
+            all,
+        } => {
             let mut buf = Vec::new();
             let n = match format {
                 ExportFormat::Csv => station::export::full_csv(&records, &mut buf)?,
                 ExportFormat::Asm => station::export::asm_csv(&records, all, &mut buf)?,
                 ExportFormat::Jsonl => station::export::jsonl(&records, &mut buf)?,
             };
-            match out {
+            match file {
                 Some(path) => {
                     std::fs::write(&path, &buf)
                         .with_context(|| format!("writing {}", path.display()))?;
                     eprintln!("{n} iPads written to {}", path.display());
                 }
-                None => {
-                    use std::io::Write;
-                    std::io::stdout().write_all(&buf)?;
-                }
+                None => out.write_all(&buf)?,
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 #[derive(Args)]
 pub struct SlotsArgs {
     #[command(subcommand)]
     pub command: SlotsCommand,
+    /// The station's state folder [default: $CARTPREP_STATE, else /var/lib/cartprep, or
+    /// /Library/Application Support/cartprep on macOS].
     #[arg(long = "state", value_name = "DIR", global = true)]
     pub state: Option<PathBuf>,
 }
@@ -235,35 +231,35 @@ pub enum SlotsCommand {
     List,
 }
 
-pub async fn slots(args: SlotsArgs) -> anyhow::Result<ExitCode> {
+pub async fn slots(args: SlotsArgs) -> anyhow::Result<()> {
     let dir = args.state.unwrap_or_else(default_state_dir);
-    let mut labels = match SlotLabels::load(&dir) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    // A slots.toml that cannot be read is a configuration mistake.
+    let mut labels = SlotLabels::load(&dir).map_err(bad_input)?;
+    let mut out = std::io::stdout();
     match args.command {
         SlotsCommand::List => {
             for (chain, label) in &labels.slots {
-                println!("{label:<8} {chain}");
+                writeln!(out, "{label:<8} {chain}")?;
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(())
         }
         SlotsCommand::Learn { usbmuxd } => {
             let topology = RusbTopology::open();
             if let Some(why) = topology.unavailable() {
-                eprintln!("error: {why}: slots cannot be learnt on this machine");
-                return Ok(ExitCode::FAILURE);
+                anyhow::bail!("{why}: slots cannot be learnt on this machine");
             }
             let addr: usbmux::UsbmuxAddress = match usbmuxd {
-                Some(a) => a.parse()?,
+                Some(a) => a
+                    .parse()
+                    .map_err(|e| bad_input(format!("--usbmuxd {a}: {e}")))?,
                 None => usbmux::UsbmuxAddress::from_env_or_default()?,
             };
             let mut listener = usbmux::UsbmuxClient::connect(&addr).await?.listen().await?;
             let mut next = labels.slots.len() + 1;
-            println!("Plug an iPad into slot {next}. (Ctrl-C when every slot is done.)");
+            writeln!(
+                out,
+                "Plug an iPad into slot {next}. (Ctrl-C when every slot is done.)"
+            )?;
             loop {
                 let event = tokio::select! {
                     e = listener.next_event() => e?,
@@ -277,34 +273,35 @@ pub async fn slots(args: SlotsArgs) -> anyhow::Result<ExitCode> {
                 };
                 match station::slots::chain_for(&topology, &p.udid, p.location_id) {
                     Some(chain) if labels.slots.contains_key(&chain) => {
-                        println!(
+                        writeln!(
+                            out,
                             "That port is already slot {}. Plug into slot {next}.",
                             labels.label(&chain)
-                        );
+                        )?;
                     }
                     Some(chain) => {
                         labels.slots.insert(chain.clone(), next.to_string());
-                        if let Err(e) = labels.save(&dir) {
-                            eprintln!("error: {e}");
-                            return Ok(ExitCode::FAILURE);
-                        }
-                        println!(
+                        labels.save(&dir).map_err(anyhow::Error::msg)?;
+                        writeln!(
+                            out,
                             "Slot {next} is USB port {chain}. Now plug an iPad into slot {}.",
                             next + 1
-                        );
+                        )?;
                         next += 1;
                     }
-                    None => println!(
+                    None => writeln!(
+                        out,
                         "Could not find that iPad on the USB bus; try another cable or port."
-                    ),
+                    )?,
                 }
             }
-            println!(
+            writeln!(
+                out,
                 "{} slots saved in {}",
                 labels.slots.len(),
                 SlotLabels::path(&dir).display()
-            );
-            Ok(ExitCode::SUCCESS)
+            )?;
+            Ok(())
         }
     }
 }

@@ -5,8 +5,8 @@
 //! its preparation and plugged back in. The daemon is the real one; only usbmuxd, the iPads and
 //! Apple's activation server are simulated, on loopback.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,18 @@ use anyhow::Context;
 use simulator::scenario::{Action, DeviceEntry, Scenario, TimelineEntry};
 use station::slots::{AppleUsbDevice, FixedTopology, UsbMode};
 use station::status::{Board, Light};
+
+use super::bad_input;
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// iPads on the simulated cart (at least 5).
+    #[arg(long, default_value_t = 6)]
+    devices: usize,
+    /// Keep everything here (default: a new temporary folder, kept after the demo).
+    #[arg(long = "state", value_name = "DIR")]
+    state: Option<PathBuf>,
+}
 
 const MODELS: &[(&str, &str)] = &[
     ("iPad12,1", "17.6.1"),
@@ -88,12 +100,12 @@ fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-pub async fn demo(devices: usize, state: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let DemoArgs { devices, state } = args;
     if devices < PULLED_SLOT as usize {
-        eprintln!(
-            "error: the demo cart needs at least {PULLED_SLOT} iPads (--devices {PULLED_SLOT} or more)"
-        );
-        return Ok(ExitCode::from(2));
+        return Err(bad_input(format!(
+            "the demo cart needs at least {PULLED_SLOT} iPads (--devices {PULLED_SLOT} or more)"
+        )));
     }
     let root = match state {
         Some(dir) => dir,
@@ -105,10 +117,11 @@ pub async fn demo(devices: usize, state: Option<PathBuf>) -> anyhow::Result<Exit
     };
     let station_dir = root.join("station");
     std::fs::create_dir_all(&station_dir)?;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "cartprep demo: a simulated cart of {devices} iPads; everything is kept in {}",
         root.display()
-    );
+    )?;
 
     let sim = simulator::Simulator::start(simulator::SimConfig {
         scenario: scenario(devices),
@@ -209,10 +222,16 @@ extra_ca_file = "activation-ca.pem"
                     break;
                 }
             }
-            println!(">>> demo: pulling slot {PULLED_SLOT} out in the middle of its preparation");
+            let _ = writeln!(
+                std::io::stdout(),
+                ">>> demo: pulling slot {PULLED_SLOT} out in the middle of its preparation"
+            );
             let _ = cart.unplug(PULLED_SLOT);
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            println!(">>> demo: plugging slot {PULLED_SLOT} back in");
+            let _ = writeln!(
+                std::io::stdout(),
+                ">>> demo: plugging slot {PULLED_SLOT} back in"
+            );
             let _ = cart.plug(PULLED_SLOT);
             let _ = nudge_tx.send(());
             // Keep the channel open until the end.
@@ -250,17 +269,23 @@ extra_ca_file = "activation-ca.pem"
     buf.clear();
     station::export::full_csv(&records, &mut buf)?;
     std::fs::write(&full, &buf)?;
-    println!();
-    println!("demo finished: {}", report.summary);
-    println!("serial numbers for Apple School Manager: {}", asm.display());
-    println!(
+    writeln!(std::io::stdout())?;
+    writeln!(std::io::stdout(), "demo finished: {}", report.summary)?;
+    writeln!(
+        std::io::stdout(),
+        "serial numbers for Apple School Manager: {}",
+        asm.display()
+    )?;
+    writeln!(
+        std::io::stdout(),
         "every iPad, for the MDM and the school's records: {}",
         full.display()
-    );
-    println!(
+    )?;
+    writeln!(
+        std::io::stdout(),
         "ledger: cartprep ledger list --state {}    status while running: cartprep status --state {}",
         station_dir.display(),
         station_dir.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    )?;
+    Ok(())
 }

@@ -1,0 +1,132 @@
+//! `cartprep sim`: a simulated cart, a usbmuxd server hosting virtual iPads.
+
+use std::fmt::Display;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio::io::AsyncBufReadExt;
+
+use super::bad_input;
+
+#[derive(clap::Args)]
+pub struct SimArgs {
+    /// Number of fresh iPads on the cart (ignored with --scenario).
+    #[arg(long, default_value_t = 3, conflicts_with = "scenario")]
+    devices: usize,
+    /// A TOML scenario describing the cart (see crates/simulator/src/scenario.rs).
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Where to listen: a unix socket path or 127.0.0.1:PORT (repeatable) [default:
+    /// 127.0.0.1:27015].
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Folder for pair records, the SystemBUID and device keys (default: a new temporary folder).
+    #[arg(long = "state", value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Start the iPads activated (still in Setup Assistant), as after an erase and activation.
+    #[arg(long)]
+    activated: bool,
+}
+
+/// One line on standard output; an error (the reader went away) ends the caller's printing.
+fn say(line: impl Display) -> std::io::Result<()> {
+    writeln!(std::io::stdout(), "{line}")
+}
+
+pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
+    let scenario = match &args.scenario {
+        Some(path) => simulator::Scenario::load(path).map_err(bad_input)?,
+        None if args.devices == 0 => return Err(bad_input("--devices must be at least 1")),
+        None => simulator::Scenario::uniform(args.devices),
+    };
+    let listen_args = if args.listen.is_empty() {
+        vec!["127.0.0.1:27015".to_owned()]
+    } else {
+        args.listen.clone()
+    };
+    let mut listen = Vec::new();
+    for a in &listen_args {
+        let addr = a
+            .parse::<usbmux::UsbmuxAddress>()
+            .map_err(|e| bad_input(format!("--listen {a}: {e}")))?;
+        listen.push(addr);
+    }
+    // Kept until exit so a default state folder is removed when the simulator stops.
+    let (state_dir, _temp) = match &args.state {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let t = tempfile::Builder::new().prefix("cartprep-sim-").tempdir()?;
+            (t.path().to_owned(), Some(t))
+        }
+    };
+    let sim = simulator::Simulator::start(simulator::SimConfig {
+        scenario,
+        listen,
+        state_dir: state_dir.clone(),
+        activated: args.activated,
+    })
+    .await
+    .context("starting the simulator")?;
+
+    let control_path = state_dir.join("control.sock");
+    {
+        let cart = sim.cart.clone();
+        let path = control_path.clone();
+        tokio::spawn(async move {
+            if let Err(e) = simulator::control::serve_socket(cart, &path).await {
+                eprintln!("warning: control socket {}: {e}", path.display());
+            }
+        });
+    }
+    for addr in sim.addresses() {
+        say(format_args!("listening on {addr}"))?;
+    }
+    say(format_args!("state folder {}", state_dir.display()))?;
+    let ca_path = state_dir.join("activation-ca.pem");
+    std::fs::write(&ca_path, sim.activation_ca_pem())
+        .with_context(|| format!("writing {}", ca_path.display()))?;
+    say(format_args!(
+        "activation server {}",
+        sim.activation_server_url()
+    ))?;
+    say(format_args!("activation CA {}", ca_path.display()))?;
+    say(format_args!("control socket {}", control_path.display()))?;
+    let first = sim.address();
+    say(format_args!(
+        "try: USBMUXD_SOCKET_ADDRESS={} ideviceinfo -s    or    USBMUXD_SOCKET_ADDRESS={first} pymobiledevice3 usbmux list",
+        first.for_libusbmuxd()
+    ))?;
+    say(simulator::control::HELP)?;
+    for (ipad, id) in sim.cart.slots() {
+        if let Some(device_id) = id {
+            say(simulator::Notice::Plugged {
+                slot: ipad.spec.slot,
+                device_id,
+                ipad: ipad.clone(),
+            })?;
+        }
+    }
+    let mut notices = sim.cart.notices();
+    tokio::spawn(async move {
+        while let Ok(n) = notices.recv().await {
+            if say(n).is_err() {
+                break;
+            }
+        }
+    });
+    let _timeline = sim.spawn_timeline();
+    let cart = sim.cart.clone();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let out = simulator::control::execute(&cart, &line);
+            if !out.is_empty() && say(out).is_err() {
+                break;
+            }
+        }
+    });
+    station::daemon::shutdown_signal().await;
+    say("simulator stopped")?;
+    Ok(())
+}
