@@ -552,14 +552,14 @@ async fn an_ipad_in_recovery_mode_is_reported_from_the_usb_bus() {
         let h = Harness::new(cart(vec![fresh()])).await;
         let mut bus = h.topology().0;
         bus.push(station::slots::AppleUsbDevice {
-            chain: "1-1.7".into(),
+            chain: simulator::bus::port_chain(7),
             bus: 1,
             address: 40,
             product_id: 0x1281,
             mode: station::slots::UsbMode::Recovery,
             serial: Some("CPID:8030 CPRV:11 ECID:000D543C1A30C02E SRNM:[DMPXX]".into()),
         });
-        let recovery_key = "usb:1-1.7".to_owned();
+        let recovery_key = format!("usb:{}", simulator::bus::port_chain(7));
         let stop_key = recovery_key.clone();
         let udid = h.udid(1);
         let report = spawn_daemon(

@@ -76,17 +76,16 @@ pub fn scenario(devices: usize) -> Scenario {
     s
 }
 
-/// The virtual cart's USB bus: slot k is hub port k (the simulator reports LocationID
-/// `(1 << 16) | (k + 2)`, Linux usbmuxd's bus/address form).
+/// The virtual cart's USB bus, as the simulator lays it out (`simulator::bus`).
 fn topology(sim: &simulator::Simulator) -> FixedTopology {
     FixedTopology(
         sim.cart
             .devices()
             .iter()
             .map(|d| AppleUsbDevice {
-                chain: format!("1-1.{}", d.spec.slot),
-                bus: 1,
-                address: (d.spec.slot + 2) as u8,
+                chain: d.spec.usb.chain.clone(),
+                bus: d.spec.usb.bus,
+                address: d.spec.usb.address,
                 product_id: d.spec.model.usb_product_id,
                 mode: UsbMode::Normal,
                 serial: Some(d.spec.identity.usb_serial()),
@@ -145,8 +144,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         &station_dir.join("activation-ca.pem"),
         &sim.activation_ca_pem(),
     )?;
-    let slots: String = (1..=devices)
-        .map(|k| format!("\"1-1.{k}\" = \"{k}\"\n"))
+    let slots: String = (1..=devices as u32)
+        .map(|k| format!("\"{}\" = \"{k}\"\n", simulator::bus::port_chain(k)))
         .collect();
     let config_text = format!(
         r#"# Written by `cartprep demo`: the station configuration for the simulated cart.

@@ -387,16 +387,16 @@ pub fn when_flag(flag: Arc<AtomicBool>) -> StopWhen {
     Box::new(move |_: &Board, _: &Idle| flag.load(Ordering::SeqCst))
 }
 
-/// The virtual cart's USB bus, as `cartprep demo` describes it: slot k is port chain `1-1.k`.
+/// The virtual cart's USB bus, as the simulator lays it out (`simulator::bus`).
 pub fn topology(sim: &Simulator) -> FixedTopology {
     FixedTopology(
         sim.cart
             .devices()
             .iter()
             .map(|d| AppleUsbDevice {
-                chain: format!("1-1.{}", d.spec.slot),
-                bus: 1,
-                address: (d.spec.slot + 2) as u8,
+                chain: d.spec.usb.chain.clone(),
+                bus: d.spec.usb.bus,
+                address: d.spec.usb.address,
                 product_id: d.spec.model.usb_product_id,
                 mode: UsbMode::Normal,
                 serial: Some(d.spec.identity.usb_serial()),
@@ -412,8 +412,8 @@ pub fn config_text(
     activation_url: &str,
     slots: usize,
 ) -> String {
-    let slots: String = (1..=slots)
-        .map(|k| format!("\"1-1.{k}\" = \"{k}\"\n"))
+    let slots: String = (1..=slots as u32)
+        .map(|k| format!("\"{}\" = \"{k}\"\n", simulator::bus::port_chain(k)))
         .collect();
     let identity = if spec.identity {
         "identity = \"identity\"\n"

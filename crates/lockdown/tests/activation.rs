@@ -7,10 +7,8 @@ use lockdown::activation::{
     self, ActivationError, ActivationOptions, ActivationOutcome, ActivationServer,
     MobileActivationd,
 };
-use lockdown::{DeviceRef, UsbmuxProvider};
-use simulator::{SimConfig, Simulator};
+use testcart::Cart;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use usbmux::UsbmuxClient;
 
 const SCENARIO: &str = r#"
 seed = 41
@@ -26,65 +24,14 @@ activation_lock = true
 activated = true
 "#;
 
-struct Cart {
-    sim: Simulator,
-    _dir: tempfile::TempDir,
-}
-
-async fn cart() -> Cart {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = Simulator::start(SimConfig {
-        scenario: toml::from_str(SCENARIO).unwrap(),
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        state_dir: dir.path().join("sim"),
-        activated: false,
-    })
-    .await
-    .unwrap();
-    Cart { sim, _dir: dir }
-}
-
-impl Cart {
-    async fn device(&self, slot: u32) -> DeviceRef {
-        let udid = self.sim.cart.device(slot).unwrap().udid().to_owned();
-        let devices = UsbmuxClient::connect(self.sim.address())
-            .await
-            .unwrap()
-            .list_devices()
-            .await
-            .unwrap();
-        let props = devices
-            .iter()
-            .find(|d| d.udid == udid)
-            .expect("device is listed");
-        DeviceRef::new(self.sim.address().clone(), props)
-    }
-
-    async fn provider(&self, slot: u32) -> UsbmuxProvider {
-        let (session, record) =
-            lockdown::trusted_session(self.device(slot).await, None, Duration::from_secs(10))
-                .await
-                .unwrap();
-        session.provider(record)
-    }
-
-    fn server(&self) -> ActivationServer {
-        ActivationServer {
-            base_url: self.sim.activation_server_url().parse().unwrap(),
-            extra_root_certificates: vec![self.sim.activation_ca_pem()],
-            timeout: Duration::from_secs(10),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unactivated_ipad_is_activated_through_the_session_flow() {
-    let cart = cart().await;
-    let provider = cart.provider(1).await;
+    let cart = Cart::start(SCENARIO).await;
+    let (provider, _) = cart.provider(1).await;
     let device = MobileActivationd::new(&provider);
     assert_eq!(device.state().await.unwrap(), "Unactivated");
 
-    let outcome = activation::activate(&provider, &cart.server())
+    let outcome = activation::activate(&provider, &cart.activation_server())
         .await
         .unwrap();
     assert_eq!(outcome, ActivationOutcome::Activated);
@@ -99,7 +46,7 @@ async fn an_unactivated_ipad_is_activated_through_the_session_flow() {
 
     // A second run sends nothing.
     assert_eq!(
-        activation::activate(&provider, &cart.server())
+        activation::activate(&provider, &cart.activation_server())
             .await
             .unwrap(),
         ActivationOutcome::AlreadyActivated
@@ -108,8 +55,8 @@ async fn an_unactivated_ipad_is_activated_through_the_session_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_activated_ipad_is_left_alone() {
-    let cart = cart().await;
-    let provider = cart.provider(3).await;
+    let cart = Cart::start(SCENARIO).await;
+    let (provider, _) = cart.provider(3).await;
     // Even an unreachable server is never contacted.
     let server = ActivationServer {
         base_url: "https://127.0.0.1:9/deviceservices/".parse().unwrap(),
@@ -124,9 +71,9 @@ async fn an_activated_ipad_is_left_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activation_lock_is_typed_and_leaves_the_ipad_unactivated() {
-    let cart = cart().await;
-    let provider = cart.provider(2).await;
-    match activation::activate(&provider, &cart.server()).await {
+    let cart = Cart::start(SCENARIO).await;
+    let (provider, _) = cart.provider(2).await;
+    match activation::activate(&provider, &cart.activation_server()).await {
         Err(ActivationError::ActivationLocked) => {}
         other => panic!("expected ActivationLocked, got {other:?}"),
     }
@@ -138,9 +85,9 @@ async fn activation_lock_is_typed_and_leaves_the_ipad_unactivated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_certificate_must_be_trusted() {
-    let cart = cart().await;
-    let provider = cart.provider(1).await;
-    let mut server = cart.server();
+    let cart = Cart::start(SCENARIO).await;
+    let (provider, _) = cart.provider(1).await;
+    let mut server = cart.activation_server();
     server.extra_root_certificates.clear();
     match activation::activate(&provider, &server).await {
         Err(ActivationError::Http(msg)) => assert!(msg.contains("drmHandshake"), "{msg}"),
@@ -158,8 +105,8 @@ async fn the_server_certificate_must_be_trusted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_refusals_keep_the_daemons_words() {
-    let cart = cart().await;
-    let provider = cart.provider(1).await;
+    let cart = Cart::start(SCENARIO).await;
+    let (provider, _) = cart.provider(1).await;
     let device = MobileActivationd::new(&provider);
     let info = device.create_session_info().await.unwrap();
     assert!(info.contains_key("HandshakeRequestMessage"));
@@ -177,8 +124,8 @@ async fn device_refusals_keep_the_daemons_words() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_failures_are_typed() {
-    let cart = cart().await;
-    let provider = cart.provider(1).await;
+    let cart = Cart::start(SCENARIO).await;
+    let (provider, _) = cart.provider(1).await;
     let options = ActivationOptions::default();
 
     // A server in maintenance.

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use lockdown::{DeviceRef, DeviceSession, LockdownError, PairRecordStore};
-use simulator::{SimConfig, Simulator};
+use lockdown::{DeviceSession, LockdownError};
+use testcart::Cart;
 use usbmux::{DeviceEvent, UsbmuxClient};
 
 const SCENARIO: &str = r#"
@@ -37,50 +37,9 @@ dialog_attempts = 1000
 setup_done = true
 "#;
 
-struct Cart {
-    sim: Simulator,
-    _dir: tempfile::TempDir,
-    store: PairRecordStore,
-}
-
-async fn cart(scenario: &str) -> Cart {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = Simulator::start(SimConfig {
-        scenario: toml::from_str(scenario).unwrap(),
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        state_dir: dir.path().join("sim"),
-        activated: false,
-    })
-    .await
-    .unwrap();
-    let store = PairRecordStore::new(dir.path().join("station"));
-    Cart {
-        sim,
-        _dir: dir,
-        store,
-    }
-}
-
-impl Cart {
-    async fn device(&self, slot: u32) -> DeviceRef {
-        let udid = self.sim.cart.device(slot).unwrap().udid().to_owned();
-        let devices = UsbmuxClient::connect(self.sim.address())
-            .await
-            .unwrap()
-            .list_devices()
-            .await
-            .unwrap();
-        let props = devices
-            .iter()
-            .find(|d| d.udid == udid)
-            .expect("device is listed");
-        DeviceRef::new(self.sim.address().clone(), props)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_values_before_pairing_and_protected_ones_refused() {
-    let cart = cart(SCENARIO).await;
+    let cart = Cart::start(SCENARIO).await;
     let ipad = cart.sim.cart.device(1).unwrap().clone();
     let mut s = DeviceSession::connect(cart.device(1).await).await.unwrap();
     assert_eq!(s.query_type().await.unwrap(), "com.apple.mobile.lockdown");
@@ -100,7 +59,7 @@ async fn untrusted_values_before_pairing_and_protected_ones_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pairing_a_fresh_ipad_saves_the_record_everywhere_and_opens_a_tls_session() {
-    let cart = cart(SCENARIO).await;
+    let cart = Cart::start(SCENARIO).await;
     let ipad = cart.sim.cart.device(1).unwrap().clone();
     let device = cart.device(1).await;
     let (mut s, record) =
@@ -157,7 +116,7 @@ async fn pairing_a_fresh_ipad_saves_the_record_everywhere_and_opens_a_tls_sessio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_name_set_in_one_session_is_read_back_in_the_next() {
-    let cart = cart(SCENARIO).await;
+    let cart = Cart::start(SCENARIO).await;
     let device = cart.device(1).await;
     let (mut s, _) =
         lockdown::trusted_session(device.clone(), Some(&cart.store), Duration::from_secs(10))
@@ -193,7 +152,7 @@ async fn device_name_set_in_one_session_is_read_back_in_the_next() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_prompt_is_retried_until_the_user_taps_trust() {
-    let cart = cart(SCENARIO).await;
+    let cart = Cart::start(SCENARIO).await;
     let (mut s, _) = lockdown::trusted_session(
         cart.device(2).await,
         Some(&cart.store),
@@ -211,7 +170,7 @@ async fn trust_prompt_is_retried_until_the_user_taps_trust() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_typed_errors() {
-    let cart = cart(SCENARIO).await;
+    let cart = Cart::start(SCENARIO).await;
     let wait = Duration::from_secs(3);
     let denied = lockdown::trusted_session(cart.device(3).await, None, wait).await;
     assert!(
@@ -232,7 +191,7 @@ async fn refusals_are_typed_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forgotten_pairing_is_repaired() {
-    let cart = cart(SCENARIO).await;
+    let cart = Cart::start(SCENARIO).await;
     let device = cart.device(1).await;
     let (_, first) =
         lockdown::trusted_session(device.clone(), Some(&cart.store), Duration::from_secs(10))
@@ -249,7 +208,7 @@ async fn a_forgotten_pairing_is_repaired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_loop_runs_in_a_spawned_task_with_every_property() {
-    let cart = cart(SCENARIO).await;
+    let cart = Cart::start(SCENARIO).await;
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let addr = cart.sim.address().clone();
     let task = tokio::spawn(async move { usbmux::listen_loop(&addr, tx).await });
@@ -317,7 +276,7 @@ action = "delay"
 ms = 3000
 "#
     );
-    let cart = cart(&scenario).await;
+    let cart = Cart::start(&scenario).await;
     let device = cart.device(1).await;
 
     let mut s = DeviceSession::connect(device.clone()).await.unwrap();
@@ -359,7 +318,7 @@ ms = 3000
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unplugging_mid_session_is_an_error_on_the_next_request() {
-    let cart = cart(SCENARIO).await;
+    let cart = Cart::start(SCENARIO).await;
     let (mut s, _) = lockdown::trusted_session(cart.device(1).await, None, Duration::from_secs(10))
         .await
         .unwrap();
@@ -369,7 +328,7 @@ async fn unplugging_mid_session_is_an_error_on_the_next_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_service_hands_out_a_port_with_tls() {
-    let cart = cart(SCENARIO).await;
+    let cart = Cart::start(SCENARIO).await;
     let (mut s, _) = lockdown::trusted_session(cart.device(1).await, None, Duration::from_secs(10))
         .await
         .unwrap();

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use lockdown::{ChallengeSigner, DeviceRef, DeviceSession, LockdownError, PairRecordStore};
-use plist::{Dictionary, Value};
-use simulator::{SimConfig, Simulator};
+use lockdown::{ChallengeSigner, DeviceSession, LockdownError};
+use profiles::SupervisionIdentity;
+use testcart::{Cart, SignsWrongBytes, new_identity, supervised_cloud_configuration};
 use usbmux::UsbmuxClient;
 
 const SCENARIO: &str = r#"
@@ -19,92 +19,24 @@ activated = true
 activated = true
 "#;
 
-/// The organisation's identity; lockdown makes it a ChallengeSigner.
-type Identity = profiles::SupervisionIdentity;
-
-fn new_identity(org: &str) -> Identity {
-    profiles::SupervisionIdentity::create(org).expect("identity")
-}
-
-/// The right certificate, other bytes signed.
-struct SignsWrongBytes<'a>(&'a Identity);
-
-impl ChallengeSigner for SignsWrongBytes<'_> {
-    fn certificate_der(&self) -> &[u8] {
-        self.0.certificate_der()
-    }
-    fn sign(&self, content: &[u8]) -> Result<Vec<u8>, String> {
-        let mut other = content.to_vec();
-        other[0] ^= 0xFF;
-        self.0.sign(&other)
-    }
-}
-
-struct Cart {
-    sim: Simulator,
-    _dir: tempfile::TempDir,
-    store: PairRecordStore,
-}
-
-async fn cart() -> Cart {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = Simulator::start(SimConfig {
-        scenario: toml::from_str(SCENARIO).unwrap(),
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        state_dir: dir.path().join("sim"),
-        activated: false,
-    })
-    .await
-    .unwrap();
-    let store = PairRecordStore::new(dir.path().join("station"));
-    Cart {
-        sim,
-        _dir: dir,
-        store,
-    }
-}
-
-impl Cart {
-    async fn device(&self, slot: u32) -> DeviceRef {
-        let udid = self.sim.cart.device(slot).unwrap().udid().to_owned();
-        let devices = UsbmuxClient::connect(self.sim.address())
-            .await
-            .unwrap()
-            .list_devices()
-            .await
-            .unwrap();
-        let props = devices
-            .iter()
-            .find(|d| d.udid == udid)
-            .expect("device is listed");
-        DeviceRef::new(self.sim.address().clone(), props)
-    }
-
-    /// Puts the state a prepare with `AllowPairing = false` leaves: a supervised cloud
-    /// configuration naming `supervisor`, and no pairing records (the device deleted them when
-    /// it saved the configuration). The MCInstall side of this is tested in crates/mcinstall.
-    fn supervise(&self, slot: u32, supervisor: &[u8]) {
-        let mut cc = Dictionary::new();
-        cc.insert("AllowPairing".into(), false.into());
-        cc.insert("IsSupervised".into(), true.into());
-        cc.insert("OrganizationName".into(), "Springfield Elementary".into());
-        cc.insert(
-            "SupervisorHostCertificates".into(),
-            Value::Array(vec![Value::Data(supervisor.to_vec())]),
-        );
-        cc.insert("CloudConfigurationUIComplete".into(), true.into());
-        let ipad = self.sim.cart.device(slot).unwrap();
-        let mut state = ipad.state();
-        state.cloud_config = Some(cc);
-        state.hosts.clear();
-    }
+/// Puts the state a prepare with `AllowPairing = false` leaves: a supervised cloud
+/// configuration naming `supervisor`, and no pairing records (the device deleted them when it
+/// saved the configuration). The MCInstall side of this is tested in crates/mcinstall.
+fn supervise(cart: &Cart, slot: u32, supervisor: &[u8]) {
+    let mut cc = supervised_cloud_configuration(supervisor);
+    cc.insert("AllowPairing".into(), false.into());
+    cc.insert("CloudConfigurationUIComplete".into(), true.into());
+    let ipad = cart.sim.cart.device(slot).unwrap();
+    let mut state = ipad.state();
+    state.cloud_config = Some(cc);
+    state.hosts.clear();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordinary_pairing_is_refused_and_supervised_pairing_works() {
-    let cart = cart().await;
+    let cart = Cart::start(SCENARIO).await;
     let identity = new_identity("Springfield Elementary");
-    cart.supervise(1, identity.certificate_der());
+    supervise(&cart, 1, identity.certificate_der());
     let device = cart.device(1).await;
 
     // Ordinary pairing: refused, by name.
@@ -184,10 +116,10 @@ async fn ordinary_pairing_is_refused_and_supervised_pairing_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_signatures_and_wrong_certificates_are_refused_by_name() {
-    let cart = cart().await;
+    let cart = Cart::start(SCENARIO).await;
     let identity = new_identity("Springfield Elementary");
     let stranger = new_identity("Shelbyville");
-    cart.supervise(2, identity.certificate_der());
+    supervise(&cart, 2, identity.certificate_der());
     let device = cart.device(2).await;
 
     // The right certificate, but the signature covers other bytes.
@@ -209,7 +141,7 @@ async fn wrong_signatures_and_wrong_certificates_are_refused_by_name() {
     }
 
     // The right certificate, signed with another key.
-    struct Mixed<'a>(&'a Identity, &'a Identity);
+    struct Mixed<'a>(&'a SupervisionIdentity, &'a SupervisionIdentity);
     impl ChallengeSigner for Mixed<'_> {
         fn certificate_der(&self) -> &[u8] {
             self.0.certificate_der()
@@ -238,7 +170,7 @@ async fn wrong_signatures_and_wrong_certificates_are_refused_by_name() {
     }
 
     // A signer that fails is an error, not a panic.
-    struct Broken<'a>(&'a Identity);
+    struct Broken<'a>(&'a SupervisionIdentity);
     impl ChallengeSigner for Broken<'_> {
         fn certificate_der(&self) -> &[u8] {
             self.0.certificate_der()

@@ -4,11 +4,9 @@
 
 use std::time::Duration;
 
-use lockdown::{DeviceRef, PairingFile};
 use mcinstall::{ChallengeSigner, EraseOutcome, McInstallClient, McInstallError, Timeouts};
 use plist::{Dictionary, Value};
-use simulator::{SimConfig, Simulator};
-use usbmux::UsbmuxClient;
+use testcart::{Cart, SignsWrongBytes, new_identity, supervised_cloud_configuration};
 
 const SCENARIO: &str = r#"
 seed = 21
@@ -36,100 +34,16 @@ activated = true
 erase_reattach_ms = 300
 "#;
 
-/// The organisation's identity; lockdown makes it a ChallengeSigner.
-type Identity = profiles::SupervisionIdentity;
-
-fn new_identity(org: &str) -> Identity {
-    profiles::SupervisionIdentity::create(org).expect("identity")
-}
-
-/// Signs other bytes than the challenge (with the right certificate).
-struct SignsWrongBytes<'a>(&'a Identity);
-
-impl ChallengeSigner for SignsWrongBytes<'_> {
-    fn certificate_der(&self) -> &[u8] {
-        self.0.certificate_der()
-    }
-    fn sign(&self, content: &[u8]) -> Result<Vec<u8>, String> {
-        let mut other = content.to_vec();
-        other.push(0);
-        self.0.sign(&other)
-    }
-}
-
-struct Cart {
-    sim: Simulator,
-    _dir: tempfile::TempDir,
-}
-
-async fn cart() -> Cart {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = Simulator::start(SimConfig {
-        scenario: toml::from_str(SCENARIO).unwrap(),
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        state_dir: dir.path().join("sim"),
-        activated: false,
-    })
-    .await
-    .unwrap();
-    Cart { sim, _dir: dir }
-}
-
-impl Cart {
-    /// The device as usbmuxd lists it now.
-    async fn device(&self, slot: u32) -> DeviceRef {
-        self.device_except(slot, None).await
-    }
-
-    /// The device as usbmuxd lists it, under another DeviceID than `except` (after a
-    /// re-enumeration); waits up to 10 s.
-    async fn device_except(&self, slot: u32, except: Option<u32>) -> DeviceRef {
-        let udid = self.sim.cart.device(slot).unwrap().udid().to_owned();
-        for _ in 0..100 {
-            let devices = UsbmuxClient::connect(self.sim.address())
-                .await
-                .unwrap()
-                .list_devices()
-                .await
-                .unwrap();
-            if let Some(props) = devices
-                .iter()
-                .find(|d| d.udid == udid && Some(d.device_id) != except)
-            {
-                return DeviceRef::new(self.sim.address().clone(), props);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("device {slot} is not listed");
-    }
-
-    /// Pairs (a fresh iPad pairs silently) and returns a provider for services.
-    async fn provider(&self, slot: u32) -> (lockdown::UsbmuxProvider, PairingFile) {
-        let device = self.device(slot).await;
-        let (session, record) = lockdown::trusted_session(device, None, Duration::from_secs(10))
-            .await
-            .unwrap();
-        (session.provider(record.clone()), record)
-    }
-
-    async fn mcinstall(&self, slot: u32) -> McInstallClient {
-        let (provider, _) = self.provider(slot).await;
-        McInstallClient::connect(&provider).await.unwrap()
-    }
+async fn mcinstall(cart: &Cart, slot: u32) -> McInstallClient {
+    let (provider, _) = cart.provider(slot).await;
+    McInstallClient::connect(&provider).await.unwrap()
 }
 
 fn cloud_configuration(supervisor: &[u8]) -> Dictionary {
-    let mut cc = Dictionary::new();
-    cc.insert("AllowPairing".into(), true.into());
-    cc.insert("IsSupervised".into(), true.into());
-    cc.insert("OrganizationName".into(), "Springfield Elementary".into());
+    let mut cc = supervised_cloud_configuration(supervisor);
     cc.insert(
         "OrganizationMagic".into(),
         "6A1B3C9E-0D4F-4B7A-9C2E-1F0A2B3C4D5E".into(),
-    );
-    cc.insert(
-        "SupervisorHostCertificates".into(),
-        Value::Array(vec![Value::Data(supervisor.to_vec())]),
     );
     cc.insert(
         "SkipSetup".into(),
@@ -179,8 +93,8 @@ fn wifi_profile(identifier: &str, ssid: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_requests_on_a_fresh_ipad() {
-    let cart = cart().await;
-    let mut mc = cart.mcinstall(1).await;
+    let cart = Cart::start(SCENARIO).await;
+    let mut mc = mcinstall(&cart, 1).await;
     mc.hello_host_identifier().await.unwrap();
     mc.flush().await.unwrap();
     assert!(mc.get_profile_list().await.unwrap().is_empty());
@@ -196,9 +110,9 @@ async fn read_only_requests_on_a_fresh_ipad() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepare_supervise_escalate_and_install_silently() {
-    let cart = cart().await;
+    let cart = Cart::start(SCENARIO).await;
     let identity = new_identity("Springfield Elementary");
-    let mut mc = cart.mcinstall(1).await;
+    let mut mc = mcinstall(&cart, 1).await;
 
     mc.flush().await.unwrap();
     assert_eq!(mc.get_cloud_configuration().await.unwrap(), None);
@@ -270,7 +184,7 @@ async fn prepare_supervise_escalate_and_install_silently() {
 
     // A new connection starts unescalated.
     drop(mc);
-    let mut mc = cart.mcinstall(1).await;
+    let mut mc = mcinstall(&cart, 1).await;
     assert!(matches!(
         mc.install_profile_silent(&profile).await,
         Err(McInstallError::CommandFormatError { .. })
@@ -291,10 +205,10 @@ async fn prepare_supervise_escalate_and_install_silently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escalation_failures_are_typed() {
-    let cart = cart().await;
+    let cart = Cart::start(SCENARIO).await;
     let identity = new_identity("Springfield Elementary");
     let stranger = new_identity("Shelbyville");
-    let mut mc = cart.mcinstall(1).await;
+    let mut mc = mcinstall(&cart, 1).await;
 
     // No cloud configuration yet: every certificate is rejected.
     assert!(matches!(
@@ -346,11 +260,11 @@ async fn escalation_failures_are_typed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_state_refusals_33003_14002_33004() {
-    let cart = cart().await;
+    let cart = Cart::start(SCENARIO).await;
     let identity = new_identity("Springfield Elementary");
     let cc = cloud_configuration(identity.certificate_der());
 
-    let mut not_activated = cart.mcinstall(2).await;
+    let mut not_activated = mcinstall(&cart, 2).await;
     match not_activated.set_cloud_configuration(&cc).await {
         Err(e @ McInstallError::NotActivated { .. }) => {
             assert!(e.to_string().contains("not activated"), "{e}")
@@ -363,7 +277,7 @@ async fn device_state_refusals_33003_14002_33004() {
         "nothing was stored"
     );
 
-    let mut set_up = cart.mcinstall(3).await;
+    let mut set_up = mcinstall(&cart, 3).await;
     let existing = set_up.get_cloud_configuration().await.unwrap();
     assert!(
         existing.is_some(),
@@ -376,7 +290,7 @@ async fn device_state_refusals_33003_14002_33004() {
         other => panic!("expected AlreadyConfigured, got {other:?}"),
     }
 
-    let mut ade = cart.mcinstall(4).await;
+    let mut ade = mcinstall(&cart, 4).await;
     match ade.set_cloud_configuration(&cc).await {
         Err(e @ McInstallError::MustUseAde { .. }) => {
             assert!(e.to_string().contains("DEP"), "{e}")
@@ -399,7 +313,7 @@ async fn device_state_refusals_33003_14002_33004() {
 
     // DownloadAndApplyCloudConfiguration on an iPad that is not assigned: a general error,
     // with the device's chain.
-    let mut fresh = cart.mcinstall(1).await;
+    let mut fresh = mcinstall(&cart, 1).await;
     match fresh
         .download_and_apply_cloud_configuration(Some("teacher"), Some("secret"))
         .await
@@ -414,8 +328,8 @@ async fn device_state_refusals_33003_14002_33004() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_types_and_malformed_requests() {
-    let cart = cart().await;
-    let mut mc = cart.mcinstall(1).await;
+    let cart = Cart::start(SCENARIO).await;
+    let mut mc = mcinstall(&cart, 1).await;
     let mut cc = Dictionary::new();
     cc.insert("IsSupervised".into(), "yes".into());
     match mc.set_cloud_configuration(&cc).await {
@@ -458,8 +372,8 @@ async fn invalid_types_and_malformed_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_profile_round_trip() {
-    let cart = cart().await;
-    let mut mc = cart.mcinstall(1).await;
+    let cart = Cart::start(SCENARIO).await;
+    let mut mc = mcinstall(&cart, 1).await;
     let profile = wifi_profile("org.springfield.later", "Later");
     mc.store_profile(&profile).await.unwrap();
     assert_eq!(mc.get_stored_profile().await.unwrap(), Some(profile));
@@ -471,8 +385,8 @@ async fn stored_profile_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interactive_install_on_an_unsupervised_set_up_ipad_only_downloads() {
-    let cart = cart().await;
-    let mut mc = cart.mcinstall(3).await;
+    let cart = Cart::start(SCENARIO).await;
+    let mut mc = mcinstall(&cart, 3).await;
     mc.install_profile(&wifi_profile("org.springfield.wifi", "Springfield"))
         .await
         .unwrap();
@@ -488,10 +402,10 @@ async fn interactive_install_on_an_unsupervised_set_up_ipad_only_downloads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erase_device_succeeds_and_the_ipad_comes_back_fresh() {
-    let cart = cart().await;
+    let cart = Cart::start(SCENARIO).await;
     let identity = new_identity("Springfield Elementary");
     let before = cart.device(5).await.device_id;
-    let mut mc = cart.mcinstall(5).await;
+    let mut mc = mcinstall(&cart, 5).await;
     mc.set_cloud_configuration(&cloud_configuration(identity.certificate_der()))
         .await
         .unwrap();
@@ -505,7 +419,7 @@ async fn erase_device_succeeds_and_the_ipad_comes_back_fresh() {
     );
     // Back on USB after the reset (a new DeviceID), in Setup Assistant, with no
     // configuration; it pairs again.
-    let device = cart.device_except(5, Some(before)).await;
+    let device = cart.device_after_reattach(5, before).await;
     let (session, record) = lockdown::trusted_session(device, None, Duration::from_secs(10))
         .await
         .unwrap();
@@ -528,16 +442,7 @@ action = "delay"
 ms = 2000
 "#
     );
-    let dir = tempfile::tempdir().unwrap();
-    let sim = Simulator::start(SimConfig {
-        scenario: toml::from_str(&scenario).unwrap(),
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        state_dir: dir.path().join("sim"),
-        activated: false,
-    })
-    .await
-    .unwrap();
-    let cart = Cart { sim, _dir: dir };
+    let cart = Cart::start(&scenario).await;
     let (provider, _) = cart.provider(1).await;
     let timeouts = Timeouts {
         reply: Duration::from_millis(500),
@@ -560,7 +465,7 @@ ms = 2000
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_pairing_false_then_supervised_pairing_end_to_end() {
-    let cart = cart().await;
+    let cart = Cart::start(SCENARIO).await;
     let identity = new_identity("Springfield Elementary");
     let (provider, first) = cart.provider(1).await;
     let mut mc = McInstallClient::connect(&provider).await.unwrap();
@@ -580,15 +485,14 @@ async fn allow_pairing_false_then_supervised_pairing_end_to_end() {
     ));
 
     // Supervised pairing gets us back in, and MCInstall works with the new record.
-    let store = lockdown::PairRecordStore::new(cart._dir.path().join("station"));
     let mut s = lockdown::DeviceSession::connect(device.clone())
         .await
         .unwrap();
     let record =
-        lockdown::pair_supervised_and_save(&mut s, Some(&store), Some("cartprep"), &identity)
+        lockdown::pair_supervised_and_save(&mut s, Some(&cart.store), Some("cartprep"), &identity)
             .await
             .unwrap();
-    let (session, _) = lockdown::trusted_session(device, Some(&store), Duration::from_secs(3))
+    let (session, _) = lockdown::trusted_session(device, Some(&cart.store), Duration::from_secs(3))
         .await
         .unwrap();
     let mut mc = McInstallClient::connect(&session.provider(record))
@@ -613,17 +517,8 @@ nth = 1
 action = "drop"
 "#
     );
-    let dir = tempfile::tempdir().unwrap();
-    let sim = Simulator::start(SimConfig {
-        scenario: toml::from_str(&scenario).unwrap(),
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        state_dir: dir.path().join("sim"),
-        activated: false,
-    })
-    .await
-    .unwrap();
-    let cart = Cart { sim, _dir: dir };
-    let mc = cart.mcinstall(1).await;
+    let cart = Cart::start(&scenario).await;
+    let mc = mcinstall(&cart, 1).await;
     assert_eq!(
         mc.erase_device(false, true).await.unwrap(),
         EraseOutcome::ConnectionClosed

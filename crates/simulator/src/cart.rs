@@ -141,7 +141,7 @@ impl Cart {
 
     fn properties(ipad: &VirtualIpad, device_id: u32) -> DeviceProperties {
         let mut p = DeviceProperties::usb(device_id, ipad.udid());
-        p.location_id = Some(ipad.spec.location_id);
+        p.location_id = Some(ipad.spec.usb.location_id());
         p.product_id = Some(u64::from(ipad.spec.model.usb_product_id));
         p
     }

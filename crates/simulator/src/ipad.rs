@@ -10,6 +10,7 @@ use rsa::RsaPrivateKey;
 use rsa::pkcs1::{EncodeRsaPublicKey, LineEnding};
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 
+use crate::bus::UsbPort;
 use crate::catalogue::{Identity, Model, Release};
 use crate::error::SimError;
 
@@ -38,8 +39,8 @@ pub struct DeviceSpec {
     pub pairing: PairingBehavior,
     /// Added before every lockdownd and service reply.
     pub latency: Duration,
-    /// USB LocationID to report, `(bus << 16) | address` in Linux usbmuxd's convention.
-    pub location_id: u64,
+    /// Where it is plugged on the cart's USB bus (its LocationID comes from there).
+    pub usb: UsbPort,
     /// Assigned to an MDM server for Automated Device Enrollment in Apple School Manager.
     pub ade: Option<AdeAssignment>,
     /// Find My is on with someone's Apple ID: the activation server answers with a login form.

@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod activation_server;
+pub mod bus;
 pub mod cart;
 pub mod catalogue;
 pub mod cms_verify;
@@ -108,7 +109,10 @@ impl Simulator {
                     identity,
                     pairing: entry.pairing_behavior(),
                     latency: Duration::from_millis(entry.latency_ms),
-                    location_id: (1 << 16) | u64::from(slot + 2),
+                    usb: bus::port(slot).ok_or_else(|| SimError::Scenario {
+                        path: "(scenario)".into(),
+                        reason: format!("slot {slot} has no port on the bus"),
+                    })?,
                     ade: entry.ade.then(|| ipad::AdeAssignment {
                         organization: entry
                             .ade_organization

@@ -37,6 +37,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::bus;
 use crate::catalogue;
 use crate::error::SimError;
 use crate::faults::FaultRule;
@@ -152,6 +153,13 @@ impl Scenario {
         if self.devices.is_empty() {
             return Err("no [[device]] entries".into());
         }
+        if self.devices.len() > bus::MAX_SLOTS as usize {
+            return Err(format!(
+                "{} devices: the cart's USB bus has {} slots",
+                self.devices.len(),
+                bus::MAX_SLOTS
+            ));
+        }
         for (i, d) in self.devices.iter().enumerate() {
             let slot = i + 1;
             if let Some(m) = &d.model {
@@ -265,6 +273,8 @@ mod tests {
                 .contains("unknown action")
         );
         assert!(bad("seed = 1").contains("no [[device]]"));
+        assert!(bad(&"[[device]]\n".repeat(126)).contains("126 devices"));
+        assert!(Scenario::uniform(125).validate().is_ok());
         assert!(bad("[[device]]\nudid = \"1234\"").contains("udid"));
     }
 }

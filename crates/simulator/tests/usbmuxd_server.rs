@@ -23,9 +23,12 @@ use usbmux::{UsbmuxAddress, UsbmuxClient, plist_service};
 /// How long any single network operation may take before the test fails.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// USB LocationID the simulator reports for a slot: `(bus 1 << 16) | address (slot + 2)`.
+/// USB LocationID the simulator reports for a slot, from its published bus layout (the rule
+/// itself is pinned in `simulator::bus`, and slot 1 by value below).
 fn location_id(slot: u32) -> u64 {
-    (1 << 16) | u64::from(slot + 2)
+    simulator::bus::port(slot)
+        .expect("a slot on the bus")
+        .location_id()
 }
 
 // ---------------------------------------------------------------------------------------------
