@@ -123,9 +123,16 @@ impl serde::Serialize for Security {
 }
 
 /// A secret string (a Wi-Fi password): `Debug` and `Display` print `***`, and the memory is
-/// cleared on drop.
+/// cleared on drop. It can be read from a configuration file (`Deserialize`) but is
+/// deliberately not `Serialize`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Zeroizing<String>);
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
 
 impl Secret {
     /// Wraps a secret.

@@ -54,33 +54,8 @@ pub const IDENTITY_KEY_FILE: &str = "supervision.key.pem";
 // Secret
 // ---------------------------------------------------------------------------------------------
 
-/// A password. `Debug` and `Display` print `***`; use [`Secret::expose`] where the value is
-/// really needed (building the Wi-Fi profile). Deliberately not `Serialize`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+/// A password: the Wi-Fi profile's own secret type (prints `***`, cleared on drop).
+pub use profiles::wifi::Secret;
 
 // ---------------------------------------------------------------------------------------------
 // The checked configuration

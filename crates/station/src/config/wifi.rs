@@ -155,10 +155,7 @@ fn build_profile(
     let mut profile = WifiProfile::new(
         network.ssid.clone(),
         network.security,
-        network
-            .password
-            .as_ref()
-            .map(|pw| profiles::wifi::Secret::new(pw.expose())),
+        network.password.clone(),
     );
     profile.hidden = network.hidden;
     profile.auto_join = network.auto_join;
