@@ -65,6 +65,8 @@ pub struct Scheduler {
     known: HashMap<String, Label>,
     /// Recovery/DFU devices already reported, by port chain.
     recovery_seen: HashSet<String>,
+    /// UDIDs already noted as seen over the network (never touched).
+    network_seen: HashSet<String>,
     /// The jobs themselves; each returns its number, its UDID and how it ended.
     jobs: JoinSet<(u64, String, JobEnd)>,
     /// The number of the last job started.
@@ -93,6 +95,7 @@ impl Scheduler {
             erasing: HashSet::new(),
             known: HashMap::new(),
             recovery_seen: HashSet::new(),
+            network_seen: HashSet::new(),
             jobs: JoinSet::new(),
             last_job: 0,
             mux_up: false,
@@ -144,8 +147,20 @@ impl Scheduler {
         self.attached.clear();
     }
 
-    /// An iPad appeared: it queues unless it is already being worked on.
+    /// An iPad appeared: it queues unless it is already being worked on. Only iPads on a USB
+    /// cable are prepared: one usbmuxd reaches over the network (a teacher's iPad paired for
+    /// Wi-Fi sync, or a second listing of a plugged iPad) is never touched.
     pub fn on_attached(&mut self, props: DeviceProperties) {
+        if !over_usb(&props) {
+            let udid = props.udid;
+            if self.network_seen.insert(udid.clone()) {
+                self.board.note(format!(
+                    "{udid}: seen over {} \u{2014} not touched (only iPads on a USB cable are prepared)",
+                    link_name(&props.connection_type)
+                ));
+            }
+            return;
+        }
         let (id, udid) = (props.device_id, props.udid.clone());
         let location = props.location_id;
         self.attached.insert(id, props);
@@ -360,6 +375,22 @@ impl Scheduler {
     }
 }
 
+/// Whether usbmuxd reaches the device over a USB cable (`ConnectionType` `USB`); `Network`
+/// (Wi-Fi sync on macOS) and anything unknown are not prepared.
+fn over_usb(props: &DeviceProperties) -> bool {
+    props.connection_type.eq_ignore_ascii_case("USB")
+}
+
+fn link_name(connection_type: &str) -> &str {
+    if connection_type.eq_ignore_ascii_case("Network") {
+        "Wi-Fi"
+    } else if connection_type.is_empty() {
+        "an unknown link"
+    } else {
+        connection_type
+    }
+}
+
 /// A job stopped from outside (unplug, usbmuxd gone, shutdown): its record waits for the iPad.
 async fn mark_interrupted(ledger: &Ledger, udid: &str, why: &str) {
     if let Ok(Some(mut r)) = ledger.by_udid(udid)
@@ -376,5 +407,26 @@ async fn mark_interrupted(ledger: &Ledger, udid: &str, why: &str) {
         });
         r.updated_ms = now;
         let _ = ledger.save(&r, Event::Update).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ipads_on_a_usb_cable_are_prepared() {
+        for (connection_type, prepared) in [
+            ("USB", true),
+            ("usb", true),
+            ("Network", false),
+            ("", false),
+            ("Bluetooth", false),
+        ] {
+            let mut props = DeviceProperties::usb(7, "00008030-000D543C1A30C02E");
+            props.connection_type = connection_type.into();
+            assert_eq!(over_usb(&props), prepared, "{connection_type:?}");
+        }
+        assert_eq!(link_name("Network"), "Wi-Fi");
     }
 }
