@@ -2,6 +2,7 @@
 //! a Listen loop and client helpers. Used by the station's client and by the simulator's server.
 
 pub mod address;
+pub mod bounded_plist;
 pub mod client;
 pub mod device;
 pub mod error;
@@ -9,8 +10,11 @@ pub mod frame;
 pub mod listen;
 pub mod message;
 pub mod plist_service;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 
 pub use address::{UsbmuxAddress, UsbmuxStream};
+pub use bounded_plist::{BoundedPlistError, Limits};
 pub use client::UsbmuxClient;
 pub use device::{DeviceEvent, DeviceProperties};
 pub use error::UsbmuxError;

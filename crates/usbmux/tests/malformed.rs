@@ -1,7 +1,7 @@
 //! Malformed input gives errors, never panics or huge allocations.
 
 use usbmux::frame::{HEADER_LEN, Header, MAX_REQUEST_LEN, read_frame};
-use usbmux::{Frame, Request, ResultCode, UsbmuxError, plist_service};
+use usbmux::{BoundedPlistError, Frame, Request, ResultCode, UsbmuxError, plist_service};
 
 fn header(length: u32) -> [u8; HEADER_LEN] {
     Header {
@@ -57,7 +57,10 @@ async fn a_clean_close_before_a_header_is_not_an_error() {
 #[test]
 fn garbage_payload_is_a_plist_error() {
     let frame = Frame::new(1, 8, 1, b"not a plist at all".to_vec()).unwrap();
-    assert!(matches!(frame.plist_dict(), Err(UsbmuxError::Plist(_))));
+    assert!(matches!(
+        frame.plist_dict(),
+        Err(UsbmuxError::BadPlist(BoundedPlistError::Malformed(_)))
+    ));
 }
 
 #[test]
@@ -134,7 +137,9 @@ fn plist_service_rejects_huge_and_truncated_messages() {
     not_dict.extend_from_slice(body);
     assert!(matches!(
         plist_service::parse(&not_dict),
-        Err(UsbmuxError::Plist(_))
+        Err(UsbmuxError::BadPlist(
+            BoundedPlistError::NotADictionary { .. }
+        ))
     ));
 }
 
