@@ -35,6 +35,8 @@ pub const USER_AGENT: &str = "iOS Device Activator (MobileActivation-592.103.2)"
 pub const SERVICE_NAME: &str = "com.apple.mobileactivationd";
 /// Largest HTTP body accepted from the activation server.
 const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Bounds of a plist in an activation server's reply.
+const BODY_LIMITS: usbmux::Limits = usbmux::Limits::new(MAX_BODY);
 /// Characters of a server body kept in errors.
 const EXCERPT: usize = 512;
 
@@ -179,9 +181,9 @@ fn classify_activation_response(
     }
     match media_type {
         "text/xml" | "application/xml" | "application/x-apple-plist" => {
-            match plist::from_bytes::<Value>(body) {
-                Ok(Value::Dictionary(_)) => Ok(()),
-                _ => Err(ActivationError::MalformedReply(format!(
+            match usbmux::bounded_plist::dictionary_from_bytes(body, BODY_LIMITS) {
+                Ok(_) => Ok(()),
+                Err(_) => Err(ActivationError::MalformedReply(format!(
                     "the activation record is not a plist dictionary: {}",
                     excerpt(body)
                 ))),

@@ -263,8 +263,8 @@ pub fn parse_profile(bytes: &[u8]) -> Result<Profile, &'static str> {
     } else {
         bytes.to_vec()
     };
-    let dict: Dictionary =
-        plist::from_bytes(&plist_bytes).map_err(|_| "The profile could not be read.")?;
+    let dict = crate::untrusted::dictionary(&plist_bytes)
+        .map_err(|_| "The profile could not be read.")?;
     if dict.get("PayloadType").and_then(Value::as_string) != Some("Configuration") {
         return Err("The profile is not a configuration profile.");
     }
@@ -357,7 +357,7 @@ fn remove_profile(state: &mut DeviceState, req: &Dictionary) -> Dictionary {
     let identifier = match req.get("ProfileIdentifier") {
         Some(Value::String(s)) => Some(s.clone()),
         // A stub profile plist: its PayloadIdentifier names the profile.
-        Some(Value::Data(d)) => plist::from_bytes::<Dictionary>(d).ok().and_then(|s| {
+        Some(Value::Data(d)) => crate::untrusted::dictionary(d).ok().and_then(|s| {
             s.get("PayloadIdentifier")
                 .and_then(Value::as_string)
                 .map(str::to_owned)

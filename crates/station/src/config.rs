@@ -1126,7 +1126,8 @@ fn check_mobileconfig(bytes: &[u8]) -> Result<(), String> {
     if bytes.first() == Some(&0x30) {
         return Ok(());
     }
-    let value = plist::Value::from_reader(io::Cursor::new(bytes))
+    let limits = usbmux::Limits::new(MAX_REFERENCED_FILE as usize);
+    let value = usbmux::bounded_plist::from_bytes(bytes, limits)
         .map_err(|e| format!("is not a configuration profile (not a property list: {e})"))?;
     let dict = value
         .as_dictionary()
