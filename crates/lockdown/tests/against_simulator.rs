@@ -264,7 +264,7 @@ async fn listen_loop_runs_in_a_spawned_task_with_every_property() {
         .iter()
         .find(|p| p.udid == cart.sim.cart.device(1).unwrap().udid())
         .unwrap();
-    assert_eq!(first.connection_type, "USB");
+    assert_eq!(first.connection_type.as_deref(), Some("USB"));
     assert_eq!(first.product_id, Some(0x12AB));
     assert_eq!(first.location_id, Some((1 << 16) | 3));
     assert_eq!(first.connection_speed, Some(480_000_000));

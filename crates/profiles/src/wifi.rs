@@ -9,8 +9,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use plist::{Dictionary, Value};
-use usbmux::BoundedPlistError;
 use sha2::{Digest, Sha256};
+use usbmux::BoundedPlistError;
 use zeroize::Zeroizing;
 
 use crate::error::{ProfileError, Result};
@@ -424,15 +424,18 @@ pub fn parse_mobileconfig(bytes: Vec<u8>) -> Result<ExistingProfile> {
             "neither a property list nor a CMS-signed profile".into(),
         ));
     };
-    let value = usbmux::bounded_plist::from_bytes(&plist_bytes, PROFILE_LIMITS).map_err(
-        |source| match source {
-            BoundedPlistError::Malformed(e) => not_profile(format!("not a property list ({e})")),
-            source => ProfileError::Plist {
-                what: what.into(),
-                source,
-            },
-        },
-    )?;
+    let value =
+        usbmux::bounded_plist::from_bytes(&plist_bytes, PROFILE_LIMITS).map_err(|source| {
+            match source {
+                BoundedPlistError::Malformed(e) => {
+                    not_profile(format!("not a property list ({e})"))
+                }
+                source => ProfileError::Plist {
+                    what: what.into(),
+                    source,
+                },
+            }
+        })?;
     let dict = value
         .as_dictionary()
         .ok_or_else(|| not_profile("the top level is not a dictionary".into()))?;
@@ -791,8 +794,8 @@ mod tests {
     #[test]
     fn a_deeply_nested_plist_inside_a_signature_is_refused() {
         let id = crate::identity::tests::shared();
-        let signed = crate::cms::sign_attached(id, &usbmux::test_support::xml_nested(10_000))
-            .expect("sign");
+        let signed =
+            crate::cms::sign_attached(id, &usbmux::test_support::xml_nested(10_000)).expect("sign");
         assert!(matches!(
             parse_mobileconfig(signed),
             Err(ProfileError::Plist {

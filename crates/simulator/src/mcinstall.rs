@@ -263,8 +263,8 @@ pub fn parse_profile(bytes: &[u8]) -> Result<Profile, &'static str> {
     } else {
         bytes.to_vec()
     };
-    let dict = crate::untrusted::dictionary(&plist_bytes)
-        .map_err(|_| "The profile could not be read.")?;
+    let dict =
+        crate::untrusted::dictionary(&plist_bytes).map_err(|_| "The profile could not be read.")?;
     if dict.get("PayloadType").and_then(Value::as_string) != Some("Configuration") {
         return Err("The profile is not a configuration profile.");
     }

@@ -375,14 +375,14 @@ async fn usbmux_client_parses_the_device_list() {
             (
                 1,
                 udid(&sim, 1),
-                "USB".to_owned(),
+                Some("USB".to_owned()),
                 Some(0x1_0003),
                 Some(480_000_000)
             ),
             (
                 2,
                 udid(&sim, 2),
-                "USB".to_owned(),
+                Some("USB".to_owned()),
                 Some(0x1_0004),
                 Some(480_000_000)
             ),

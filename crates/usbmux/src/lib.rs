@@ -19,7 +19,7 @@ pub use client::UsbmuxClient;
 pub use device::{DeviceEvent, DeviceProperties};
 pub use error::UsbmuxError;
 pub use frame::{Frame, Header};
-pub use listen::{Listener, listen_loop};
+pub use listen::{ListenMessage, Listener, Oddity, listen_loop};
 pub use message::{ClientInfo, Request, ResultCode};
 
 /// lockdownd's TCP port on the device.
