@@ -126,3 +126,46 @@ pub async fn find(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use usbmux::test_support::{Format, dict_with_deep_array};
+
+    const UDID: &str = "00008030-001A2B3C4D5E6F70";
+
+    #[test]
+    fn a_pair_record_file_nested_ten_thousand_levels_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = PairRecordStore::new(dir.path());
+        for format in [Format::Binary, Format::Xml] {
+            let record =
+                dict_with_deep_array(format, &[("HostID", "H"), ("SystemBUID", "B")], 10_000);
+            store.save(UDID, &record).expect("save");
+            let bytes = store.load(UDID).expect("load").expect("present");
+            assert!(
+                matches!(
+                    parse(&bytes),
+                    Err(LockdownError::PairRecordPlist(
+                        BoundedPlistError::TooDeep { .. }
+                    ))
+                ),
+                "{format:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_pair_record_file_is_not_read_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = PairRecordStore::new(dir.path());
+        let big = vec![b' '; PAIR_RECORD_LIMITS.max_bytes + 1];
+        store.save(UDID, &big).expect("save");
+        assert!(matches!(
+            store.load(UDID),
+            Err(LockdownError::PairRecordPlist(
+                BoundedPlistError::TooLarge { .. }
+            ))
+        ));
+    }
+}

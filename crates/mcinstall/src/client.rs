@@ -660,6 +660,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_reply_nested_ten_thousand_levels_is_malformed_and_the_stream_stays_in_step() {
+        use usbmux::test_support::{Format, dict_with_deep_array};
+        let (mut mc, mut peer) = connected();
+        let device = tokio::spawn(async move {
+            for format in [Format::Binary, Format::Xml] {
+                let _ = next(&mut peer).await;
+                // Acknowledged, but with a value no reader should descend into.
+                let body = dict_with_deep_array(format, &[("Status", "Acknowledged")], 10_000);
+                peer.write_all(&(body.len() as u32).to_be_bytes())
+                    .await
+                    .unwrap();
+                peer.write_all(&body).await.unwrap();
+            }
+            let _ = next(&mut peer).await;
+            answer(&mut peer, &ack()).await;
+            peer
+        });
+        for format in ["binary", "xml"] {
+            match mc.hello_host_identifier().await {
+                Err(McInstallError::MalformedReply { reason, .. }) => {
+                    assert!(reason.contains("nests deeper than"), "{format}: {reason}")
+                }
+                other => panic!("{format}: expected MalformedReply, got {other:?}"),
+            }
+        }
+        mc.flush().await.expect("the next request is answered");
+        drop(device.await.unwrap());
+    }
+
+    #[tokio::test]
     async fn a_silent_device_is_a_timeout_and_eof_is_a_closed_connection() {
         let (mc, mut peer) = connected();
         let mut mc = mc.with_timeouts(Timeouts {

@@ -172,8 +172,9 @@ fn kind(value: &Value) -> &'static str {
 mod tests {
     use super::*;
     use crate::test_support::{
-        binary_cycle, binary_nested, binary_out_of_range_offset, binary_out_of_range_reference,
-        binary_shared_fanout, openstep_nested, xml_nested,
+        Format, binary_cycle, binary_nested, binary_out_of_range_offset,
+        binary_out_of_range_reference, binary_shared_fanout, dict_with_deep_array, openstep_nested,
+        xml_nested,
     };
 
     const LIMITS: Limits = Limits::new(1 << 20);
@@ -233,6 +234,37 @@ mod tests {
                 ),
                 "{format}"
             );
+        }
+    }
+
+    #[test]
+    fn a_message_with_a_deep_value_is_refused_and_a_shallow_one_read() {
+        let entries = [
+            ("MessageType", "Listen"),
+            ("ProgName", "a-rather-long-program-name"),
+        ];
+        for format in [Format::Binary, Format::Xml] {
+            let deep = dict_with_deep_array(format, &entries, 10_000);
+            assert!(
+                matches!(
+                    dictionary_from_bytes(&deep, LIMITS),
+                    Err(BoundedPlistError::TooDeep { .. })
+                ),
+                "{format:?}"
+            );
+            // Within the limit: the dict, then 63 arrays.
+            let shallow = dict_with_deep_array(format, &entries, DEFAULT_MAX_DEPTH - 1);
+            let dict = dictionary_from_bytes(&shallow, LIMITS).expect("within the limit");
+            assert_eq!(
+                dict["MessageType"].as_string(),
+                Some("Listen"),
+                "{format:?}"
+            );
+            assert_eq!(
+                dict["ProgName"].as_string(),
+                Some("a-rather-long-program-name")
+            );
+            assert_eq!(depth_of(&Value::Dictionary(dict)), DEFAULT_MAX_DEPTH);
         }
     }
 

@@ -88,6 +88,66 @@ pub fn binary_shared_fanout(levels: usize) -> Vec<u8> {
 enum Object {
     /// References to other objects by index (fewer than 15).
     Array(Vec<usize>),
+    /// Key and value references (fewer than 15 pairs).
+    Dict(Vec<(usize, usize)>),
+    /// An ASCII string (shorter than 15 bytes, or up to 255 with a length byte).
+    Ascii(String),
+}
+
+/// Wire formats the builders produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Binary,
+    Xml,
+}
+
+/// A dictionary of the string `entries` plus `"Deep"`: `depth` nested arrays. Well formed, so
+/// a reader without a depth bound would accept it as a valid message; XML takes 15 bytes a
+/// level, binary 5.
+pub fn dict_with_deep_array(format: Format, entries: &[(&str, &str)], depth: usize) -> Vec<u8> {
+    match format {
+        Format::Xml => {
+            let mut out = String::from(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\"><dict>",
+            );
+            for (k, v) in entries {
+                out.push_str(&format!("<key>{k}</key><string>{v}</string>"));
+            }
+            out.push_str("<key>Deep</key>");
+            out.push_str(&"<array>".repeat(depth));
+            out.push_str(&"</array>".repeat(depth));
+            out.push_str("</dict></plist>\n");
+            out.into_bytes()
+        }
+        Format::Binary => {
+            // Object 0: the dict; then key and value strings; then "Deep" and its arrays.
+            let mut objects = vec![Object::Dict(Vec::new())];
+            let mut pairs = Vec::new();
+            for (k, v) in entries {
+                pairs.push((objects.len(), objects.len() + 1));
+                objects.push(Object::Ascii((*k).to_owned()));
+                objects.push(Object::Ascii((*v).to_owned()));
+            }
+            pairs.push((objects.len(), objects.len() + 1));
+            objects.push(Object::Ascii("Deep".into()));
+            let first = objects.len();
+            for i in 0..depth.max(1) {
+                objects.push(if i + 1 < depth {
+                    Object::Array(vec![first + i + 1])
+                } else {
+                    Object::Array(vec![])
+                });
+            }
+            objects[0] = Object::Dict(pairs);
+            binary(objects, 0)
+        }
+    }
+}
+
+fn reference(index: usize) -> [u8; 2] {
+    u16::try_from(index)
+        .expect("fits 2-byte references")
+        .to_be_bytes()
 }
 
 /// Lays out `objects` as a bplist00 file with 2-byte object references and offsets (compact
@@ -104,9 +164,30 @@ fn binary(objects: Vec<Object>, root: usize) -> Vec<u8> {
                 assert!(refs.len() < 15, "short arrays only");
                 out.push(0xA0 | refs.len() as u8);
                 for r in refs {
-                    let r = u16::try_from(*r).expect("fits 2-byte references");
-                    out.extend_from_slice(&r.to_be_bytes());
+                    out.extend_from_slice(&reference(*r));
                 }
+            }
+            Object::Dict(pairs) => {
+                assert!(pairs.len() < 15, "short dictionaries only");
+                out.push(0xD0 | pairs.len() as u8);
+                for (k, _) in pairs {
+                    out.extend_from_slice(&reference(*k));
+                }
+                for (_, v) in pairs {
+                    out.extend_from_slice(&reference(*v));
+                }
+            }
+            Object::Ascii(text) => {
+                assert!(
+                    text.is_ascii() && text.len() < 256,
+                    "short ASCII strings only"
+                );
+                if text.len() < 15 {
+                    out.push(0x50 | text.len() as u8);
+                } else {
+                    out.extend_from_slice(&[0x5F, 0x10, text.len() as u8]);
+                }
+                out.extend_from_slice(text.as_bytes());
             }
         }
     }
