@@ -358,6 +358,35 @@ ms = 3000
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_nested_ten_thousand_levels_is_refused_before_idevice_parses_it() {
+    let scenario = format!(
+        "{SCENARIO}\n{}",
+        r#"
+[[fault]]
+slot = 1
+request = "GetValue"
+nth = 1
+action = "deep"
+"#
+    );
+    let cart = cart(&scenario).await;
+    let device = cart.device(1).await;
+
+    let mut s = DeviceSession::connect(device.clone()).await.unwrap();
+    match s.get_string("ProductType").await {
+        Err(LockdownError::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+            assert!(e.to_string().contains("nests deeper"), "{e}");
+        }
+        other => panic!("expected a refused reply, got {other:?}"),
+    }
+
+    // The next GetValue has no fault: the device (and this process) still work.
+    let mut s = DeviceSession::connect(device).await.unwrap();
+    assert_eq!(s.get_string("ProductType").await.unwrap(), "iPad12,1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unplugging_mid_session_is_an_error_on_the_next_request() {
     let cart = cart(SCENARIO).await;
     let (mut s, _) = lockdown::trusted_session(cart.device(1).await, None, Duration::from_secs(10))

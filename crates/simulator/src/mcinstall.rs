@@ -6,7 +6,7 @@
 use plist::{Dictionary, Value};
 use usbmux::plist_service;
 
-use crate::faults::FaultAction;
+use crate::faults::{self, FaultAction};
 use crate::ipad::{DeviceState, Profile};
 use crate::lockdownd::{Link, MALFORMED};
 use crate::tls::BoxStream;
@@ -74,12 +74,14 @@ pub async fn serve(mut link: Link, mut stream: BoxStream) {
             .and_then(Value::as_string)
             .unwrap_or("")
             .to_owned();
+        let mut deep = false;
         match link.fault(&kind) {
             Some(FaultAction::Drop) => return,
             Some(FaultAction::Malformed) => {
                 let _ = stream.write_all(MALFORMED).await;
                 continue;
             }
+            Some(FaultAction::Deep) => deep = true,
             Some(FaultAction::Delay { ms }) => {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await
             }
@@ -93,6 +95,16 @@ pub async fn serve(mut link: Link, mut stream: BoxStream) {
             tokio::time::sleep(link.ipad.spec.latency).await;
         }
         let (answer, after) = handle(&link, &mut conn, &kind, &request);
+        if deep {
+            if stream
+                .write_all(&faults::deep_message(&answer))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
         if plist_service::write(&mut stream, &answer).await.is_err() {
             return;
         }

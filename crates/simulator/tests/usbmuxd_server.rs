@@ -1439,3 +1439,26 @@ async fn a_deeply_nested_lockdown_message_drops_that_tunnel_only() {
     }
     assert_server_still_lists_devices(&sim).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deep_fault_makes_a_reply_a_client_must_refuse() {
+    let (_dir, sim) = start(one_device_with_faults(vec![FaultRule {
+        slot: Some(0),
+        request: "ListDevices".into(),
+        nth: 1,
+        action: FaultAction::Deep,
+    }]))
+    .await;
+    let mut client = UsbmuxClient::connect(sim.address()).await.unwrap();
+    assert!(
+        matches!(
+            client.list_devices().await,
+            Err(usbmux::UsbmuxError::BadPlist(
+                usbmux::BoundedPlistError::TooDeep { .. }
+            ))
+        ),
+        "the reply nests 10 000 levels deep"
+    );
+    let mut client = UsbmuxClient::connect(sim.address()).await.unwrap();
+    assert_eq!(client.list_devices().await.unwrap().len(), 1);
+}

@@ -9,6 +9,7 @@ pub mod error;
 pub mod frame;
 pub mod listen;
 pub mod message;
+pub mod plist_guard;
 pub mod plist_service;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
