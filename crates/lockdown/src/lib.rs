@@ -8,6 +8,7 @@ pub mod pair_records;
 pub mod pairing;
 pub mod provider;
 pub mod session;
+mod session_tls;
 pub mod signer;
 pub mod supervised_pairing;
 

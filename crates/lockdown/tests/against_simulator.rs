@@ -387,6 +387,38 @@ action = "deep"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_reply_inside_the_tls_session_is_refused_too() {
+    let scenario = format!(
+        "{SCENARIO}\n{}",
+        r#"
+[[fault]]
+slot = 1
+request = "StartService"
+nth = 1
+action = "deep"
+"#
+    );
+    let cart = cart(&scenario).await;
+    let (mut s, _) = lockdown::trusted_session(cart.device(1).await, None, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(s.in_session());
+    match s.start_service("com.apple.mobile.MCInstall").await {
+        Err(LockdownError::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+            assert!(e.to_string().contains("nests deeper"), "{e}");
+        }
+        other => panic!("expected a refused reply, got {other:?}"),
+    }
+
+    // A new session gets its service.
+    let (mut s, _) = lockdown::trusted_session(cart.device(1).await, None, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(s.start_service("com.apple.mobile.MCInstall").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unplugging_mid_session_is_an_error_on_the_next_request() {
     let cart = cart(SCENARIO).await;
     let (mut s, _) = lockdown::trusted_session(cart.device(1).await, None, Duration::from_secs(10))
