@@ -7,6 +7,7 @@ pub mod error;
 pub mod pair_records;
 pub mod pairing;
 pub mod provider;
+pub mod services;
 pub mod session;
 mod session_tls;
 pub mod signer;

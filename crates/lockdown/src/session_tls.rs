@@ -11,15 +11,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use idevice::Idevice;
 use idevice::pairing_file::PairingFile;
 use idevice::services::lockdown::LockdownClient;
+use idevice::{Idevice, ReadWrite};
 use plist::{Dictionary, Value};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio_rustls::client::TlsStream;
 use usbmux::plist_guard::PlistGuard;
 
 use crate::error::LockdownError;
@@ -44,31 +45,39 @@ pub(crate) async fn start(
     let reply = read_plist(&mut client.idevice, OPERATION, after).await?;
     let session_id = session_of(&reply)?;
 
-    let config = client_config(record)?;
     // idevice holds the socket; an unconnected stand-in takes its place while TLS starts.
     let stand_in = Idevice::new(Box::new(tokio::io::duplex(1).0), label);
     let plain = std::mem::replace(&mut client.idevice, stand_in)
         .get_socket()
         .ok_or_else(|| LockdownError::Idevice("the lockdownd connection is gone".into()))?;
-    let server = ServerName::try_from("Device").map_err(|e| tls_error(e.to_string()))?;
-    let tls = match tokio::time::timeout(
-        after,
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server, plain),
-    )
-    .await
-    {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return Err(LockdownError::Io(e)),
-        Err(_) => {
-            return Err(LockdownError::Timeout {
-                operation: "TLS handshake",
-                after,
-            });
-        }
-    };
+    let tls = connect(plain, record, after).await?;
     client.idevice = Idevice::new(Box::new(PlistGuard::new(tls)), label);
     client.session_id = session_id;
     Ok(())
+}
+
+/// TLS as the pair record's host, over `socket` (lockdownd after StartSession, or a service
+/// that asked for it).
+pub(crate) async fn connect(
+    socket: Box<dyn ReadWrite>,
+    record: &PairingFile,
+    after: Duration,
+) -> Result<TlsStream<Box<dyn ReadWrite>>, LockdownError> {
+    let config = client_config(record)?;
+    let server = ServerName::try_from("Device").map_err(|e| tls_error(e.to_string()))?;
+    match tokio::time::timeout(
+        after,
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server, socket),
+    )
+    .await
+    {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(e)) => Err(LockdownError::Io(e)),
+        Err(_) => Err(LockdownError::Timeout {
+            operation: "TLS handshake",
+            after,
+        }),
+    }
 }
 
 /// The SessionID of a StartSession reply that turns TLS on, or the error it carries.

@@ -419,6 +419,40 @@ action = "deep"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_connections_refuse_a_deep_start_service_reply() {
+    let scenario = format!(
+        "{SCENARIO}\n{}",
+        r#"
+[[fault]]
+slot = 1
+request = "StartService"
+nth = 1
+action = "deep"
+"#
+    );
+    let cart = cart(&scenario).await;
+    let (s, record) =
+        lockdown::trusted_session(cart.device(1).await, None, Duration::from_secs(10))
+            .await
+            .unwrap();
+    let provider = s.provider(record);
+    let service = "com.apple.mobile.MCInstall";
+    let after = Duration::from_secs(10);
+    match lockdown::services::connect_plist_service(&provider, service, after).await {
+        Err(LockdownError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidData),
+        other => panic!(
+            "expected a refused reply, got {:?}",
+            other.map(|_| "a connection")
+        ),
+    }
+    assert!(
+        lockdown::services::connect_plist_service(&provider, service, after)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unplugging_mid_session_is_an_error_on_the_next_request() {
     let cart = cart(SCENARIO).await;
     let (mut s, _) = lockdown::trusted_session(cart.device(1).await, None, Duration::from_secs(10))
