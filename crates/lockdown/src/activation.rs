@@ -17,10 +17,8 @@
 
 use std::time::{Duration, Instant};
 
+use idevice::Idevice;
 use idevice::provider::IdeviceProvider;
-use idevice::services::lockdown::LockdownClient;
-use idevice::services::mobileactivationd::MobileActivationdClient;
-use idevice::{Idevice, IdeviceError, IdeviceService};
 use plist::{Dictionary, Value};
 
 use crate::error::LockdownError;
@@ -35,6 +33,8 @@ pub const USER_AGENT: &str = "iOS Device Activator (MobileActivation-592.103.2)"
 pub const SERVICE_NAME: &str = "com.apple.mobileactivationd";
 /// Largest HTTP body accepted from the activation server.
 const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Bounds of a plist in an activation server's reply.
+const BODY_LIMITS: usbmux::Limits = usbmux::Limits::new(MAX_BODY);
 /// Characters of a server body kept in errors.
 const EXCERPT: usize = 512;
 
@@ -75,10 +75,6 @@ impl ActivationError {
             ActivationError::Lockdown(l) => l.is_transient(),
             _ => false,
         }
-    }
-
-    fn from_idevice(operation: &'static str, e: IdeviceError) -> Self {
-        ActivationError::Lockdown(LockdownError::from_idevice(operation, e))
     }
 }
 
@@ -191,9 +187,9 @@ fn classify_activation_response(
     }
     match media_type {
         "text/xml" | "application/xml" | "application/x-apple-plist" => {
-            match plist::from_bytes::<Value>(body) {
-                Ok(Value::Dictionary(_)) => Ok(()),
-                _ => Err(ActivationError::MalformedReply(format!(
+            match usbmux::bounded_plist::dictionary_from_bytes(body, BODY_LIMITS) {
+                Ok(_) => Ok(()),
+                Err(_) => Err(ActivationError::MalformedReply(format!(
                     "the activation record is not a plist dictionary: {}",
                     excerpt(body)
                 ))),
@@ -379,16 +375,6 @@ struct Connection {
     idevice: Idevice,
 }
 
-impl IdeviceService for Connection {
-    fn service_name() -> std::borrow::Cow<'static, str> {
-        SERVICE_NAME.into()
-    }
-
-    async fn from_stream(idevice: Idevice) -> Result<Self, IdeviceError> {
-        Ok(Connection { idevice })
-    }
-}
-
 /// mobileactivationd, each request on a new connection, each step with a deadline.
 pub struct MobileActivationd<'a> {
     provider: &'a dyn IdeviceProvider,
@@ -438,11 +424,11 @@ impl<'a> MobileActivationd<'a> {
     ) -> Result<Dictionary, ActivationError> {
         let mut conn = match tokio::time::timeout(
             self.timeout,
-            <Connection as IdeviceService>::connect(self.provider),
+            crate::services::connect_plist_service(self.provider, SERVICE_NAME, self.timeout),
         )
         .await
         {
-            Ok(r) => r.map_err(|e| ActivationError::from_idevice(command, e))?,
+            Ok(r) => Connection { idevice: r? },
             Err(_) => {
                 return Err(ActivationError::Timeout {
                     operation: command,
@@ -485,18 +471,27 @@ impl<'a> MobileActivationd<'a> {
         }
     }
 
-    /// `Unactivated`, `Activated`, … (idevice's client: mobileactivationd, else lockdown's
-    /// `ActivationState`).
+    /// `Unactivated`, `Activated`, …: mobileactivationd's answer, else lockdown's
+    /// `ActivationState` (as idevice's client does, with every reply checked within bounds).
     pub async fn state(&self) -> Result<String, ActivationError> {
-        // Two connections at most (the daemon, then lockdown).
-        let after = self.timeout * 2;
-        match tokio::time::timeout(after, MobileActivationdClient::new(self.provider).state()).await
+        const C: &str = "GetActivationStateRequest";
+        if let Ok(reply) = self.command(C, None, Dictionary::new()).await
+            && let Some(state) = reply.get("Value").and_then(Value::as_string)
         {
-            Ok(r) => r.map_err(|e| ActivationError::from_idevice("GetActivationStateRequest", e)),
-            Err(_) => Err(ActivationError::Timeout {
-                operation: "GetActivationStateRequest",
-                after,
-            }),
+            return Ok(state.to_owned());
+        }
+        let mut lockdown = crate::services::lockdown_session(self.provider, self.timeout).await?;
+        match timed(
+            "GetValue",
+            self.timeout,
+            lockdown.get_value(Some("ActivationState"), None),
+        )
+        .await?
+        {
+            Value::String(state) => Ok(state),
+            _ => Err(ActivationError::MalformedReply(
+                "ActivationState is not a string".into(),
+            )),
         }
     }
 
@@ -563,14 +558,7 @@ pub async fn acknowledge_activation(
     provider: &dyn IdeviceProvider,
     timeout: Duration,
 ) -> Result<(), ActivationError> {
-    let mut lockdown = timed(
-        "Connect",
-        timeout,
-        <LockdownClient as IdeviceService>::connect(provider),
-    )
-    .await?;
-    let record = timed("PairRecord", timeout, provider.get_pairing_file()).await?;
-    timed("StartSession", timeout, lockdown.start_session(&record)).await?;
+    let mut lockdown = crate::services::lockdown_session(provider, timeout).await?;
     timed(
         "SetValue",
         timeout,

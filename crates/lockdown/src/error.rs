@@ -25,6 +25,8 @@ pub enum LockdownError {
     MalformedReply(String),
     #[error("pair record: {0}")]
     PairRecord(String),
+    #[error("unreadable pair record: {0}")]
+    PairRecordPlist(usbmux::BoundedPlistError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("device connection failed: {0}")]

@@ -7,7 +7,9 @@ pub mod error;
 pub mod pair_records;
 pub mod pairing;
 pub mod provider;
+pub mod services;
 pub mod session;
+mod session_tls;
 pub mod signer;
 pub mod supervised_pairing;
 

@@ -5,9 +5,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use idevice::pairing_file::PairingFile;
+use usbmux::bounded_plist::{self, BoundedPlistError, Limits};
 use usbmux::{UsbmuxAddress, UsbmuxClient};
 
 use crate::error::LockdownError;
+
+/// A pair record is a few KiB (three certificates, a key, a few strings).
+pub const PAIR_RECORD_LIMITS: Limits = Limits::new(1024 * 1024);
 
 /// Our own copy of pair records, `<dir>/<UDID>.plist`.
 #[derive(Debug, Clone)]
@@ -39,11 +43,13 @@ impl PairRecordStore {
         Ok(self.dir.join(format!("{udid}.plist")))
     }
 
+    /// The record's bytes, refusing a file larger than [`PAIR_RECORD_LIMITS`] allows.
     pub fn load(&self, udid: &str) -> Result<Option<Vec<u8>>, LockdownError> {
-        match std::fs::read(self.path(udid)?) {
+        match bounded_plist::read_file(&self.path(udid)?, PAIR_RECORD_LIMITS.max_bytes) {
             Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(BoundedPlistError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(BoundedPlistError::Io(e)) => Err(e.into()),
+            Err(e) => Err(LockdownError::PairRecordPlist(e)),
         }
     }
 
@@ -78,9 +84,12 @@ impl PairRecordStore {
     }
 }
 
-/// Parses a pair-record file (XML or binary plist).
+/// Parses a pair-record file (XML or binary plist) within [`PAIR_RECORD_LIMITS`]: the file
+/// comes from disk or from usbmuxd, and idevice's own parser has no depth bound.
 pub fn parse(bytes: &[u8]) -> Result<PairingFile, LockdownError> {
-    PairingFile::from_bytes(bytes).map_err(|e| LockdownError::PairRecord(e.to_string()))
+    let value = bounded_plist::from_bytes(bytes, PAIR_RECORD_LIMITS)
+        .map_err(LockdownError::PairRecordPlist)?;
+    PairingFile::from_value(&value).map_err(|e| LockdownError::PairRecord(e.to_string()))
 }
 
 /// Serialises a pair record to the XML file format Linux usbmuxd stores.
@@ -116,4 +125,47 @@ pub async fn find(
         return parse(&bytes).map(Some);
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use usbmux::test_support::{Format, dict_with_deep_array};
+
+    const UDID: &str = "00008030-001A2B3C4D5E6F70";
+
+    #[test]
+    fn a_pair_record_file_nested_ten_thousand_levels_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = PairRecordStore::new(dir.path());
+        for format in [Format::Binary, Format::Xml] {
+            let record =
+                dict_with_deep_array(format, &[("HostID", "H"), ("SystemBUID", "B")], 10_000);
+            store.save(UDID, &record).expect("save");
+            let bytes = store.load(UDID).expect("load").expect("present");
+            assert!(
+                matches!(
+                    parse(&bytes),
+                    Err(LockdownError::PairRecordPlist(
+                        BoundedPlistError::TooDeep { .. }
+                    ))
+                ),
+                "{format:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_pair_record_file_is_not_read_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = PairRecordStore::new(dir.path());
+        let big = vec![b' '; PAIR_RECORD_LIMITS.max_bytes + 1];
+        store.save(UDID, &big).expect("save");
+        assert!(matches!(
+            store.load(UDID),
+            Err(LockdownError::PairRecordPlist(
+                BoundedPlistError::TooLarge { .. }
+            ))
+        ));
+    }
 }

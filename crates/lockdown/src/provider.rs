@@ -7,6 +7,7 @@ use std::pin::Pin;
 use idevice::pairing_file::PairingFile;
 use idevice::provider::IdeviceProvider;
 use idevice::{Idevice, IdeviceError};
+use usbmux::plist_guard::{self, PlistGuard};
 use usbmux::{UsbmuxAddress, UsbmuxClient};
 
 #[derive(Debug, Clone)]
@@ -18,6 +19,11 @@ pub struct UsbmuxProvider {
 }
 
 /// Opens a raw tunnel to `port` on the device and wraps it for idevice.
+///
+/// idevice reads lockdownd replies with an unbounded length and a recursive parser, so on
+/// lockdownd's port every reply is first checked within bounds by a [`PlistGuard`], until a
+/// session turns TLS on (idevice then reads inside its own TLS stream, out of our reach). Other
+/// services may start TLS at once, so their tunnels are left raw.
 pub async fn connect_port(
     addr: &UsbmuxAddress,
     device_id: u32,
@@ -28,6 +34,11 @@ pub async fn connect_port(
         .await?
         .connect_device(device_id, port)
         .await?;
+    if port == usbmux::LOCKDOWN_PORT {
+        let guarded =
+            PlistGuard::new(stream).pass_through_after(plist_guard::lockdown_session_starts);
+        return Ok(Idevice::new(Box::new(guarded), label));
+    }
     Ok(Idevice::new(Box::new(stream), label))
 }
 

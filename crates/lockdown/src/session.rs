@@ -153,14 +153,10 @@ impl DeviceSession {
         .await
     }
 
-    /// StartSession with the record's HostID, then TLS with its host certificate.
+    /// StartSession with the record's HostID, then TLS with its host certificate; every reply
+    /// of the session is checked within bounds before idevice parses it.
     pub async fn start_session(&mut self, record: &PairingFile) -> Result<(), LockdownError> {
-        timed(
-            "StartSession",
-            self.timeout,
-            self.client.start_session(record),
-        )
-        .await?;
+        crate::session_tls::start(&mut self.client, record, LABEL, self.timeout).await?;
         self.in_session = true;
         Ok(())
     }

@@ -223,7 +223,7 @@ async fn listen_loop_runs_in_a_spawned_task_with_every_property() {
         .iter()
         .find(|p| p.udid == cart.sim.cart.device(1).unwrap().udid())
         .unwrap();
-    assert_eq!(first.connection_type, "USB");
+    assert_eq!(first.connection_type.as_deref(), Some("USB"));
     assert_eq!(first.product_id, Some(0x12AB));
     assert_eq!(first.location_id, Some((1 << 16) | 3));
     assert_eq!(first.connection_speed, Some(480_000_000));
@@ -314,6 +314,101 @@ ms = 3000
     // The fourth QueryType has no fault: the device still works.
     let mut s = DeviceSession::connect(device).await.unwrap();
     assert_eq!(s.query_type().await.unwrap(), "com.apple.mobile.lockdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_nested_ten_thousand_levels_is_refused_before_idevice_parses_it() {
+    let scenario = format!(
+        "{SCENARIO}\n{}",
+        r#"
+[[fault]]
+slot = 1
+request = "GetValue"
+nth = 1
+action = "deep"
+"#
+    );
+    let cart = Cart::start(&scenario).await;
+    let device = cart.device(1).await;
+
+    let mut s = DeviceSession::connect(device.clone()).await.unwrap();
+    match s.get_string("ProductType").await {
+        Err(LockdownError::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+            assert!(e.to_string().contains("nests deeper"), "{e}");
+        }
+        other => panic!("expected a refused reply, got {other:?}"),
+    }
+
+    // The next GetValue has no fault: the device (and this process) still work.
+    let mut s = DeviceSession::connect(device).await.unwrap();
+    assert_eq!(s.get_string("ProductType").await.unwrap(), "iPad12,1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_reply_inside_the_tls_session_is_refused_too() {
+    let scenario = format!(
+        "{SCENARIO}\n{}",
+        r#"
+[[fault]]
+slot = 1
+request = "StartService"
+nth = 1
+action = "deep"
+"#
+    );
+    let cart = Cart::start(&scenario).await;
+    let (mut s, _) = lockdown::trusted_session(cart.device(1).await, None, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(s.in_session());
+    match s.start_service("com.apple.mobile.MCInstall").await {
+        Err(LockdownError::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+            assert!(e.to_string().contains("nests deeper"), "{e}");
+        }
+        other => panic!("expected a refused reply, got {other:?}"),
+    }
+
+    // A new session gets its service.
+    let (mut s, _) = lockdown::trusted_session(cart.device(1).await, None, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(s.start_service("com.apple.mobile.MCInstall").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_connections_refuse_a_deep_start_service_reply() {
+    let scenario = format!(
+        "{SCENARIO}\n{}",
+        r#"
+[[fault]]
+slot = 1
+request = "StartService"
+nth = 1
+action = "deep"
+"#
+    );
+    let cart = Cart::start(&scenario).await;
+    let (s, record) =
+        lockdown::trusted_session(cart.device(1).await, None, Duration::from_secs(10))
+            .await
+            .unwrap();
+    let provider = s.provider(record);
+    let service = "com.apple.mobile.MCInstall";
+    let after = Duration::from_secs(10);
+    match lockdown::services::connect_plist_service(&provider, service, after).await {
+        Err(LockdownError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidData),
+        other => panic!(
+            "expected a refused reply, got {:?}",
+            other.map(|_| "a connection")
+        ),
+    }
+    assert!(
+        lockdown::services::connect_plist_service(&provider, service, after)
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,12 @@
-//! The MCInstall connection: idevice's `IdeviceService` for the transport (lockdown session,
-//! StartService, usbmuxd Connect, service TLS), our own framing on top (idevice's plist
-//! functions are private), one typed method per request.
+//! The MCInstall connection: `lockdown::services` for the transport (lockdown session,
+//! StartService, usbmuxd Connect, service TLS, every reply checked within bounds), our own
+//! framing on top (idevice's plist functions are private), one typed method per request.
 
 use std::time::Duration;
 
 use idevice::provider::IdeviceProvider;
 use idevice::{Idevice, IdeviceError, IdeviceService};
-use lockdown::{ChallengeSigner, LockdownError};
+use lockdown::ChallengeSigner;
 use plist::{Dictionary, Value};
 
 use crate::error::{McInstallError, check_reply};
@@ -115,8 +115,9 @@ impl McInstallClient {
     }
 
     /// Lockdown StartSession → StartService → usbmuxd Connect → TLS when `EnableServiceSSL`,
-    /// within the default connect deadline. (This inherent method shadows
-    /// `IdeviceService::connect`, adding the deadline and typed errors.)
+    /// within the default connect deadline, every reply checked within bounds
+    /// (`lockdown::services`). (This inherent method shadows `IdeviceService::connect`, adding
+    /// the deadline, the bounds and typed errors.)
     pub async fn connect(provider: &dyn IdeviceProvider) -> Result<Self, McInstallError> {
         Self::connect_with_timeouts(provider, Timeouts::default()).await
     }
@@ -125,13 +126,11 @@ impl McInstallClient {
         provider: &dyn IdeviceProvider,
         timeouts: Timeouts,
     ) -> Result<Self, McInstallError> {
-        let connect = <Self as IdeviceService>::connect(provider);
+        let connect =
+            lockdown::services::connect_plist_service(provider, SERVICE_NAME, timeouts.connect);
         match tokio::time::timeout(timeouts.connect, connect).await {
-            Ok(Ok(client)) => Ok(client.with_timeouts(timeouts)),
-            Ok(Err(e)) => Err(McInstallError::Lockdown(LockdownError::from_idevice(
-                "StartService",
-                e,
-            ))),
+            Ok(Ok(idevice)) => Ok(McInstallClient::from_idevice(idevice).with_timeouts(timeouts)),
+            Ok(Err(e)) => Err(McInstallError::Lockdown(e)),
             Err(_) => Err(McInstallError::Timeout {
                 request: "Connect",
                 after: timeouts.connect,
@@ -656,6 +655,36 @@ mod tests {
             mc.hello_host_identifier().await,
             Err(McInstallError::MalformedReply { .. })
         ));
+        drop(device.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_reply_nested_ten_thousand_levels_is_malformed_and_the_stream_stays_in_step() {
+        use usbmux::test_support::{Format, dict_with_deep_array};
+        let (mut mc, mut peer) = connected();
+        let device = tokio::spawn(async move {
+            for format in [Format::Binary, Format::Xml] {
+                let _ = next(&mut peer).await;
+                // Acknowledged, but with a value no reader should descend into.
+                let body = dict_with_deep_array(format, &[("Status", "Acknowledged")], 10_000);
+                peer.write_all(&(body.len() as u32).to_be_bytes())
+                    .await
+                    .unwrap();
+                peer.write_all(&body).await.unwrap();
+            }
+            let _ = next(&mut peer).await;
+            answer(&mut peer, &ack()).await;
+            peer
+        });
+        for format in ["binary", "xml"] {
+            match mc.hello_host_identifier().await {
+                Err(McInstallError::MalformedReply { reason, .. }) => {
+                    assert!(reason.contains("nests deeper than"), "{format}: {reason}")
+                }
+                other => panic!("{format}: expected MalformedReply, got {other:?}"),
+            }
+        }
+        mc.flush().await.expect("the next request is answered");
         drop(device.await.unwrap());
     }
 

@@ -37,6 +37,13 @@ pub enum ProfileError {
     /// The file is a plist or CMS message but not a configuration profile.
     #[error("{what}: not a configuration profile: {reason}")]
     NotAProfile { what: String, reason: String },
+    /// The property list is too large, nested too deep or expands too much to read safely.
+    #[error("{what}: property list refused: {source}")]
+    Plist {
+        what: String,
+        #[source]
+        source: usbmux::BoundedPlistError,
+    },
     /// Key generation, signing or encoding failed (not caused by the input).
     #[error("{0}")]
     Crypto(String),
@@ -80,7 +87,8 @@ impl ProfileError {
             | ProfileError::KeyMismatch { .. }
             | ProfileError::Pkcs12WrongPassword { .. }
             | ProfileError::Pkcs12Unsupported { .. }
-            | ProfileError::NotAProfile { .. } => true,
+            | ProfileError::NotAProfile { .. }
+            | ProfileError::Plist { .. } => true,
             ProfileError::Crypto(_) => false,
         }
     }
@@ -97,6 +105,7 @@ impl ProfileError {
                 ProfileError::Pkcs12Unsupported { what, algorithm }
             }
             ProfileError::NotAProfile { reason, .. } => ProfileError::NotAProfile { what, reason },
+            ProfileError::Plist { source, .. } => ProfileError::Plist { what, source },
             other => other,
         }
     }

@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use plist::{Dictionary, Value};
 use sha2::{Digest, Sha256};
+use usbmux::BoundedPlistError;
 use zeroize::Zeroizing;
 
 use crate::error::{ProfileError, Result};
@@ -24,6 +25,8 @@ const UUID_NAMESPACE: [u8; 16] = [
 pub const IDENTIFIER_PREFIX: &str = "org.cartprep.wifi.";
 /// Largest `.mobileconfig` read.
 const MAX_PROFILE: u64 = 16 << 20;
+/// Bounds of a profile's property list (the file's, or the one inside its signature).
+const PROFILE_LIMITS: usbmux::Limits = usbmux::Limits::new(MAX_PROFILE as usize);
 
 /// The network's security (`EncryptionType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -447,8 +450,18 @@ pub fn parse_mobileconfig(bytes: Vec<u8>) -> Result<ExistingProfile> {
             "neither a property list nor a CMS-signed profile".into(),
         ));
     };
-    let value = Value::from_reader(std::io::Cursor::new(&plist_bytes))
-        .map_err(|e| not_profile(format!("not a property list ({e})")))?;
+    let value =
+        usbmux::bounded_plist::from_bytes(&plist_bytes, PROFILE_LIMITS).map_err(|source| {
+            match source {
+                BoundedPlistError::Malformed(e) => {
+                    not_profile(format!("not a property list ({e})"))
+                }
+                source => ProfileError::Plist {
+                    what: what.into(),
+                    source,
+                },
+            }
+        })?;
     let dict = value
         .as_dictionary()
         .ok_or_else(|| not_profile("the top level is not a dictionary".into()))?;
@@ -806,6 +819,36 @@ mod tests {
                 other => panic!("expected NotAProfile ({expected}), got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_deeply_nested_mobileconfig_is_refused_not_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (format, bytes) in usbmux::test_support::nested_plists(10_000) {
+            let path = dir.path().join(format!("deep-{format}.mobileconfig"));
+            std::fs::write(&path, &bytes).expect("write");
+            match load_mobileconfig(&path) {
+                Err(ProfileError::Plist {
+                    what,
+                    source: BoundedPlistError::TooDeep { .. },
+                }) => assert!(what.contains("deep-"), "{format}: names the file"),
+                other => panic!("{format}: expected TooDeep, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_deeply_nested_plist_inside_a_signature_is_refused() {
+        let id = crate::identity::tests::shared();
+        let signed =
+            crate::cms::sign_attached(id, &usbmux::test_support::xml_nested(10_000)).expect("sign");
+        assert!(matches!(
+            parse_mobileconfig(signed),
+            Err(ProfileError::Plist {
+                source: BoundedPlistError::TooDeep { .. },
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -155,7 +155,7 @@ fn handle(link: &Link, command: &str, req: &Dictionary) -> Dictionary {
             let response = req
                 .get("Value")
                 .and_then(Value::as_data)
-                .and_then(|d| plist::from_bytes::<Dictionary>(d).ok());
+                .and_then(|d| crate::untrusted::dictionary(d).ok());
             let signature = response
                 .as_ref()
                 .and_then(|r| r.get("HandshakeResponseMessage"))
@@ -205,7 +205,7 @@ fn handle(link: &Link, command: &str, req: &Dictionary) -> Dictionary {
             let record = req
                 .get("Value")
                 .and_then(Value::as_data)
-                .and_then(|d| plist::from_bytes::<Dictionary>(d).ok());
+                .and_then(|d| crate::untrusted::dictionary(d).ok());
             let record = record
                 .as_ref()
                 .and_then(|r| r.get("ActivationRecord"))
@@ -222,7 +222,7 @@ fn handle(link: &Link, command: &str, req: &Dictionary) -> Dictionary {
             if !link.authority.verify(token, signature) {
                 return error("The activation record signature is not valid.");
             }
-            let claims = plist::from_bytes::<Dictionary>(token).unwrap_or_default();
+            let claims = crate::untrusted::dictionary(token).unwrap_or_default();
             let for_us = claims.get("UniqueDeviceID").and_then(Value::as_string)
                 == Some(id.udid.as_str())
                 && claims.get("SessionNonce").and_then(Value::as_data) == Some(nonce.as_slice());

@@ -258,7 +258,7 @@ fn route(cart: &Cart, req: &Request) -> Response {
 }
 
 fn handshake(cart: &Cart, req: &Request) -> Response {
-    let Ok(dict) = plist::from_bytes::<Dictionary>(&req.body) else {
+    let Ok(dict) = crate::untrusted::dictionary(&req.body) else {
         return Response::text(400, "the handshake body is not a plist");
     };
     let Some(message) = dict.get("HandshakeRequestMessage").and_then(Value::as_data) else {
@@ -333,13 +333,13 @@ fn activation(cart: &Cart, req: &Request) -> Response {
     let Some(info) = form_field(&req.body, "activation-info") else {
         return Response::text(400, "no activation-info field");
     };
-    let Ok(info) = plist::from_bytes::<Dictionary>(&info) else {
+    let Ok(info) = crate::untrusted::dictionary(&info) else {
         return Response::text(400, "activation-info is not a plist");
     };
     let Some(inner) = info
         .get("ActivationInfoXML")
         .and_then(Value::as_data)
-        .and_then(|d| plist::from_bytes::<Dictionary>(d).ok())
+        .and_then(|d| crate::untrusted::dictionary(d).ok())
     else {
         return Response::text(400, "no ActivationInfoXML");
     };

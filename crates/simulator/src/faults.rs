@@ -15,6 +15,9 @@ pub enum FaultAction {
     Delay { ms: u64 },
     /// Answer with bytes that are not a valid message.
     Malformed,
+    /// Answer normally, plus a key holding arrays nested [`DEEP_LEVELS`] deep: a well-formed
+    /// reply that a client must refuse rather than descend into.
+    Deep,
     /// Answer with this lockdownd error name.
     Error { name: String },
 }
@@ -32,7 +35,7 @@ pub struct FaultRule {
     pub action: FaultAction,
 }
 
-/// The TOML form: `action = "drop" | "delay" | "malformed" | "error"`, with `ms` for delay and
+/// The TOML form: `action = "drop" | "delay" | "malformed" | "deep" | "error"`, with `ms` for delay and
 /// `name` for error.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,11 +56,12 @@ impl TryFrom<RawRule> for FaultRule {
         let action = match (r.action.as_str(), r.ms, r.name) {
             ("drop", None, None) => FaultAction::Drop,
             ("malformed", None, None) => FaultAction::Malformed,
+            ("deep", None, None) => FaultAction::Deep,
             ("delay", Some(ms), None) => FaultAction::Delay { ms },
             ("delay", None, _) => return Err("action \"delay\" needs ms = …".into()),
             ("error", None, Some(name)) => FaultAction::Error { name },
             ("error", _, None) => return Err("action \"error\" needs name = \"…\"".into()),
-            ("drop" | "malformed" | "delay" | "error", _, _) => {
+            ("drop" | "malformed" | "deep" | "delay" | "error", _, _) => {
                 return Err(format!(
                     "action {:?} takes no such option (ms goes with delay, name with error)",
                     r.action
@@ -65,7 +69,7 @@ impl TryFrom<RawRule> for FaultRule {
             }
             (other, _, _) => {
                 return Err(format!(
-                    "unknown action {other:?} (drop, delay, malformed, error)"
+                    "unknown action {other:?} (drop, delay, malformed, deep, error)"
                 ));
             }
         };
@@ -76,6 +80,45 @@ impl TryFrom<RawRule> for FaultRule {
             action,
         })
     }
+}
+
+/// How deep the `deep` action nests its extra value.
+pub const DEEP_LEVELS: usize = 10_000;
+
+/// `answer` as an XML plist with one more key, `Deep`, holding [`DEEP_LEVELS`] nested arrays.
+/// Written as text: building such a value would itself recurse on drop.
+pub fn deep_xml(answer: &plist::Dictionary) -> Vec<u8> {
+    let mut xml = Vec::new();
+    // A dictionary of plain values always serialises.
+    let _ = plist::to_writer_xml(&mut xml, answer);
+    let mut deep = b"<key>Deep</key>".to_vec();
+    deep.extend_from_slice("<array>".repeat(DEEP_LEVELS).as_bytes());
+    deep.extend_from_slice("</array>".repeat(DEEP_LEVELS).as_bytes());
+    let close = b"</dict>";
+    match xml.windows(close.len()).rposition(|w| w == close) {
+        Some(at) => {
+            xml.splice(at..at, deep);
+        }
+        // An empty dictionary is written `<dict/>`.
+        None => {
+            let empty = b"<dict/>";
+            if let Some(at) = xml.windows(empty.len()).rposition(|w| w == empty) {
+                let mut full = b"<dict>".to_vec();
+                full.extend_from_slice(&deep);
+                full.extend_from_slice(close);
+                xml.splice(at..at + empty.len(), full);
+            }
+        }
+    }
+    xml
+}
+
+/// [`deep_xml`] with the 4-byte length of lockdownd and its services.
+pub fn deep_message(answer: &plist::Dictionary) -> Vec<u8> {
+    let body = deep_xml(answer);
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
 }
 
 impl FaultAction {
@@ -120,5 +163,36 @@ impl FaultBook {
                     && (r.nth == 0 || r.nth == count)
             })
             .map(|r| r.action.clone())
+    }
+}
+
+#[cfg(test)]
+mod deep_tests {
+    use super::*;
+    use usbmux::bounded_plist::{self, BoundedPlistError, Limits};
+
+    #[test]
+    fn a_deep_answer_keeps_its_keys_and_nests_as_announced() {
+        let mut answer = plist::Dictionary::new();
+        answer.insert("Request".into(), "GetValue".into());
+        let bytes = deep_xml(&answer);
+        assert!(matches!(
+            bounded_plist::dictionary_from_bytes(&bytes, Limits::new(1 << 20)),
+            Err(BoundedPlistError::TooDeep { .. })
+        ));
+        // With room for it, the answer and the extra key are there.
+        let roomy = Limits::new(1 << 20).with_max_depth(DEEP_LEVELS + 1);
+        let dict = bounded_plist::dictionary_from_bytes(&bytes, roomy).expect("parses");
+        assert_eq!(dict["Request"].as_string(), Some("GetValue"));
+        assert!(dict.contains_key("Deep"));
+    }
+
+    #[test]
+    fn an_empty_answer_gets_the_deep_key_too() {
+        let bytes = deep_xml(&plist::Dictionary::new());
+        assert!(matches!(
+            bounded_plist::dictionary_from_bytes(&bytes, Limits::new(1 << 20)),
+            Err(BoundedPlistError::TooDeep { .. })
+        ));
     }
 }

@@ -20,6 +20,7 @@ pub mod rng;
 pub mod scenario;
 pub mod services;
 pub mod tls;
+pub mod untrusted;
 pub mod usbmuxd;
 pub mod values;
 

@@ -11,7 +11,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use usbmux::plist_service;
 
-use crate::faults::{FaultAction, FaultBook};
+use crate::faults::{self, FaultAction, FaultBook};
 use crate::ipad::{PairedHost, PairingBehavior, PendingService, VirtualIpad};
 use crate::services;
 use crate::tls::{self, BoxStream, Prefixed, RecordBounded, TrustedHost};
@@ -153,12 +153,14 @@ pub async fn serve(mut link: Link, stream: BoxStream) {
             .unwrap_or("")
             .to_owned();
         let mut forced_error = None;
+        let mut deep = false;
         match link.fault(&name) {
             Some(FaultAction::Drop) => return,
             Some(FaultAction::Malformed) => {
                 let _ = conn.write_bytes(MALFORMED).await;
                 continue;
             }
+            Some(FaultAction::Deep) => deep = true,
             Some(FaultAction::Delay { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
             Some(FaultAction::Error { name: e }) => forced_error = Some(e),
             None => {}
@@ -170,6 +172,17 @@ pub async fn serve(mut link: Link, stream: BoxStream) {
             Some(e) => (error(&name, &e), Then::Continue),
             None => handle(&link.ipad, &mut session, &name, &request),
         };
+        if deep {
+            // The answer's effects stand; the client just cannot read it.
+            if conn
+                .write_bytes(&faults::deep_message(&answer))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
         if conn.write(&answer).await.is_err() {
             return;
         }

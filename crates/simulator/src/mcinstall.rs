@@ -7,7 +7,7 @@
 use plist::{Dictionary, Value};
 use usbmux::plist_service;
 
-use crate::faults::FaultAction;
+use crate::faults::{self, FaultAction};
 use crate::ipad::{DeviceState, Profile};
 use crate::lockdownd::{Link, MALFORMED};
 use crate::tls::BoxStream;
@@ -75,12 +75,14 @@ pub async fn serve(mut link: Link, mut stream: BoxStream) {
             .and_then(Value::as_string)
             .unwrap_or("")
             .to_owned();
+        let mut deep = false;
         match link.fault(&kind) {
             Some(FaultAction::Drop) => return,
             Some(FaultAction::Malformed) => {
                 let _ = stream.write_all(MALFORMED).await;
                 continue;
             }
+            Some(FaultAction::Deep) => deep = true,
             Some(FaultAction::Delay { ms }) => {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await
             }
@@ -94,6 +96,16 @@ pub async fn serve(mut link: Link, mut stream: BoxStream) {
             tokio::time::sleep(link.ipad.spec.latency).await;
         }
         let (answer, after) = handle(&link, &mut conn, &kind, &request);
+        if deep {
+            if stream
+                .write_all(&faults::deep_message(&answer))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
         if plist_service::write(&mut stream, &answer).await.is_err() {
             return;
         }
@@ -264,8 +276,8 @@ pub fn parse_profile(bytes: &[u8]) -> Result<Profile, &'static str> {
     } else {
         bytes.to_vec()
     };
-    let dict: Dictionary =
-        plist::from_bytes(&plist_bytes).map_err(|_| "The profile could not be read.")?;
+    let dict =
+        crate::untrusted::dictionary(&plist_bytes).map_err(|_| "The profile could not be read.")?;
     if dict.get("PayloadType").and_then(Value::as_string) != Some("Configuration") {
         return Err("The profile is not a configuration profile.");
     }
@@ -358,7 +370,7 @@ fn remove_profile(state: &mut DeviceState, req: &Dictionary) -> Dictionary {
     let identifier = match req.get("ProfileIdentifier") {
         Some(Value::String(s)) => Some(s.clone()),
         // A stub profile plist: its PayloadIdentifier names the profile.
-        Some(Value::Data(d)) => plist::from_bytes::<Dictionary>(d).ok().and_then(|s| {
+        Some(Value::Data(d)) => crate::untrusted::dictionary(d).ok().and_then(|s| {
             s.get("PayloadIdentifier")
                 .and_then(Value::as_string)
                 .map(str::to_owned)

@@ -24,7 +24,7 @@ impl PairStore {
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let config = dir.join("SystemConfiguration.plist");
-        let existing = plist::from_file::<_, Dictionary>(&config)
+        let existing = crate::untrusted::dictionary_file(&config)
             .ok()
             .and_then(|d| {
                 d.get("SystemBUID")
@@ -77,7 +77,7 @@ impl PairStore {
     /// Stores a record after the checks Linux usbmuxd makes (at least 8 bytes, a dict plist).
     pub fn save(&self, udid: &str, data: &[u8]) -> Result<(), ResultCode> {
         let path = self.path(udid)?;
-        if data.len() < 8 || plist::from_bytes::<Dictionary>(data).is_err() {
+        if data.len() < 8 || crate::untrusted::dictionary(data).is_err() {
             return Err(EINVAL);
         }
         write_private(&path, data).map_err(|_| ENOENT)

@@ -30,7 +30,7 @@
 //! slot = 1                       # omit for every device; 0 = the usbmuxd server
 //! request = "GetValue"
 //! nth = 2                        # the 2nd GetValue (0 = every one)
-//! action = "drop"                # drop | delay (ms = …) | malformed | error (name = …)
+//! action = "drop"                # drop | delay (ms = …) | malformed | deep | error (name = …)
 //! ```
 
 use std::path::Path;

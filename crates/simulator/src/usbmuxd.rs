@@ -12,7 +12,7 @@ use usbmux::frame::{self, Frame, MAX_REQUEST_LEN, VERSION_BINARY, VERSION_PLIST,
 use usbmux::message::{self as msg, ClientInfo, Request, ResultCode};
 
 use crate::cart::Cart;
-use crate::faults::FaultAction;
+use crate::faults::{self, FaultAction};
 use crate::lockdownd;
 use crate::services;
 use crate::tls::BoxStream;
@@ -141,6 +141,14 @@ pub async fn serve_client(cart: Arc<Cart>, mut stream: BoxStream) {
             Some(FaultAction::Malformed) => {
                 let _ = stream.write_all(&MALFORMED_FRAME).await;
                 return;
+            }
+            Some(FaultAction::Deep) => {
+                // A success Result carrying a value no client should descend into.
+                let payload = faults::deep_xml(&msg::result_reply(ResultCode::OK));
+                match Frame::new(VERSION_PLIST, message_type::PLIST, tag, payload) {
+                    Ok(f) if write(&mut stream, &f).await.is_ok() => continue,
+                    _ => return,
+                }
             }
             Some(FaultAction::Delay { ms }) => {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await

@@ -378,14 +378,14 @@ async fn usbmux_client_parses_the_device_list() {
             (
                 1,
                 udid(&sim, 1),
-                "USB".to_owned(),
+                Some("USB".to_owned()),
                 Some(0x1_0003),
                 Some(480_000_000)
             ),
             (
                 2,
                 udid(&sim, 2),
-                "USB".to_owned(),
+                Some("USB".to_owned()),
                 Some(0x1_0004),
                 Some(480_000_000)
             ),
@@ -1326,4 +1326,142 @@ async fn usbmuxd_level_drop_fault_closes_that_connection_and_the_next_request_is
         request(&mut stream, 2, &message("ListDevices")).await,
         device_list_of(vec![attached(&sim, 1, 1)])
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile plists: a client cannot crash the simulator
+//
+// Each message is well formed (a dictionary with every key the request needs) but carries a
+// value nested thousands of levels deep: a reader without a depth bound would act on it (or
+// overflow its stack); the simulator must refuse it as unreadable and go on serving.
+// ---------------------------------------------------------------------------------------------
+
+use usbmux::test_support::{Format, dict_with_deep_array};
+
+/// A request that fits in one usbmuxd request (64 KiB): binary takes 5 bytes a level, XML 15.
+fn deep_usbmuxd_request(format: Format, entries: &[(&str, &str)]) -> Vec<u8> {
+    let depth = match format {
+        Format::Binary => 10_000,
+        Format::Xml => 4_000,
+    };
+    let bytes = dict_with_deep_array(format, entries, depth);
+    assert!(
+        bytes.len() + HEADER_LEN <= 0x10000,
+        "{format:?} fits a request"
+    );
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_usbmuxd_request_gets_no_answer_and_the_server_keeps_serving() {
+    let (_dir, sim) = start(Scenario::uniform(2)).await;
+    let mut stream = connect(&sim).await;
+    for (tag, format) in (20..).zip([Format::Binary, Format::Xml]) {
+        let payload = deep_usbmuxd_request(format, &[("MessageType", "ListDevices")]);
+        let frame = Frame::new(VERSION_PLIST, message_type::PLIST, tag, payload).unwrap();
+        send_raw(&mut stream, &frame.to_bytes()).await;
+        // Like any unparsable payload: no answer (the next frame answers the next tag), and
+        // the same connection still works.
+        let reply = request(&mut stream, tag + 10, &message("ListDevices")).await;
+        assert_eq!(
+            reply,
+            device_list_of(vec![attached(&sim, 1, 1), attached(&sim, 2, 2)]),
+            "{format:?}"
+        );
+    }
+    assert_server_still_lists_devices(&sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_pair_record_is_refused_with_einval() {
+    let (dir, sim) = start(Scenario::uniform(2)).await;
+    let id = udid(&sim, 1);
+    let mut stream = connect(&sim).await;
+    // The record travels base64-encoded inside a 64 KiB request: 8 000 and 2 500 levels fit.
+    let entries = [("HostID", "5E7E3C5A-0D5F-4E4B-9B8C-2A1D3F4E5B6C")];
+    let records = [
+        (
+            Format::Binary,
+            dict_with_deep_array(Format::Binary, &entries, 8_000),
+        ),
+        (
+            Format::Xml,
+            dict_with_deep_array(Format::Xml, &entries, 2_500),
+        ),
+    ];
+    for (tag, (format, record)) in (1..).zip(records) {
+        assert_eq!(
+            save_pair_record(&mut stream, tag, &id, &record, None).await,
+            result(22),
+            "{format:?}"
+        );
+    }
+    assert!(!dir.path().join(format!("{id}.plist")).exists());
+    assert_server_still_lists_devices(&sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_system_configuration_file_is_treated_as_unreadable() {
+    const STORED: &str = "0BADC0DE-0000-4000-8000-000000000000";
+    for format in [Format::Binary, Format::Xml] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dict_with_deep_array(format, &[("SystemBUID", STORED)], 10_000);
+        std::fs::write(dir.path().join("SystemConfiguration.plist"), file).unwrap();
+        let sim = start_in(Scenario::uniform(1), dir.path()).await;
+        let mut client = UsbmuxClient::connect(sim.address()).await.unwrap();
+        // As if the file were missing: a new SystemBUID, not the one in the unreadable file.
+        let buid = client.read_buid().await.unwrap();
+        assert!(is_uppercase_uuid(&buid), "{format:?}: {buid:?}");
+        assert_ne!(buid, STORED, "{format:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_lockdown_message_drops_that_tunnel_only() {
+    let (_dir, sim) = start(Scenario::uniform(2)).await;
+    for format in [Format::Binary, Format::Xml] {
+        let mut tunnel = lockdown_tunnel(&sim, 1).await;
+        let entries = [
+            ("Request", "GetValue"),
+            ("Key", "ProductVersion"),
+            ("Label", "hostile"),
+        ];
+        let body = dict_with_deep_array(format, &entries, 10_000);
+        let mut wire = (body.len() as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(&body);
+        send_raw(&mut tunnel, &wire).await;
+        assert_closed(&mut tunnel).await;
+
+        // The same device, through a new tunnel, still answers.
+        let mut fresh = lockdown_tunnel(&sim, 1).await;
+        assert_eq!(
+            lockdown(&mut fresh, &get_product_version()).await,
+            product_version_reply(&sim, 1),
+            "{format:?}"
+        );
+    }
+    assert_server_still_lists_devices(&sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deep_fault_makes_a_reply_a_client_must_refuse() {
+    let (_dir, sim) = start(one_device_with_faults(vec![FaultRule {
+        slot: Some(0),
+        request: "ListDevices".into(),
+        nth: 1,
+        action: FaultAction::Deep,
+    }]))
+    .await;
+    let mut client = UsbmuxClient::connect(sim.address()).await.unwrap();
+    assert!(
+        matches!(
+            client.list_devices().await,
+            Err(usbmux::UsbmuxError::BadPlist(
+                usbmux::BoundedPlistError::TooDeep { .. }
+            ))
+        ),
+        "the reply nests 10 000 levels deep"
+    );
+    let mut client = UsbmuxClient::connect(sim.address()).await.unwrap();
+    assert_eq!(client.list_devices().await.unwrap().len(), 1);
 }

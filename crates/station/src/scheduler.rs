@@ -156,7 +156,7 @@ impl Scheduler {
             if self.network_seen.insert(udid.clone()) {
                 self.board.note(format!(
                     "{udid}: seen over {} \u{2014} not touched (only iPads on a USB cable are prepared)",
-                    link_name(&props.connection_type)
+                    link_name(props.connection_type.as_deref().unwrap_or_default())
                 ));
             }
             return;
@@ -376,9 +376,14 @@ impl Scheduler {
 }
 
 /// Whether usbmuxd reaches the device over a USB cable (`ConnectionType` `USB`); `Network`
-/// (Wi-Fi sync on macOS) and anything unknown are not prepared.
+/// (Wi-Fi sync on macOS) and any other type are not prepared. A listing without the key comes
+/// from a usbmuxd that knows only USB: every build that lists network devices says which is
+/// which.
 fn over_usb(props: &DeviceProperties) -> bool {
-    props.connection_type.eq_ignore_ascii_case("USB")
+    props
+        .connection_type
+        .as_deref()
+        .is_none_or(|t| t.eq_ignore_ascii_case("USB"))
 }
 
 fn link_name(connection_type: &str) -> &str {
@@ -417,14 +422,15 @@ mod tests {
     #[test]
     fn only_ipads_on_a_usb_cable_are_prepared() {
         for (connection_type, prepared) in [
-            ("USB", true),
-            ("usb", true),
-            ("Network", false),
-            ("", false),
-            ("Bluetooth", false),
+            (Some("USB"), true),
+            (Some("usb"), true),
+            (None, true),
+            (Some("Network"), false),
+            (Some(""), false),
+            (Some("Bluetooth"), false),
         ] {
             let mut props = DeviceProperties::usb(7, "00008030-000D543C1A30C02E");
-            props.connection_type = connection_type.into();
+            props.connection_type = connection_type.map(str::to_owned);
             assert_eq!(over_usb(&props), prepared, "{connection_type:?}");
         }
         assert_eq!(link_name("Network"), "Wi-Fi");

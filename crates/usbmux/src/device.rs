@@ -16,8 +16,8 @@ pub struct DeviceProperties {
     pub product_id: Option<u64>,
     /// Bits per second.
     pub connection_speed: Option<u64>,
-    /// `USB` or `Network`.
-    pub connection_type: String,
+    /// `USB` or `Network`; `None` when the daemon did not say (usbmuxd builds vary).
+    pub connection_type: Option<String>,
     /// macOS only: the UDID without hyphen.
     pub usb_serial_number: Option<String>,
     /// Anything else the daemon sent (Network devices' addresses, future keys).
@@ -43,7 +43,7 @@ impl DeviceProperties {
             location_id: None,
             product_id: None,
             connection_speed: Some(480_000_000),
-            connection_type: "USB".into(),
+            connection_type: Some("USB".into()),
             usb_serial_number: None,
             extra: Dictionary::new(),
         }
@@ -55,7 +55,9 @@ impl DeviceProperties {
         if let Some(v) = self.connection_speed {
             p.insert("ConnectionSpeed".into(), v.into());
         }
-        p.insert("ConnectionType".into(), self.connection_type.clone().into());
+        if let Some(v) = &self.connection_type {
+            p.insert("ConnectionType".into(), v.clone().into());
+        }
         p.insert("DeviceID".into(), (self.device_id as u64).into());
         if let Some(v) = self.location_id {
             p.insert("LocationID".into(), v.into());
@@ -85,8 +87,8 @@ impl DeviceProperties {
         d
     }
 
-    /// Parses an `Attached` message or `DeviceList` entry. Requires what every client requires:
-    /// a DeviceID, `Properties.SerialNumber` and `Properties.ConnectionType`.
+    /// Parses an `Attached` message or `DeviceList` entry. Requires only what identifies the
+    /// device: a DeviceID and `Properties.SerialNumber`; every other property is optional.
     pub fn from_attached(dict: &Dictionary) -> Result<Self, UsbmuxError> {
         let props = dict
             .get("Properties")
@@ -110,8 +112,7 @@ impl DeviceProperties {
             location_id: uint(props, "LocationID"),
             product_id: uint(props, "ProductID"),
             connection_speed: uint(props, "ConnectionSpeed"),
-            connection_type: string("ConnectionType")
-                .ok_or(UsbmuxError::MissingKey("Properties.ConnectionType"))?,
+            connection_type: string("ConnectionType"),
             usb_serial_number: string("USBSerialNumber"),
             extra,
         })

@@ -1,5 +1,6 @@
 //! Errors of the usbmuxd protocol layer.
 
+use crate::bounded_plist::BoundedPlistError;
 use crate::message::ResultCode;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,8 +17,12 @@ pub enum UsbmuxError {
     Truncated { needed: usize, got: usize },
     #[error("usbmuxd connection closed")]
     Closed,
-    #[error("malformed usbmuxd plist: {0}")]
+    /// A plist we could not encode.
+    #[error("usbmuxd plist: {0}")]
     Plist(String),
+    /// A plist the peer sent that is malformed, too large, too deep or not a dictionary.
+    #[error("unreadable plist from the peer: {0}")]
+    BadPlist(#[from] BoundedPlistError),
     #[error("usbmuxd message lacks {0}")]
     MissingKey(&'static str),
     #[error("unexpected usbmuxd reply: {0}")]

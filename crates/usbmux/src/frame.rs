@@ -6,6 +6,7 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::bounded_plist::{self, Limits};
 use crate::error::UsbmuxError;
 
 /// Size of the header in bytes.
@@ -14,6 +15,9 @@ pub const HEADER_LEN: usize = 16;
 pub const MAX_REQUEST_LEN: u32 = 0x10000;
 /// Largest reply a client accepts (device lists of a big cart, pair records): generous but bounded.
 pub const MAX_REPLY_LEN: u32 = 4 * 1024 * 1024;
+
+/// Bounds of a frame's plist: no frame read is longer than [`MAX_REPLY_LEN`].
+pub const PLIST_LIMITS: Limits = Limits::new(MAX_REPLY_LEN as usize);
 
 /// Protocol version carried in the header.
 pub const VERSION_BINARY: u32 = 0;
@@ -145,13 +149,12 @@ impl Frame {
         ))
     }
 
-    /// The payload as a plist dictionary (XML or binary).
+    /// The payload as a plist dictionary (XML or binary), within [`PLIST_LIMITS`].
     pub fn plist_dict(&self) -> Result<plist::Dictionary, UsbmuxError> {
-        match plist::from_bytes::<plist::Value>(&self.payload) {
-            Ok(plist::Value::Dictionary(d)) => Ok(d),
-            Ok(_) => Err(UsbmuxError::Plist("payload is not a dictionary".into())),
-            Err(e) => Err(UsbmuxError::Plist(e.to_string())),
-        }
+        Ok(bounded_plist::dictionary_from_bytes(
+            &self.payload,
+            PLIST_LIMITS,
+        )?)
     }
 }
 

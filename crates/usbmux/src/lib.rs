@@ -2,20 +2,25 @@
 //! a Listen loop and client helpers. Used by the station's client and by the simulator's server.
 
 pub mod address;
+pub mod bounded_plist;
 pub mod client;
 pub mod device;
 pub mod error;
 pub mod frame;
 pub mod listen;
 pub mod message;
+pub mod plist_guard;
 pub mod plist_service;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 
 pub use address::{UsbmuxAddress, UsbmuxStream};
+pub use bounded_plist::{BoundedPlistError, Limits};
 pub use client::UsbmuxClient;
 pub use device::{DeviceEvent, DeviceProperties};
 pub use error::UsbmuxError;
 pub use frame::{Frame, Header};
-pub use listen::{Listener, listen_loop};
+pub use listen::{ListenMessage, Listener, Oddity, listen_loop};
 pub use message::{ClientInfo, Request, ResultCode};
 
 /// lockdownd's TCP port on the device.

@@ -3,13 +3,16 @@
 //! Peers send XML; binary plists are accepted on receive. The length is checked before
 //! allocating.
 
-use plist::{Dictionary, Value};
+use plist::Dictionary;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::bounded_plist::{self, Limits};
 use crate::error::UsbmuxError;
 
 /// Refuse anything larger: real messages (pair requests, profiles) are far below this.
 pub const MAX_MESSAGE_LEN: u32 = 16 * 1024 * 1024;
+/// Bounds of one message's plist.
+pub const LIMITS: Limits = Limits::new(MAX_MESSAGE_LEN as usize);
 
 /// Encodes `dict` as XML with its length prefix.
 pub fn encode(dict: &Dictionary) -> Result<Vec<u8>, UsbmuxError> {
@@ -25,13 +28,9 @@ pub fn encode(dict: &Dictionary) -> Result<Vec<u8>, UsbmuxError> {
     Ok(out)
 }
 
-/// Decodes a plist body (XML or binary) into a dictionary.
+/// Decodes a plist body (XML or binary) into a dictionary, within [`LIMITS`].
 pub fn decode_body(body: &[u8]) -> Result<Dictionary, UsbmuxError> {
-    match plist::from_bytes::<Value>(body) {
-        Ok(Value::Dictionary(d)) => Ok(d),
-        Ok(_) => Err(UsbmuxError::Plist("message is not a dictionary".into())),
-        Err(e) => Err(UsbmuxError::Plist(e.to_string())),
-    }
+    Ok(bounded_plist::dictionary_from_bytes(body, LIMITS)?)
 }
 
 /// Parses one message from the front of `bytes`; returns it and the rest.

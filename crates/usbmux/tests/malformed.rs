@@ -1,7 +1,8 @@
 //! Malformed input gives errors, never panics or huge allocations.
 
 use usbmux::frame::{HEADER_LEN, Header, MAX_REQUEST_LEN, read_frame};
-use usbmux::{Frame, Request, ResultCode, UsbmuxError, plist_service};
+use usbmux::test_support::nested_plists;
+use usbmux::{BoundedPlistError, Frame, Request, ResultCode, UsbmuxError, plist_service};
 
 fn header(length: u32) -> [u8; HEADER_LEN] {
     Header {
@@ -57,7 +58,10 @@ async fn a_clean_close_before_a_header_is_not_an_error() {
 #[test]
 fn garbage_payload_is_a_plist_error() {
     let frame = Frame::new(1, 8, 1, b"not a plist at all".to_vec()).unwrap();
-    assert!(matches!(frame.plist_dict(), Err(UsbmuxError::Plist(_))));
+    assert!(matches!(
+        frame.plist_dict(),
+        Err(UsbmuxError::BadPlist(BoundedPlistError::Malformed(_)))
+    ));
 }
 
 #[test]
@@ -134,7 +138,9 @@ fn plist_service_rejects_huge_and_truncated_messages() {
     not_dict.extend_from_slice(body);
     assert!(matches!(
         plist_service::parse(&not_dict),
-        Err(UsbmuxError::Plist(_))
+        Err(UsbmuxError::BadPlist(
+            BoundedPlistError::NotADictionary { .. }
+        ))
     ));
 }
 
@@ -159,4 +165,37 @@ fn addresses_parse_in_every_client_form() {
         UsbmuxAddress::Unix("/tmp/s".into()).for_libusbmuxd(),
         "UNIX:/tmp/s"
     );
+}
+
+fn is_too_deep(result: Result<impl std::fmt::Debug, UsbmuxError>) -> bool {
+    matches!(
+        result,
+        Err(UsbmuxError::BadPlist(BoundedPlistError::TooDeep { .. }))
+    )
+}
+
+#[tokio::test]
+async fn a_frame_nested_ten_thousand_levels_is_a_typed_error() {
+    for (format, payload) in nested_plists(10_000) {
+        let frame = Frame::new(1, 8, 1, payload).unwrap();
+        let wire = frame.to_bytes();
+        let read = read_frame(&mut wire.as_slice(), usbmux::frame::MAX_REPLY_LEN)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(is_too_deep(read.plist_dict()), "{format}");
+    }
+}
+
+#[tokio::test]
+async fn a_lockdown_message_nested_ten_thousand_levels_is_a_typed_error() {
+    for (format, body) in nested_plists(10_000) {
+        let mut wire = (body.len() as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(&body);
+        assert!(is_too_deep(plist_service::parse(&wire)), "{format}: parse");
+        assert!(
+            is_too_deep(plist_service::read(&mut wire.as_slice()).await),
+            "{format}: read"
+        );
+    }
 }

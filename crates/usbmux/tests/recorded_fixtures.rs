@@ -46,7 +46,7 @@ fn list_devices_reply_keeps_every_property() {
     assert_eq!(d.location_id, Some(339_881_984));
     assert_eq!(d.product_id, Some(4776));
     assert_eq!(d.connection_speed, Some(480_000_000));
-    assert_eq!(d.connection_type, "USB");
+    assert_eq!(d.connection_type.as_deref(), Some("USB"));
     assert_eq!(d.usb_serial_number, None);
     assert!(d.extra.is_empty());
 }

@@ -269,6 +269,27 @@ fn a_mobileconfig_replaces_the_network_settings() {
 }
 
 #[test]
+fn a_mobileconfig_nested_ten_thousand_levels_is_a_problem_not_a_crash() {
+    use usbmux::test_support::{Format, dict_with_deep_array};
+    let f = Fixture::new();
+    let only_profile = MINIMAL.replace(
+        "ssid = \"School-iPads\"\nsecurity = \"wpa2\"\npassword_file = \"wifi-password.txt\"\n",
+        "mobileconfig = \"wifi.mobileconfig\"\n",
+    );
+    for format in [Format::Binary, Format::Xml] {
+        let profile = dict_with_deep_array(format, &[("PayloadType", "Configuration")], 10_000);
+        fs::write(f.path("wifi.mobileconfig"), profile).expect("profile");
+        let p = only_problem(f.load(&only_profile));
+        assert_eq!(p.field, "wifi.mobileconfig", "{format:?}");
+        assert!(
+            p.reason.contains("nests deeper"),
+            "{format:?}: {}",
+            p.reason
+        );
+    }
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let f = Fixture::new();
     let text = MINIMAL
