@@ -149,3 +149,83 @@ fn private_mode_problem(path: &Path) -> Option<String> {
 fn private_mode_problem(_: &Path) -> Option<String> {
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(dir: &Path, extra: &str) -> (Option<AsmConfig>, bool, Vec<String>) {
+        let text = format!(
+            "client_id = \"SCHOOLAPI.x\"\nkey_id = \"k\"\nprivate_key_file = \"key.pem\"\nmdm_server = \"Mosyle\"\n{extra}"
+        );
+        let raw: RawAsm = toml::from_str(&text).expect("parses");
+        let mut p = Problems::default();
+        let resolve = |q: &Path| dir.join(q);
+        let (config, settings) = check_asm(raw, &resolve, &mut p);
+        let problems =
+            p.0.iter()
+                .map(|x| format!("{}: {}", x.field, x.reason))
+                .collect();
+        (Some(config), settings.is_some(), problems)
+    }
+
+    fn key_file(dir: &Path, mode: u32) {
+        let pem = asm::PrivateKey::generate().to_pem().expect("pem");
+        profiles::files::write_private(&dir.join("key.pem"), pem.as_bytes()).expect("write");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(mode))
+                .expect("chmod");
+        }
+    }
+
+    #[test]
+    fn a_private_key_readable_by_owner_only_is_accepted_with_school_defaults() {
+        let dir = tempfile::tempdir().expect("dir");
+        key_file(dir.path(), 0o600);
+        let (config, has_settings, problems) = check(dir.path(), "");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(has_settings);
+        let config = config.expect("config");
+        assert_eq!(config.kind, asm::Kind::School);
+        assert!(config.assign);
+        assert!(!config.stop_if_not_in_organization);
+        assert!(!format!("{config:?}").contains("PRIVATE KEY"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_private_key_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        key_file(dir.path(), 0o644);
+        let (_, has_settings, problems) = check(dir.path(), "kind = \"business\"\n");
+        assert!(!has_settings);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("asm.private_key_file: "),
+            "{problems:?}"
+        );
+        assert!(problems[0].contains("chmod 600"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_key_and_plain_http_are_reported() {
+        let dir = tempfile::tempdir().expect("dir");
+        profiles::files::write_private(&dir.path().join("key.pem"), b"not a key").expect("write");
+        let (_, has_settings, problems) =
+            check(dir.path(), "api_url = \"http://api-school.apple.com/\"\n");
+        assert!(!has_settings);
+        assert!(
+            problems.iter().any(|p| p.starts_with("asm.api_url")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("asm.private_key_file")
+                    && p.contains("not a PEM private key")),
+            "{problems:?}"
+        );
+    }
+}
