@@ -195,3 +195,27 @@ async fn a_pending_assignment_already_done_in_asm_is_recorded_without_a_new_acti
     );
     assert_eq!(s.server.stats().activities.len(), 1);
 }
+
+#[tokio::test]
+async fn verify_checks_the_credentials_and_the_server_name() {
+    let s = station().await;
+    assert_eq!(
+        station::asm_sync::verify(&s.settings)
+            .await
+            .expect("verified"),
+        Some(asm::ServerId(OURS.into()))
+    );
+    let mut wrong = s.settings.clone();
+    if let Some(c) = wrong.config.asm.as_ref() {
+        let mut c = c.clone();
+        c.mdm_server = "Mosyl".into();
+        std::sync::Arc::make_mut(&mut wrong.config).asm = Some(c);
+    }
+    match station::asm_sync::verify(&wrong).await {
+        Err(asm::AsmError::ServerNotFound { wanted, found }) => {
+            assert_eq!(wanted, "Mosyl");
+            assert_eq!(found, vec!["Mosyle".to_owned()]);
+        }
+        other => panic!("expected server not found, got {other:?}"),
+    }
+}

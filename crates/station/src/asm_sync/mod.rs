@@ -34,6 +34,15 @@ const POLLS: u32 = 150;
 const TRIES: u32 = 5;
 const TRY_PAUSE: Duration = Duration::from_secs(5);
 
+/// Checks the station's `[asm]` section against Apple School Manager: the credentials, and the
+/// server name resolved to its ID. `Ok(None)` without `[asm]` (for `cartprep check`).
+pub async fn verify(settings: &Settings) -> Result<Option<ServerId>, AsmError> {
+    match (&settings.config.asm, &settings.asm) {
+        (Some(config), Some(client)) => Ok(Some(asm::verify(client, &config.mdm_server).await?)),
+        _ => Ok(None),
+    }
+}
+
 /// The station's Apple School Manager link: one client, our server's ID, background tasks.
 pub struct AsmSync {
     client: AsmClient,
@@ -147,6 +156,18 @@ impl AsmSync {
     /// background. Returns once the decision is saved (a ledger write), never waiting for
     /// Apple School Manager.
     pub async fn after_done(self: &Arc<Self>, record: &mut DeviceRecord) {
+        match record.asm.as_ref().and_then(|a| a.assignment.as_ref()) {
+            // Re-plugged after its assignment: nothing new to journal.
+            Some(Assignment::Assigned { server, .. }) if *server == self.config.mdm_server => {
+                return;
+            }
+            // Already under way (or left by a restart): carry it on, do not start another.
+            Some(open) if open.is_open() => {
+                self.spawn(record.serial.clone()).await;
+                return;
+            }
+            _ => {}
+        }
         let lookup = record
             .asm
             .as_ref()
