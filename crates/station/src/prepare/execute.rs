@@ -63,7 +63,6 @@ impl<'a> Identified<'a> {
         job.advance(Step::Paired, Some(slot)).await?;
         let what = format!("{} iPadOS {}", public.product_type, public.ios_version);
         job.advance(Step::Identified, Some(what)).await?;
-        job.check_asm(reporter).await?;
         Ok(job)
     }
 
@@ -112,6 +111,8 @@ impl<'a> Identified<'a> {
     }
 
     async fn steps(&mut self, reporter: &mut Reporter) -> Result<JobEnd, StepError> {
+        // First, so an iPad it stops at is recorded under its serial like any other end.
+        self.check_asm(reporter).await?;
         reporter.show(Light::Working, Some(Step::Assessed), "checking its state");
         let provider = self.provider();
         let config = if self.facts.activation.is_activated() {
