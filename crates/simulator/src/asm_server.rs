@@ -310,7 +310,7 @@ async fn handle(state: &Mutex<State>, base: &str, req: Request<Incoming>) -> Ans
     s.requests += 1;
     if let Some(n) = s.scenario.rate_limit_every
         && n > 0
-        && s.requests % n == 0
+        && s.requests.is_multiple_of(n)
     {
         let wait = s.scenario.retry_after;
         s.blocked_until = Some(now + wait);
@@ -458,33 +458,21 @@ impl State {
     }
 
     /// (offset, limit) of a list request, or a 400.
-    fn paging(query: &str) -> Result<(usize, usize), Answer> {
+    fn paging(query: &str) -> Result<(usize, usize), &'static str> {
         let field =
             |name| form_field(query.as_bytes(), name).and_then(|v| String::from_utf8(v).ok());
         let limit = match field("limit") {
             None => DEFAULT_LIMIT,
             Some(l) => match l.parse::<usize>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(error(
-                        StatusCode::BAD_REQUEST,
-                        "PARAMETER_ERROR.INVALID",
-                        "limit must be 1 to 1000",
-                    ));
-                }
+                _ => return Err("limit must be 1 to 1000"),
             },
         };
         let offset = match field("cursor") {
             None => 0,
             Some(c) => match c.strip_prefix('c').and_then(|n| n.parse().ok()) {
                 Some(n) => n,
-                None => {
-                    return Err(error(
-                        StatusCode::BAD_REQUEST,
-                        "PARAMETER_ERROR.INVALID",
-                        "unknown cursor",
-                    ));
-                }
+                None => return Err("unknown cursor"),
             },
         };
         Ok((offset, limit))
@@ -493,7 +481,7 @@ impl State {
     fn page(&mut self, base: &str, path: &str, query: &str, items: Vec<Value>) -> Answer {
         let (offset, limit) = match Self::paging(query) {
             Ok(p) => p,
-            Err(a) => return a,
+            Err(why) => return error(StatusCode::BAD_REQUEST, "PARAMETER_ERROR.INVALID", why),
         };
         self.stats.pages_served += 1;
         let end = (offset + limit).min(items.len());

@@ -387,6 +387,11 @@ impl Events {
         match reload {
             Reload::Accepted(new) => {
                 let what = new.config.changed_sections(&scheduler.settings().config);
+                if what.contains(&"asm") {
+                    self.board.note(
+                        "[asm] changes take effect when the station restarts (the Apple School Manager link is made at start-up)",
+                    );
+                }
                 scheduler.set_settings(new);
                 self.board.note(format!(
                     "configuration reloaded ({}): applies to the next iPad",
