@@ -50,6 +50,16 @@ fn exit_for(error: &anyhow::Error) -> Exit {
         }
         bad_input |= cause.is::<cli::BadInput>()
             || cause.is::<station::ConfigError>()
+            // A server name or credentials Apple School Manager refuses: fix the [asm] section.
+            || cause.downcast_ref::<asm::AsmError>().is_some_and(|e| {
+                matches!(
+                    e,
+                    asm::AsmError::ServerNotFound { .. }
+                        | asm::AsmError::Auth { .. }
+                        | asm::AsmError::Key(_)
+                        | asm::AsmError::Config(_)
+                )
+            })
             || cause
                 .downcast_ref::<profiles::ProfileError>()
                 .is_some_and(profiles::ProfileError::is_input_error);
@@ -104,6 +114,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => cli::station::status(args).await,
         Command::Ledger(args) => cli::station::ledger(args).await,
         Command::Slots(args) => cli::station::slots(args).await,
+        Command::Asm(args) => cli::asm::asm(args).await,
     }
 }
 

@@ -344,6 +344,18 @@ fn a_full_demo_at_trace_level_logs_no_secret() {
             line.to_owned(),
         ));
     }
+    // The Apple School Manager API account's key.
+    let asm_key = std::fs::read_to_string(station.join("asm-key.pem")).unwrap();
+    for (i, line) in asm_key
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .enumerate()
+    {
+        secrets.push((
+            format!("line {} of the ASM API key", i + 2),
+            line.to_owned(),
+        ));
+    }
     let mut pair_records = 0;
     for entry in std::fs::read_dir(station.join("pair-records")).unwrap() {
         let record: plist::Dictionary = plist::from_file(entry.unwrap().path()).unwrap();

@@ -2,8 +2,10 @@
 //!
 //! The cart: new iPads plugged one after another, one already set up by a teacher (erase is not
 //! allowed, so it needs attention), one activation-locked, and one pulled out in the middle of
-//! its preparation and plugged back in. The daemon is the real one; only usbmuxd, the iPads and
-//! Apple's activation server are simulated, on loopback.
+//! its preparation and plugged back in. Apple School Manager does not hold one iPad (it needs
+//! attention but is prepared), and every prepared iPad it holds is assigned to the MDM server
+//! there. The daemon is the real one; only usbmuxd, the iPads, Apple's activation server and
+//! Apple School Manager are simulated, on loopback.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,48 @@ const MODELS: &[(&str, &str)] = &[
 const SET_UP_SLOT: u32 = 3;
 const LOCKED_SLOT: u32 = 4;
 const PULLED_SLOT: u32 = 5;
+/// Slot of the iPad Apple School Manager does not hold (shown as needing attention, prepared
+/// anyway), and of the one assigned to another organization's server before.
+const NOT_IN_ASM_SLOT: u32 = 2;
+const ASSIGNED_ELSEWHERE_SLOT: u32 = 1;
+/// The demo's MDM server as Apple School Manager lists it, and its ID there.
+const DEMO_MDM: &str = "Demo MDM";
+const DEMO_MDM_ID: &str = "1F97349736CF4614A94F624E705841AD";
+const DEMO_CLIENT_ID: &str = "SCHOOLAPI.7a2c9e4b-demo";
+const DEMO_KEY_ID: &str = "5c0d1e2f-demo";
+
+/// The simulated Apple School Manager: every iPad of the cart but one, one of them still
+/// assigned to a previous owner's server; the API account's key is registered with it.
+async fn start_asm(
+    sim: &simulator::Simulator,
+    key: &asm::PrivateKey,
+) -> anyhow::Result<simulator::asm_server::AsmServer> {
+    use simulator::asm_server::{AsmDevice, AsmScenario, AsmService};
+    let mut scenario = AsmScenario::new(DEMO_CLIENT_ID, DEMO_KEY_ID, &key.public_key_pem()?);
+    scenario.services = vec![
+        AsmService {
+            id: DEMO_MDM_ID.into(),
+            name: DEMO_MDM.into(),
+        },
+        AsmService {
+            id: "9C5E11D0B3A84F0F8E6A2B7D4C1F0A99".into(),
+            name: "Previous owner MDM".into(),
+        },
+    ];
+    for (i, d) in sim.cart.devices().iter().enumerate() {
+        let slot = i as u32 + 1;
+        if slot == NOT_IN_ASM_SLOT {
+            continue;
+        }
+        scenario.devices.push(AsmDevice {
+            serial: d.spec.identity.serial_number.clone(),
+            product_type: d.spec.model.product_type.to_owned(),
+            assigned_to: (slot == ASSIGNED_ELSEWHERE_SLOT)
+                .then(|| "9C5E11D0B3A84F0F8E6A2B7D4C1F0A99".to_owned()),
+        });
+    }
+    Ok(simulator::asm_server::start(&sim.cart.authority, scenario).await?)
+}
 
 pub fn scenario(devices: usize) -> Scenario {
     let mut s = Scenario {
@@ -144,6 +188,16 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         &station_dir.join("activation-ca.pem"),
         &sim.activation_ca_pem(),
     )?;
+    // The Apple School Manager API account: its key stays in the station folder (0600).
+    let asm_key = asm::PrivateKey::generate();
+    let asm_server = start_asm(&sim, &asm_key)
+        .await
+        .context("starting the simulated Apple School Manager")?;
+    write(
+        &station_dir.join("asm-key.pem"),
+        asm_key.to_pem()?.as_bytes(),
+    )?;
+    write(&station_dir.join("asm-ca.pem"), &asm_server.ca_pem)?;
     let slots: String = (1..=devices as u32)
         .map(|k| format!("\"{}\" = \"{k}\"\n", simulator::bus::port_chain(k)))
         .collect();
@@ -184,11 +238,27 @@ policy = "never"
 server_url = "{activation}"
 extra_ca_file = "activation-ca.pem"
 
+[asm]
+kind = "school"
+client_id = "{asm_client}"
+key_id = "{asm_key_id}"
+private_key_file = "asm-key.pem"
+mdm_server = "{asm_mdm}"
+assign = true
+api_url = "{asm_api}"
+token_url = "{asm_token}"
+extra_ca_file = "asm-ca.pem"
+
 [slots]
 {slots}"#,
         state = station_dir.display(),
         usbmuxd = sim.address(),
         activation = sim.activation_server_url(),
+        asm_client = DEMO_CLIENT_ID,
+        asm_key_id = DEMO_KEY_ID,
+        asm_mdm = DEMO_MDM,
+        asm_api = asm_server.api_url,
+        asm_token = asm_server.token_url,
     );
     let config_path = station_dir.join("station.toml");
     write(&config_path, config_text.as_bytes())?;
@@ -256,6 +326,8 @@ extra_ca_file = "activation-ca.pem"
     })
     .await?;
     puller.abort();
+    let assigned = asm_server.stats().activities.len();
+    asm_server.task.abort();
 
     let records = station::Ledger::read_only(&station_dir)?;
     let export_dir = station_dir.join("export");
@@ -270,6 +342,11 @@ extra_ca_file = "activation-ca.pem"
     std::fs::write(&full, &buf)?;
     writeln!(std::io::stdout())?;
     writeln!(std::io::stdout(), "demo finished: {}", report.summary)?;
+    writeln!(
+        std::io::stdout(),
+        "Apple School Manager (simulated): {assigned} assignment activit{} to \"{DEMO_MDM}\"; the ledger records each",
+        if assigned == 1 { "y" } else { "ies" }
+    )?;
     writeln!(
         std::io::stdout(),
         "serial numbers for Apple School Manager: {}",

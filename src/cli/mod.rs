@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod asm;
 pub mod bad_input;
 pub mod demo;
 pub mod identity;
@@ -44,6 +45,8 @@ pub enum Command {
     Ledger(station::LedgerArgs),
     /// Name the cart's USB slots.
     Slots(station::SlotsArgs),
+    /// Apple School Manager: the organization's devices, one device, assign iPads.
+    Asm(asm::AsmArgs),
 }
 
 #[cfg(test)]

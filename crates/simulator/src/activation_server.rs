@@ -42,7 +42,9 @@ fn cert_err(e: impl std::fmt::Display) -> SimError {
 }
 
 /// A CA and a leaf for 127.0.0.1/localhost, both under the authority's key.
-fn certificates(authority: &ActivationAuthority) -> Result<(Vec<u8>, Vec<u8>, String), SimError> {
+pub(crate) fn certificates(
+    authority: &ActivationAuthority,
+) -> Result<(Vec<u8>, Vec<u8>, String), SimError> {
     let key = authority.key().clone();
     let signer = SigningKey::<Sha256>::new(key.clone());
     let spki = SubjectPublicKeyInfoOwned::from_key(key.to_public_key()).map_err(cert_err)?;

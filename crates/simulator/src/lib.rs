@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod activation_server;
+pub mod asm_server;
 pub mod bus;
 pub mod cart;
 pub mod catalogue;

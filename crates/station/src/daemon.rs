@@ -27,6 +27,8 @@ pub enum DaemonError {
     Address(String, usbmux::UsbmuxError),
     #[error("state folder {0}: {1}")]
     State(PathBuf, std::io::Error),
+    #[error("asm: {0}")]
+    Asm(#[from] asm::AsmError),
 }
 
 /// When the daemon should stop by itself (the demo); `None` runs until a signal.
@@ -63,6 +65,8 @@ const RECONNECT_FIRST: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// How often the USB bus is looked at for iPads in recovery or DFU mode.
 const USB_SCAN: Duration = Duration::from_secs(5);
+/// How long background Apple School Manager assignments get when the daemon stops by itself.
+const ASM_SETTLE: Duration = Duration::from_secs(60);
 /// How long jobs finishing their last step get when the station is stopped by a signal.
 const STOP_GRACE: Duration = Duration::from_millis(1500);
 
@@ -141,10 +145,21 @@ async fn open(settings: Arc<Settings>, board: &Board) -> Result<Opened, DaemonEr
         board.note(format!("slot labels not loaded: {e}"));
         SlotLabels::default()
     });
+    let ledger = Arc::new(ledger);
+    let asm = crate::asm_sync::AsmSync::start(&settings, ledger.clone(), board.clone()).await?;
+    if let Some(asm) = &asm {
+        let resumed = asm.resume().await?;
+        if resumed > 0 {
+            board.note(format!(
+                "resuming {resumed} Apple School Manager assignment(s) from the ledger"
+            ));
+        }
+    }
     let ctx = Arc::new(Context {
         usbmux: addr.clone(),
-        ledger: Arc::new(ledger),
+        ledger,
         pair_store: lockdown::PairRecordStore::new(state_dir.join("pair-records")),
+        asm,
     });
     Ok(Opened {
         addr,
@@ -178,6 +193,7 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
     notify_ready();
     board.note(banner(&config));
 
+    let asm = opened.ctx.asm.clone();
     let mut scheduler = Scheduler::new(
         opened.ctx,
         opened.settings,
@@ -202,6 +218,15 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
             Duration::ZERO
         })
         .await;
+    if let Some(asm) = &asm {
+        // Stopped by itself (the demo): let assignments finish; on a signal, they resume from
+        // the journal at the next start.
+        if signalled {
+            asm.stop().await;
+        } else {
+            asm.settle(ASM_SETTLE).await;
+        }
+    }
     listener.abort();
     status_task.abort();
     let _ = std::fs::remove_file(&status_path);
@@ -362,6 +387,11 @@ impl Events {
         match reload {
             Reload::Accepted(new) => {
                 let what = new.config.changed_sections(&scheduler.settings().config);
+                if what.contains(&"asm") {
+                    self.board.note(
+                        "[asm] changes take effect when the station restarts (the Apple School Manager link is made at start-up)",
+                    );
+                }
                 scheduler.set_settings(new);
                 self.board.note(format!(
                     "configuration reloaded ({}): applies to the next iPad",

@@ -30,7 +30,7 @@ use crate::record::{DeviceRecord, Outcome};
 pub const ASM_HEADER: &str = "Serial Number";
 
 /// Header of the full CSV.
-pub const FULL_HEADER: [&str; 7] = [
+pub const FULL_HEADER: [&str; 8] = [
     "serial",
     "name",
     "model",
@@ -38,6 +38,7 @@ pub const FULL_HEADER: [&str; 7] = [
     "slot",
     "outcome",
     "prepared_at",
+    "asm",
 ];
 
 /// Writes the serial-number CSV for assigning devices to an MDM server in Apple School Manager:
@@ -71,8 +72,9 @@ pub fn asm_csv<W: Write>(
 
 /// Writes every record as CSV with the columns of [`FULL_HEADER`]: serial, device name, model
 /// ("iPad12,1 iPad (9th generation)"), iOS version, slot, outcome ("done", "needs attention: …",
-/// "failed: …") and when it was prepared (RFC 3339 UTC; empty if it is not done). Returns the
-/// number of rows.
+/// "failed: …"), when it was prepared (RFC 3339 UTC; empty if it is not done) and what Apple
+/// School Manager says of it ("assigned in ASM to Mosyle (activity …)", "not in ASM"; empty
+/// without `[asm]`). Returns the number of rows.
 pub fn full_csv<W: Write>(records: &[DeviceRecord], mut writer: W) -> io::Result<usize> {
     write_row(&mut writer, FULL_HEADER)?;
     for record in records {
@@ -96,6 +98,7 @@ pub fn full_csv<W: Write>(records: &[DeviceRecord], mut writer: W) -> io::Result
                 record.slot.as_deref().unwrap_or(""),
                 &record.outcome.describe(),
                 &prepared_at,
+                &record.asm.as_ref().map(|a| a.summary()).unwrap_or_default(),
             ],
         )?;
     }
@@ -192,11 +195,41 @@ mod tests {
         assert_eq!(full_csv(&[a, b], &mut out).expect("write"), 2);
         // The model holds a comma ("iPad12,1"), so it is quoted as well.
         let expected = concat!(
-            "serial,name,model,ios,slot,outcome,prepared_at\n",
-            "DMPAAAAAAAA1,\"Cart \"\"A\"\", 01\",\"iPad12,1 iPad (9th generation)\",18.5,1,done,2026-03-14T10:15:00Z\n",
-            "DMPBBBBBBBB2,,,,,\"failed: pairing timed out\nafter 3 tries\",\n",
+            "serial,name,model,ios,slot,outcome,prepared_at,asm\n",
+            "DMPAAAAAAAA1,\"Cart \"\"A\"\", 01\",\"iPad12,1 iPad (9th generation)\",18.5,1,done,2026-03-14T10:15:00Z,\n",
+            "DMPBBBBBBBB2,,,,,\"failed: pairing timed out\nafter 3 tries\",,\n",
         );
         assert_eq!(text(out), expected);
+    }
+
+    #[test]
+    fn full_csv_says_what_apple_school_manager_says_of_each_ipad() {
+        use crate::asm_sync::{AsmLookup, AsmRecord, Assignment};
+        let mut a = done("DMPAAAAAAAA1");
+        a.asm = Some(AsmRecord {
+            lookup: AsmLookup::InOrganization {
+                server: None,
+                server_id: None,
+            },
+            assignment: Some(Assignment::Assigned {
+                server: "Mosyle".into(),
+                activity_id: Some("84d7f133".into()),
+            }),
+        });
+        let mut b = done("DMPBBBBBBBB2");
+        b.asm = Some(AsmRecord {
+            lookup: AsmLookup::NotInOrganization,
+            assignment: None,
+        });
+        let mut out = Vec::new();
+        full_csv(&[a, b], &mut out).expect("write");
+        let text = text(out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].ends_with(",assigned in ASM to Mosyle (activity 84d7f133)"),
+            "{text}"
+        );
+        assert!(lines[2].ends_with(",not in ASM"), "{text}");
     }
 
     #[test]

@@ -18,8 +18,11 @@
 //!   jobs use from it (identity, Wi-Fi profile bytes…); [`watch`]: reloading it on edits.
 //! - [`slots`]: USB port chains and slot names, recovery/DFU iPads on the bus.
 //! - [`paths`]: the default state folder and configuration file, one rule for every command.
+//! - [`asm_sync`]: Apple School Manager: each iPad's owner looked up when it is identified,
+//!   and its assignment to our MDM server after it is done, journaled and resumed.
 //! - [`models`]: marketing names of iPad models; [`clock`]: Unix milliseconds and RFC 3339.
 
+pub mod asm_sync;
 pub mod clock;
 pub mod config;
 pub mod daemon;

@@ -110,6 +110,8 @@ pub enum Attention {
     NotAssignedToAde,
     /// In recovery mode (seen on USB, not by usbmuxd).
     RecoveryMode,
+    /// Apple School Manager does not hold this serial: the organization does not own it (yet).
+    NotInOrganization,
 }
 
 impl Attention {
@@ -133,6 +135,9 @@ impl Attention {
                 "not assigned to our MDM in Apple School Manager: assign it there, or use mode = \"manual\""
             }
             Attention::RecoveryMode => "in recovery mode \u{2014} restore it",
+            Attention::NotInOrganization => {
+                "not in your Apple School Manager: ask the seller or the previous owner"
+            }
         }
     }
 }
@@ -225,6 +230,10 @@ pub struct DeviceRecord {
     pub settings_fingerprint: Option<String>,
     /// Why the device was erased, when it was (every erase is recorded with its reason).
     pub erase_reason: Option<String>,
+    /// What Apple School Manager says of it, and its assignment to our MDM server (when
+    /// `[asm]` is configured; see [`crate::asm_sync`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asm: Option<crate::asm_sync::AsmRecord>,
 }
 
 impl DeviceRecord {
@@ -258,6 +267,7 @@ impl DeviceRecord {
             updated_ms: at_ms,
             settings_fingerprint: None,
             erase_reason: None,
+            asm: None,
         }
     }
 
@@ -299,6 +309,14 @@ impl DeviceRecord {
         let step = self.attempted_step();
         self.outcome = Outcome::NeedsAttention(attention);
         self.push(step, at_ms, Some(attention.message().to_owned()), None);
+    }
+
+    /// Adds a note to the history against the last completed step, without changing where the
+    /// device stands (what happened next to the pipeline, such as an Apple School Manager
+    /// assignment).
+    pub fn remark(&mut self, note: impl Into<String>) {
+        let at_ms = clock::now_ms();
+        self.push(self.completed, at_ms, Some(note.into()), None);
     }
 
     /// The step being worked on: the one after the last completed (`Done` stays `Done`).

@@ -41,6 +41,8 @@ pub struct Settings {
     pub anchors: Vec<Vec<u8>>,
     pub activation: ActivationServer,
     pub fingerprint: String,
+    /// The Apple School Manager API account (`[asm]`), its key read once at load.
+    pub asm: Option<asm::AsmSettings>,
 }
 
 impl Settings {

@@ -220,6 +220,14 @@ fn check(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems) -> Option<S
         }
     }
 
+    let (asm_config, asm_settings) = match raw.asm {
+        Some(a) => {
+            let (c, s) = super::asm::check_asm(a, &resolve, p);
+            (Some(c), s)
+        }
+        None => (None, None),
+    };
+
     let config = StationConfig {
         path: path.to_owned(),
         organization,
@@ -233,6 +241,7 @@ fn check(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems) -> Option<S
         usbmuxd,
         activation,
         slots: raw.slots,
+        asm: asm_config,
     };
     Some(Settings {
         fingerprint: config.fingerprint(),
@@ -240,6 +249,7 @@ fn check(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems) -> Option<S
         wifi: wifi_payload?,
         anchors,
         activation: activation_server?,
+        asm: asm_settings,
         config: Arc::new(config),
     })
 }

@@ -26,6 +26,7 @@ use profiles::wifi::Security;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub(crate) mod asm;
 mod checks;
 mod files;
 pub(crate) mod load;
@@ -35,6 +36,7 @@ mod raw;
 mod toml_location;
 mod wifi;
 
+pub use asm::AsmConfig;
 pub use name_template::{NAME_PLACEHOLDERS, NameTemplate, NameTemplateError, NameVars};
 pub use problems::{ConfigError, Problem};
 
@@ -81,6 +83,8 @@ pub struct StationConfig {
     pub activation: Activation,
     /// USB port chain → slot label.
     pub slots: BTreeMap<String, String>,
+    /// `[asm]`: Apple School Manager, when configured.
+    pub asm: Option<AsmConfig>,
 }
 
 /// Who the iPads belong to: shown on the device and in the cloud configuration.
@@ -334,6 +338,7 @@ impl StationConfig {
         check("usbmuxd", self.usbmuxd != other.usbmuxd);
         check("activation", self.activation != other.activation);
         check("slots", self.slots != other.slots);
+        check("asm", self.asm != other.asm);
         changed
     }
 }

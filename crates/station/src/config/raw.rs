@@ -29,6 +29,7 @@ pub(super) struct RawConfig {
     pub(super) activation: RawActivation,
     #[serde(default)]
     pub(super) slots: BTreeMap<String, String>,
+    pub(super) asm: Option<super::asm::RawAsm>,
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@ use super::error::{StepError, retrying};
 use super::plan::{Action, Plan, PlannedStep, Wanted, plan};
 use super::progress::Reporter;
 use super::{Context, JobEnd, Plugged, model_name, save};
+use crate::asm_sync::Verdict;
 use crate::config::MdmMode;
 use crate::ledger::{Event, Ledger};
 use crate::record::{Attention, DeviceRecord, Step};
@@ -65,6 +66,35 @@ impl<'a> Identified<'a> {
         Ok(job)
     }
 
+    /// Looks the serial up in Apple School Manager (when configured) and records the answer;
+    /// stops only where [`crate::asm_sync::state::verdict`] says so.
+    async fn check_asm(&mut self, reporter: &mut Reporter) -> Result<(), StepError> {
+        let Some(asm) = self.ctx.asm.clone() else {
+            return Ok(());
+        };
+        reporter.show(
+            Light::Working,
+            Some(Step::Assessed),
+            "looking it up in Apple School Manager",
+        );
+        let mode = self.settings.config.mdm.mode;
+        let verdict = asm.on_identified(&mut self.record, mode).await;
+        let note = match &verdict {
+            Verdict::Continue { note } | Verdict::Warn { note, .. } => note.clone(),
+            Verdict::Stop(a) => a.message().to_owned(),
+        };
+        self.record.remark(note);
+        save(&self.ctx.ledger, &self.record, Event::Update).await?;
+        match verdict {
+            Verdict::Continue { .. } => Ok(()),
+            Verdict::Warn { attention, .. } => {
+                reporter.attention(attention, Some(Step::Assessed));
+                Ok(())
+            }
+            Verdict::Stop(a) => Err(StepError::Attention(a)),
+        }
+    }
+
     /// Assesses, plans and executes, then records how it ended.
     pub(super) async fn run(mut self, reporter: &mut Reporter) -> JobEnd {
         let end = match self.steps(reporter).await {
@@ -73,10 +103,16 @@ impl<'a> Identified<'a> {
         };
         reporter.learn(&self.record);
         record_end(&self.ctx.ledger, &mut self.record, &end, reporter).await;
+        if let (JobEnd::Done { .. }, Some(asm)) = (&end, &self.ctx.asm) {
+            // Journals the decision, then assigns in the background: the next iPad never waits.
+            asm.after_done(&mut self.record).await;
+        }
         end
     }
 
     async fn steps(&mut self, reporter: &mut Reporter) -> Result<JobEnd, StepError> {
+        // First, so an iPad it stops at is recorded under its serial like any other end.
+        self.check_asm(reporter).await?;
         reporter.show(Light::Working, Some(Step::Assessed), "checking its state");
         let provider = self.provider();
         let config = if self.facts.activation.is_activated() {

@@ -47,6 +47,8 @@ pub struct Context {
     pub usbmux: UsbmuxAddress,
     pub ledger: Arc<Ledger>,
     pub pair_store: PairRecordStore,
+    /// Apple School Manager, when `[asm]` is configured.
+    pub asm: Option<Arc<crate::asm_sync::AsmSync>>,
 }
 
 /// How a job ended.
