@@ -18,6 +18,9 @@
 //!   jobs use from it (identity, Wi-Fi profile bytes…); [`watch`]: reloading it on edits.
 //! - [`slots`]: USB port chains and slot names, recovery/DFU iPads on the bus.
 //! - [`paths`]: the default state folder and configuration file, one rule for every command.
+//! - [`services`]: what `[web]` and `[notify]` switch on: [`web`] (the live page, JSON,
+//!   `/metrics` from [`metrics`]) and [`notify`] (the webhook); they follow the board's changes
+//!   and never decide anything.
 //! - [`models`]: marketing names of iPad models; [`clock`]: Unix milliseconds and RFC 3339.
 
 pub mod clock;
@@ -25,15 +28,19 @@ pub mod config;
 pub mod daemon;
 pub mod export;
 pub mod ledger;
+pub mod metrics;
 pub mod models;
+pub mod notify;
 pub mod paths;
 pub mod prepare;
 pub mod record;
 pub mod scheduler;
+pub mod services;
 pub mod settings;
 pub mod slots;
 pub mod status;
 pub mod watch;
+pub mod web;
 
 pub use config::{ConfigError, Secret, StationConfig};
 pub use ledger::{Event, Ledger, LedgerError, OpenReport};

@@ -220,6 +220,9 @@ fn check(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems) -> Option<S
         }
     }
 
+    let web = super::web::check_web(raw.web, &resolve, p);
+    let notify = super::web::check_notify(raw.notify, p);
+
     let config = StationConfig {
         path: path.to_owned(),
         organization,
@@ -233,6 +236,8 @@ fn check(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems) -> Option<S
         usbmuxd,
         activation,
         slots: raw.slots,
+        web,
+        notify,
     };
     Some(Settings {
         fingerprint: config.fingerprint(),

@@ -33,10 +33,12 @@ mod name_template;
 mod problems;
 mod raw;
 mod toml_location;
+mod web;
 mod wifi;
 
 pub use name_template::{NAME_PLACEHOLDERS, NameTemplate, NameTemplateError, NameVars};
 pub use problems::{ConfigError, Problem};
+pub use web::{NotifyConfig, WebConfig};
 
 /// Default Apple activation server.
 pub const DEFAULT_ACTIVATION_URL: &str = "https://albert.apple.com/deviceservices/";
@@ -106,6 +108,10 @@ pub struct StationConfig {
     pub activation: Activation,
     /// USB port chain → slot label.
     pub slots: BTreeMap<String, String>,
+    /// `[web]`: the live page, JSON and `/metrics`; `None` (the default) serves nothing.
+    pub web: Option<WebConfig>,
+    /// `[notify]`: the webhook; `None` (the default) posts nothing.
+    pub notify: Option<NotifyConfig>,
 }
 
 /// Who the iPads belong to: shown on the device and in the cloud configuration.
@@ -359,6 +365,8 @@ impl StationConfig {
         check("usbmuxd", self.usbmuxd != other.usbmuxd);
         check("activation", self.activation != other.activation);
         check("slots", self.slots != other.slots);
+        check("web", self.web != other.web);
+        check("notify", self.notify != other.notify);
         changed
     }
 }

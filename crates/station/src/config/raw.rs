@@ -29,6 +29,8 @@ pub(super) struct RawConfig {
     pub(super) activation: RawActivation,
     #[serde(default)]
     pub(super) slots: BTreeMap<String, String>,
+    pub(super) web: Option<super::web::RawWeb>,
+    pub(super) notify: Option<super::web::RawNotify>,
 }
 
 #[derive(Deserialize)]
