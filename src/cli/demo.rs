@@ -25,6 +25,10 @@ pub struct DemoArgs {
     /// Keep everything here (default: a new temporary folder, kept after the demo).
     #[arg(long = "state", value_name = "DIR")]
     state: Option<PathBuf>,
+    /// Also serve the live web page here (e.g. 127.0.0.1:8080; port 0 picks a free one). The
+    /// page stays up after the cart is finished, until Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    web: Option<std::net::SocketAddr>,
 }
 
 const MODELS: &[(&str, &str)] = &[
@@ -100,7 +104,11 @@ fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    let DemoArgs { devices, state } = args;
+    let DemoArgs {
+        devices,
+        state,
+        web,
+    } = args;
     if devices < PULLED_SLOT as usize {
         return Err(bad_input(format!(
             "the demo cart needs at least {PULLED_SLOT} iPads (--devices {PULLED_SLOT} or more)"
@@ -184,11 +192,13 @@ policy = "never"
 server_url = "{activation}"
 extra_ca_file = "activation-ca.pem"
 
+{web}
 [slots]
 {slots}"#,
         state = station_dir.display(),
         usbmuxd = sim.address(),
         activation = sim.activation_server_url(),
+        web = super::demo_web::config_section(web),
     );
     let config_path = station_dir.join("station.toml");
     write(&config_path, config_text.as_bytes())?;
@@ -238,13 +248,16 @@ extra_ca_file = "activation-ca.pem"
         })
     };
     let stop_udids = udids.clone();
+    // With the page, the demo stays up when the cart is finished, for people to look at it.
+    let lingering = web.map(|_| super::demo_web::announce_finish(board.clone(), udids.clone()));
     let report = station::daemon::run(station::daemon::DaemonOptions {
         settings,
         watch_config: false,
         board: board.clone(),
         topology: Arc::new(topology(&sim)),
         stop_when: Some(Box::new(move |board, idle| {
-            idle.running == 0
+            web.is_none()
+                && idle.running == 0
                 && idle.queued == 0
                 && stop_udids.iter().all(|u| {
                     board.get(u).is_some_and(|s| {
@@ -256,6 +269,9 @@ extra_ca_file = "activation-ca.pem"
     })
     .await?;
     puller.abort();
+    if let Some(l) = lingering {
+        l.abort();
+    }
 
     let records = station::Ledger::read_only(&station_dir)?;
     let export_dir = station_dir.join("export");

@@ -15,7 +15,9 @@ use crate::status::{Light, Snapshot};
 
 /// Buckets of the step-duration histograms, in seconds: a step takes from a fraction of a
 /// second (naming) to minutes (activation over a slow network, an erase).
-const STEP_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+const STEP_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 
 const ATTENTIONS: [Attention; 9] = [
     Attention::Locked,
@@ -265,9 +267,7 @@ mod tests {
             parsed
                 .samples
                 .iter()
-                .find(|s| {
-                    s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v))
-                })
+                .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
                 .map(|s| match s.value {
                     prometheus_parse::Value::Counter(v)
                     | prometheus_parse::Value::Gauge(v)
@@ -298,8 +298,7 @@ mod tests {
             .samples
             .iter()
             .find(|s| {
-                s.metric == "cartprep_step_duration_seconds"
-                    && s.labels.get("step") == Some("done")
+                s.metric == "cartprep_step_duration_seconds" && s.labels.get("step") == Some("done")
             })
             .expect("a histogram for the done step");
         let prometheus_parse::Value::Histogram(buckets) = &histogram.value else {

@@ -260,7 +260,10 @@ async fn watch(
         };
         let new_summary = board.summary();
         if let Some(kind) = device_event(before.as_deref(), &now) {
-            enqueue(&queue, event_for(kind, &now, new_summary, station.as_deref()));
+            enqueue(
+                &queue,
+                event_for(kind, &now, new_summary, station.as_deref()),
+            );
         }
         if cart_completed(&summary, &new_summary) {
             enqueue(&queue, cart_complete_event(new_summary, station.as_deref()));
@@ -271,7 +274,9 @@ async fn watch(
 
 fn enqueue(queue: &Queue, event: Event) {
     if queue.push(event) {
-        tracing::warn!("notifications: the webhook is behind; the oldest waiting event was dropped");
+        tracing::warn!(
+            "notifications: the webhook is behind; the oldest waiting event was dropped"
+        );
     }
 }
 
@@ -341,7 +346,11 @@ mod tests {
     fn which_lines_are_events() {
         use crate::record::Attention as A;
         type Line = (Light, Option<A>);
-        let (working, done, failed) = ((Light::Working, None), (Light::Done, None), (Light::Failed, None));
+        let (working, done, failed) = (
+            (Light::Working, None),
+            (Light::Done, None),
+            (Light::Failed, None),
+        );
         let prompt = (Light::Attention, Some(A::TrustPrompt));
         let locked = (Light::Attention, Some(A::Locked));
         let rows: &[(Option<Line>, Line, Option<Kind>)] = &[
@@ -408,7 +417,15 @@ mod tests {
     #[test]
     fn a_full_queue_drops_the_oldest_event() {
         let queue = Queue::default();
-        let event = |n: usize| cart_complete_event(Summary { done: n, ..Summary::default() }, None);
+        let event = |n: usize| {
+            cart_complete_event(
+                Summary {
+                    done: n,
+                    ..Summary::default()
+                },
+                None,
+            )
+        };
         for n in 0..QUEUE {
             assert!(!queue.push(event(n)));
         }
@@ -430,7 +447,10 @@ mod tests {
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["event"], "done");
         assert_eq!(json["station"], "Library cart");
-        assert_eq!(json["text"], "✔ Cart A - 03, DMPXK1234567, slot 3: done — unplug it");
+        assert_eq!(
+            json["text"],
+            "✔ Cart A - 03, DMPXK1234567, slot 3: done — unplug it"
+        );
         assert_eq!(json["ipad"]["serial"], "DMPXK1234567");
     }
 }

@@ -53,7 +53,9 @@ fn web_note(addr: std::net::SocketAddr, token: bool) -> String {
     if token {
         note.push_str(" (with ?token= and the token in web.token_file)");
     } else if !addr.ip().is_loopback() {
-        note.push_str(" — open to anyone who can reach this machine: set web.token_file to ask for a token");
+        note.push_str(
+            " — open to anyone who can reach this machine: set web.token_file to ask for a token",
+        );
     }
     note
 }

@@ -82,20 +82,22 @@ pub(super) fn check_web(
             if let Some(reason) = too_open(path) {
                 p.add("web.token_file", reason);
             }
-            read_file("web.token_file", path, p).and_then(|bytes| {
-                match token_problem(&bytes) {
-                    Some(reason) => {
-                        p.add("web.token_file", format!("{}: {reason}", path.display()));
-                        None
-                    }
-                    None => Some(Secret::new(String::from_utf8_lossy(&bytes).trim())),
+            read_file("web.token_file", path, p).and_then(|bytes| match token_problem(&bytes) {
+                Some(reason) => {
+                    p.add("web.token_file", format!("{}: {reason}", path.display()));
+                    None
                 }
+                None => Some(Secret::new(String::from_utf8_lossy(&bytes).trim())),
             })
         }
     };
     Some(WebConfig {
         listen: listen?,
-        token: if token_file.is_some() { Some(token?) } else { None },
+        token: if token_file.is_some() {
+            Some(token?)
+        } else {
+            None
+        },
         token_file,
     })
 }
@@ -158,7 +160,9 @@ pub(super) fn check_notify(raw: Option<RawNotify>, p: &mut Problems) -> Option<N
 /// or a test's receiver). The address itself is never quoted: it usually holds a token.
 pub(super) fn webhook_problem(url: &str) -> Option<String> {
     let Ok(parsed) = reqwest::Url::parse(url.trim()) else {
-        return Some("is not an address (it must look like https://chat.example.org/hooks/…)".into());
+        return Some(
+            "is not an address (it must look like https://chat.example.org/hooks/…)".into(),
+        );
     };
     let loopback = match parsed.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),

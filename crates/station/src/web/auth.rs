@@ -4,7 +4,11 @@
 
 /// Whether a request may read. `expected` is the configured token; `authorization` the
 /// request's header; `query` its query string.
-pub fn authorized(expected: Option<&str>, authorization: Option<&str>, query: Option<&str>) -> bool {
+pub fn authorized(
+    expected: Option<&str>,
+    authorization: Option<&str>,
+    query: Option<&str>,
+) -> bool {
     let Some(expected) = expected else {
         return true;
     };
@@ -16,8 +20,7 @@ pub fn authorized(expected: Option<&str>, authorization: Option<&str>, query: Op
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.into_owned())
     });
-    bearer.is_some_and(|t| same(t, expected))
-        || from_query.is_some_and(|t| same(&t, expected))
+    bearer.is_some_and(|t| same(t, expected)) || from_query.is_some_and(|t| same(&t, expected))
 }
 
 /// Compares without stopping at the first difference, so the time taken does not tell how

@@ -175,8 +175,14 @@ fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route("/app.js", get(|| asset("text/javascript; charset=utf-8", APP_JS)))
-        .route("/app.css", get(|| asset("text/css; charset=utf-8", APP_CSS)))
+        .route(
+            "/app.js",
+            get(|| asset("text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route(
+            "/app.css",
+            get(|| asset("text/css; charset=utf-8", APP_CSS)),
+        )
         .merge(guarded)
         .layer(middleware::from_fn(common_headers))
         .with_state(state)
@@ -204,7 +210,10 @@ async fn common_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -281,46 +290,43 @@ async fn metrics(State(s): State<AppState>) -> Response {
         records: &records,
         audit_log_bytes,
     }) {
-        Ok(text) => (
-            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-            text,
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("metrics: {e}\n"),
-        )
-            .into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}\n")).into_response(),
     }
 }
 
 /// The board as server-sent events: the whole view at once, then again after each change
 /// (changes that arrive together are sent as one).
-async fn events(State(s): State<AppState>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+async fn events(
+    State(s): State<AppState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     // Subscribed before the first view is taken, so no change falls between the two.
     let changes = s.board.subscribe();
-    let stream = futures::stream::unfold((s, changes, true), |(s, mut changes, first)| async move {
-        if !first {
-            match changes.recv().await {
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return None,
+    let stream =
+        futures::stream::unfold((s, changes, true), |(s, mut changes, first)| async move {
+            if !first {
+                match changes.recv().await {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+                while matches!(
+                    changes.try_recv(),
+                    Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_))
+                ) {}
             }
-            while matches!(
-                changes.try_recv(),
-                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_))
-            ) {}
-        }
-        let event = match s.view() {
-            Ok(view) => SseEvent::default()
-                .event("board")
-                .json_data(&view)
-                .unwrap_or_else(|_| SseEvent::default().event("error").data("unencodable view")),
-            Err(e) => SseEvent::default()
-                .event("error")
-                .data(format!("the ledger could not be read: {e}")),
-        };
-        Some((Ok(event), (s, changes, false)))
-    });
+            let event = match s.view() {
+                Ok(view) => SseEvent::default()
+                    .event("board")
+                    .json_data(&view)
+                    .unwrap_or_else(|_| {
+                        SseEvent::default().event("error").data("unencodable view")
+                    }),
+                Err(e) => SseEvent::default()
+                    .event("error")
+                    .data(format!("the ledger could not be read: {e}")),
+            };
+            Some((Ok(event), (s, changes, false)))
+        });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
@@ -354,7 +360,10 @@ mod tests {
             DeviceRecord::new_at("DMPXK1", "00008030-AAAA", 1),
             DeviceRecord::new_at("DMPXK2", "00008030-BBBB", 2),
         ];
-        assert_eq!(find_record(&records, "dmpxk2").map(|r| r.serial.as_str()), Some("DMPXK2"));
+        assert_eq!(
+            find_record(&records, "dmpxk2").map(|r| r.serial.as_str()),
+            Some("DMPXK2")
+        );
         assert_eq!(
             find_record(&records, "00008030-aaaa").map(|r| r.serial.as_str()),
             Some("DMPXK1")
