@@ -336,6 +336,11 @@ impl Board {
         self.lock().changes.subscribe()
     }
 
+    /// How many subscribers follow the board (none unless `[web]` or `[notify]` is on).
+    pub fn subscribers(&self) -> usize {
+        self.lock().changes.receiver_count()
+    }
+
     /// Records whether the station is connected to usbmuxd (for `/metrics`).
     pub fn set_usbmuxd(&self, up: bool) {
         let mut inner = self.lock();
