@@ -89,3 +89,36 @@ fn a_webhook_must_be_https_and_is_never_shown() {
     assert_eq!(notify.station.as_deref(), Some("Library cart"));
     assert!(!format!("{notify:?}").contains("s3cr3t"));
 }
+
+#[test]
+fn the_documented_web_and_notify_examples_are_valid_when_uncommented() {
+    let f = Fixture::new();
+    write_token(&f, 0o600);
+    let text: String = example_text()
+        .lines()
+        .map(|l| {
+            for key in [
+                "[web]",
+                "listen =",
+                "token_file =",
+                "[notify]",
+                "webhook =",
+                "station =",
+            ] {
+                if let Some(rest) = l.strip_prefix("# ")
+                    && rest.starts_with(key)
+                {
+                    return format!("{rest}\n");
+                }
+            }
+            format!("{l}\n")
+        })
+        .collect();
+    let c = f
+        .load(&text)
+        .unwrap_or_else(|e| panic!("the uncommented example must validate: {e}"));
+    assert_eq!(c.web.expect("[web]").listen.to_string(), "127.0.0.1:8080");
+    let notify = c.notify.expect("[notify]");
+    assert_eq!(notify.webhook_host(), "https://hooks.slack.com");
+    assert_eq!(notify.station.as_deref(), Some("Library cart"));
+}
