@@ -146,6 +146,13 @@ async fn a_webhook_gets_one_event_per_done_and_attention_ipad_and_no_secret() {
         assert_eq!(last["summary"]["done"], 2);
         assert_eq!(last["station"], "Test cart");
 
+        // The station's own output names neither the web token nor the webhook's address
+        // (a chat webhook's address is its password), only the webhook's host.
+        let printed = h.out.text();
+        assert!(!printed.contains(WEB_TOKEN), "{printed}");
+        assert!(!printed.contains(&url), "{printed}");
+        assert!(printed.contains("notifications: events are posted to http://127.0.0.1"));
+
         // No secret in any body: not the Wi-Fi password, the identity's key, the web token.
         let key = std::fs::read_to_string(h.identity_dir().join("supervision.key.pem")).unwrap();
         let key_lines: Vec<&str> = key

@@ -168,3 +168,24 @@ async fn events_start_with_the_board_and_follow_its_changes() {
         "the change arrived: {second}"
     );
 }
+
+#[tokio::test]
+async fn stopping_the_server_ends_open_event_streams() {
+    let (server, _board, _dir) = server(None).await;
+    let mut stream = client()
+        .get(format!("http://{}/events", server.addr))
+        .send()
+        .await
+        .unwrap();
+    let first = stream.chunk().await.expect("stream");
+    assert!(first.is_some(), "the board arrived");
+    drop(server);
+    // The stream ends (rather than hanging until the client's timeout fails the test).
+    loop {
+        match stream.chunk().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(e) => panic!("the stream did not end cleanly: {e}"),
+        }
+    }
+}

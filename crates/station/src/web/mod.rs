@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use futures::Stream;
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::ledger::{Ledger, LedgerError};
 use crate::record::{DeviceRecord, Step};
@@ -98,6 +98,8 @@ struct AppState {
     board: Board,
     ledger: Arc<Ledger>,
     token: Option<Arc<str>>,
+    /// Becomes `true` when the server stops: open event streams end then.
+    stopping: watch::Receiver<bool>,
 }
 
 impl AppState {
@@ -120,15 +122,16 @@ pub enum WebError {
     },
 }
 
-/// The page being served; dropping it stops the server.
+/// The page being served; dropping it stops the server: it accepts no more connections, and
+/// open event streams end (so no connection outlives the station, holding its ledger).
 pub struct WebServer {
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
 }
 
 impl Drop for WebServer {
     fn drop(&mut self) {
-        self.task.abort();
+        let _ = self.stop.send(true);
     }
 }
 
@@ -150,17 +153,26 @@ impl WebServer {
             addr: listen,
             source,
         })?;
+        let (stop, stopping) = watch::channel(false);
         let app = router(AppState {
             board,
             ledger,
             token: token.map(Arc::from),
+            stopping: stopping.clone(),
         });
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+        let mut until_stopped = stopping;
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = until_stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
                 tracing::warn!("the web page stopped: {e}");
             }
         });
-        Ok(WebServer { addr, task })
+        Ok(WebServer { addr, stop })
     }
 }
 
@@ -305,9 +317,13 @@ async fn events(
     let stream =
         futures::stream::unfold((s, changes, true), |(s, mut changes, first)| async move {
             if !first {
-                match changes.recv().await {
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                let mut stopping = s.stopping.clone();
+                tokio::select! {
+                    change = changes.recv() => match change {
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = stopping.wait_for(|stop| *stop) => return None,
                 }
                 while matches!(
                     changes.try_recv(),
