@@ -371,6 +371,16 @@ mod tests {
     }
 
     #[test]
+    fn the_page_numbers_the_steps_as_the_station_does() {
+        assert!(APP_JS.contains(&format!("const TOTAL_STEPS = {};", Step::TOTAL)));
+        for step in Step::ALL {
+            let word = serde_json::to_value(step).unwrap();
+            let entry = format!("{}: {}", word.as_str().unwrap(), step.number());
+            assert!(APP_JS.contains(&entry), "app.js lacks {entry}");
+        }
+    }
+
+    #[test]
     fn records_are_found_by_serial_or_udid_in_any_case() {
         let records = [
             DeviceRecord::new_at("DMPXK1", "00008030-AAAA", 1),

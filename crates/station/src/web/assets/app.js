@@ -39,14 +39,14 @@ function tile(d) {
   t.append(top, el("div", "word", WORD[d.light] || d.light));
   if (d.light === "working" && d.step) {
     const k = STEP_NUMBER[d.step] || 0;
-    t.append(el("div", "step", `step ${k}/${TOTAL_STEPS} · ${STEP_LABEL[d.step] || d.step}`));
+    t.append(el("div", "step", `step ${k} of ${TOTAL_STEPS}`));
     const bar = el("div", "bar");
     const fill = el("span");
     fill.style.width = `${Math.round((100 * k) / TOTAL_STEPS)}%`;
     bar.append(fill);
     t.append(bar);
   }
-  t.append(el("div", "name", d.name || "—"));
+  if (d.name) t.append(el("div", "name", d.name));
   t.append(el("div", "serial", d.serial || `UDID …${d.udid.slice(-8)}`));
   if (d.model) t.append(el("div", "model", d.model));
   if (d.light === "attention") t.append(el("div", "action", d.message));
