@@ -38,7 +38,9 @@ mod tests {
 
     #[test]
     fn who_may_read() {
-        let rows: &[(Option<&str>, Option<&str>, Option<&str>, bool)] = &[
+        /// Configured token, Authorization header, query string, whether it may read.
+        type Row<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, bool);
+        let rows: &[Row] = &[
             (None, None, None, true),
             (Some(T), None, None, false),
             (Some(T), Some("Bearer 0123456789abcdef0123"), None, true),
