@@ -27,6 +27,10 @@ pub struct DemoArgs {
     /// Keep everything here (default: a new temporary folder, kept after the demo).
     #[arg(long = "state", value_name = "DIR")]
     state: Option<PathBuf>,
+    /// Also serve the live web page here (e.g. 127.0.0.1:8080; port 0 picks a free one). The
+    /// page stays up after the cart is finished, until Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    web: Option<std::net::SocketAddr>,
 }
 
 const MODELS: &[(&str, &str)] = &[
@@ -144,7 +148,11 @@ fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    let DemoArgs { devices, state } = args;
+    let DemoArgs {
+        devices,
+        state,
+        web,
+    } = args;
     if devices < PULLED_SLOT as usize {
         return Err(bad_input(format!(
             "the demo cart needs at least {PULLED_SLOT} iPads (--devices {PULLED_SLOT} or more)"
@@ -249,6 +257,7 @@ api_url = "{asm_api}"
 token_url = "{asm_token}"
 extra_ca_file = "asm-ca.pem"
 
+{web}
 [slots]
 {slots}"#,
         state = station_dir.display(),
@@ -259,6 +268,7 @@ extra_ca_file = "asm-ca.pem"
         asm_mdm = DEMO_MDM,
         asm_api = asm_server.api_url,
         asm_token = asm_server.token_url,
+        web = super::demo_web::config_section(web),
     );
     let config_path = station_dir.join("station.toml");
     write(&config_path, config_text.as_bytes())?;
@@ -308,13 +318,16 @@ extra_ca_file = "asm-ca.pem"
         })
     };
     let stop_udids = udids.clone();
+    // With the page, the demo stays up when the cart is finished, for people to look at it.
+    let lingering = web.map(|_| super::demo_web::announce_finish(board.clone(), udids.clone()));
     let report = station::daemon::run(station::daemon::DaemonOptions {
         settings,
         watch_config: false,
         board: board.clone(),
         topology: Arc::new(topology(&sim)),
         stop_when: Some(Box::new(move |board, idle| {
-            idle.running == 0
+            web.is_none()
+                && idle.running == 0
                 && idle.queued == 0
                 && stop_udids.iter().all(|u| {
                     board.get(u).is_some_and(|s| {
@@ -328,6 +341,9 @@ extra_ca_file = "asm-ca.pem"
     puller.abort();
     let assigned = asm_server.stats().activities.len();
     asm_server.task.abort();
+    if let Some(l) = lingering {
+        l.abort();
+    }
 
     let records = station::Ledger::read_only(&station_dir)?;
     let export_dir = station_dir.join("export");

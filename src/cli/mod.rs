@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 pub mod asm;
 pub mod bad_input;
 pub mod demo;
+pub mod demo_web;
 pub mod identity;
 pub mod logging;
 pub mod password;

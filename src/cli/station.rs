@@ -92,11 +92,18 @@ pub struct LedgerArgs {
 #[derive(Subcommand)]
 pub enum LedgerCommand {
     /// One line per iPad: serial, model, name, outcome.
-    List,
+    List {
+        /// Print the records as a JSON array (what the web page's /api/devices serves).
+        #[arg(long)]
+        json: bool,
+    },
     /// The full record and step history of one iPad (serial or UDID).
     Show {
         /// The iPad's serial number or UDID (any case).
         serial: String,
+        /// Print the record as JSON (what the web page's /api/devices/SERIAL serves).
+        #[arg(long)]
+        json: bool,
     },
     /// Export the records.
     Export {
@@ -129,7 +136,10 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
     // error to stop at rather than a panic.
     let mut out = std::io::stdout();
     match args.command {
-        LedgerCommand::List => {
+        LedgerCommand::List { json: true } => {
+            writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
+        }
+        LedgerCommand::List { json: false } => {
             if records.is_empty() {
                 writeln!(out, "no iPads recorded in {}", dir.display())?;
             }
@@ -149,12 +159,14 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
                 )?;
             }
         }
-        LedgerCommand::Show { serial } => {
-            let Some(r) = records.iter().find(|r| {
-                r.serial.eq_ignore_ascii_case(&serial) || r.udid.eq_ignore_ascii_case(&serial)
-            }) else {
+        LedgerCommand::Show { serial, json } => {
+            let Some(r) = station::web::find_record(&records, &serial) else {
                 anyhow::bail!("no iPad with serial or UDID {serial} in {}", dir.display());
             };
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(r)?)?;
+                return Ok(());
+            }
             writeln!(
                 out,
                 "serial   {}\nudid     {}\nmodel    {} ({})\niPadOS   {} ({})\nslot     {}\nname     {}\noutcome  {}\nattempts {}",

@@ -183,6 +183,8 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
     let state_dir = config.state_dir.clone();
     let reloads = Reloads::start(watch_config, &settings, &board);
     let opened = open(Arc::new(settings), &board).await?;
+    // `[web]` and `[notify]`; stopped when this returns (dropped).
+    let _services = crate::services::Services::start(&config, &board, &opened.ctx.ledger).await;
     if let Some(why) = topology.unavailable() {
         board.note(format!("USB slots: {why}"));
     }
@@ -360,10 +362,12 @@ impl Events {
         match event {
             MuxEvent::Up => {
                 scheduler.on_mux_up();
+                self.board.set_usbmuxd(true);
                 self.board
                     .note(format!("connected to usbmuxd at {}", self.addr));
             }
             MuxEvent::Down(why) => {
+                self.board.set_usbmuxd(false);
                 if scheduler.mux_up() {
                     self.board
                         .note(format!("lost usbmuxd ({why}); reconnecting"));

@@ -20,6 +20,9 @@
 //! - [`paths`]: the default state folder and configuration file, one rule for every command.
 //! - [`asm_sync`]: Apple School Manager: each iPad's owner looked up when it is identified,
 //!   and its assignment to our MDM server after it is done, journaled and resumed.
+//! - [`services`]: what `[web]` and `[notify]` switch on: [`web`] (the live page, JSON,
+//!   `/metrics` from [`metrics`]) and [`notify`] (the webhook); they follow the board's changes
+//!   and never decide anything.
 //! - [`models`]: marketing names of iPad models; [`clock`]: Unix milliseconds and RFC 3339.
 
 pub mod asm_sync;
@@ -28,15 +31,19 @@ pub mod config;
 pub mod daemon;
 pub mod export;
 pub mod ledger;
+pub mod metrics;
 pub mod models;
+pub mod notify;
 pub mod paths;
 pub mod prepare;
 pub mod record;
 pub mod scheduler;
+pub mod services;
 pub mod settings;
 pub mod slots;
 pub mod status;
 pub mod watch;
+pub mod web;
 
 pub use config::{ConfigError, Secret, StationConfig};
 pub use ledger::{Event, Ledger, LedgerError, OpenReport};

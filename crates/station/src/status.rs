@@ -237,6 +237,26 @@ pub fn colour_wanted() -> bool {
 
 type Sink = Box<dyn Write + Send>;
 
+/// What the board tells its subscribers (the web page, metrics, notifications): it publishes,
+/// nothing decides from it. Sent only when someone subscribed, so an idle station without
+/// `[web]` or `[notify]` wakes nobody.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoardChange {
+    /// A device's line changed: what it showed before (if anything) and what it shows now.
+    Device {
+        before: Option<Box<DeviceStatus>>,
+        now: Box<DeviceStatus>,
+    },
+    /// A note that is not about one device.
+    Note(String),
+    /// The link to usbmuxd came up (`true`) or went down.
+    Usbmuxd(bool),
+}
+
+/// Changes a slow subscriber may fall behind by before it is told it lagged (it then reads a
+/// fresh snapshot instead).
+const CHANGES_BUFFERED: usize = 256;
+
 /// The board: the latest status of every device, printed as it changes.
 #[derive(Clone)]
 pub struct Board {
@@ -248,6 +268,18 @@ struct BoardInner {
     notes: Vec<String>,
     out: Sink,
     colour: bool,
+    changes: tokio::sync::broadcast::Sender<BoardChange>,
+    usbmuxd_up: bool,
+}
+
+impl BoardInner {
+    /// Sends a change to the subscribers, building it only when there are any.
+    fn publish(&self, change: impl FnOnce() -> BoardChange) {
+        if self.changes.receiver_count() > 0 {
+            // An error only means every subscriber has gone since the count.
+            let _ = self.changes.send(change());
+        }
+    }
 }
 
 impl Board {
@@ -258,6 +290,8 @@ impl Board {
                 notes: Vec::new(),
                 out,
                 colour,
+                changes: tokio::sync::broadcast::channel(CHANGES_BUFFERED).0,
+                usbmuxd_up: false,
             })),
         }
     }
@@ -290,7 +324,35 @@ impl Board {
         let line = format_line(&status, inner.colour);
         let _ = writeln!(inner.out, "{line}");
         let _ = inner.out.flush();
-        inner.devices.insert(status.udid.clone(), status);
+        let before = inner.devices.insert(status.udid.clone(), status.clone());
+        inner.publish(|| BoardChange::Device {
+            before: before.map(Box::new),
+            now: Box::new(status),
+        });
+    }
+
+    /// Subscribes to the board's changes (see [`BoardChange`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<BoardChange> {
+        self.lock().changes.subscribe()
+    }
+
+    /// How many subscribers follow the board (none unless `[web]` or `[notify]` is on).
+    pub fn subscribers(&self) -> usize {
+        self.lock().changes.receiver_count()
+    }
+
+    /// Records whether the station is connected to usbmuxd (for `/metrics`).
+    pub fn set_usbmuxd(&self, up: bool) {
+        let mut inner = self.lock();
+        if inner.usbmuxd_up != up {
+            inner.usbmuxd_up = up;
+            inner.publish(|| BoardChange::Usbmuxd(up));
+        }
+    }
+
+    /// Whether the station is connected to usbmuxd now.
+    pub fn usbmuxd_up(&self) -> bool {
+        self.lock().usbmuxd_up
     }
 
     /// The current status of a device.
@@ -304,7 +366,8 @@ impl Board {
         let mut inner = self.lock();
         let _ = writeln!(inner.out, "{}", text);
         let _ = inner.out.flush();
-        inner.notes.push(text);
+        inner.notes.push(text.clone());
+        inner.publish(|| BoardChange::Note(text));
         let excess = inner.notes.len().saturating_sub(20);
         inner.notes.drain(..excess);
     }
@@ -501,6 +564,30 @@ mod tests {
             s.to_string(),
             "cart: 1 done · 0 working · 1 waiting · 1 attention · 0 failed"
         );
+    }
+
+    #[test]
+    fn subscribers_hear_each_new_line_with_what_it_replaced() {
+        let board = Board::new(Box::new(std::io::sink()), false);
+        board.update(status("U1", Light::Working, Some(Step::Paired), "pairing"));
+        let mut changes = board.subscribe();
+        board.update(status("U1", Light::Working, Some(Step::Paired), "pairing"));
+        board.update(status("U1", Light::Done, None, "unplug"));
+        board.set_usbmuxd(true);
+        board.set_usbmuxd(true);
+        board.note("configuration reloaded");
+        let Ok(BoardChange::Device { before, now }) = changes.try_recv() else {
+            panic!("the new line is published, the repeated one is not");
+        };
+        assert_eq!(before.map(|b| b.light), Some(Light::Working));
+        assert_eq!(now.light, Light::Done);
+        assert_eq!(changes.try_recv().ok(), Some(BoardChange::Usbmuxd(true)));
+        assert_eq!(
+            changes.try_recv().ok(),
+            Some(BoardChange::Note("configuration reloaded".into()))
+        );
+        assert!(changes.try_recv().is_err(), "nothing else was published");
+        assert!(board.usbmuxd_up());
     }
 
     #[tokio::test]

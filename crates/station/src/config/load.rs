@@ -227,6 +227,8 @@ fn check(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems) -> Option<S
         }
         None => (None, None),
     };
+    let web = super::web::check_web(raw.web, &resolve, p);
+    let notify = super::web::check_notify(raw.notify, p);
 
     let config = StationConfig {
         path: path.to_owned(),
@@ -242,6 +244,8 @@ fn check(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems) -> Option<S
         activation,
         slots: raw.slots,
         asm: asm_config,
+        web,
+        notify,
     };
     Some(Settings {
         fingerprint: config.fingerprint(),

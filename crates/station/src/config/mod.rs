@@ -34,11 +34,13 @@ mod name_template;
 mod problems;
 mod raw;
 mod toml_location;
+mod web;
 mod wifi;
 
 pub use asm::AsmConfig;
 pub use name_template::{NAME_PLACEHOLDERS, NameTemplate, NameTemplateError, NameVars};
 pub use problems::{ConfigError, Problem};
+pub use web::{NotifyConfig, WebConfig};
 
 /// Default Apple activation server.
 pub const DEFAULT_ACTIVATION_URL: &str = "https://albert.apple.com/deviceservices/";
@@ -85,6 +87,10 @@ pub struct StationConfig {
     pub slots: BTreeMap<String, String>,
     /// `[asm]`: Apple School Manager, when configured.
     pub asm: Option<AsmConfig>,
+    /// `[web]`: the live page, JSON and `/metrics`; `None` (the default) serves nothing.
+    pub web: Option<WebConfig>,
+    /// `[notify]`: the webhook; `None` (the default) posts nothing.
+    pub notify: Option<NotifyConfig>,
 }
 
 /// Who the iPads belong to: shown on the device and in the cloud configuration.
@@ -339,6 +345,8 @@ impl StationConfig {
         check("activation", self.activation != other.activation);
         check("slots", self.slots != other.slots);
         check("asm", self.asm != other.asm);
+        check("web", self.web != other.web);
+        check("notify", self.notify != other.notify);
         changed
     }
 }

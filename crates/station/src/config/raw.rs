@@ -30,6 +30,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) slots: BTreeMap<String, String>,
     pub(super) asm: Option<super::asm::RawAsm>,
+    pub(super) web: Option<super::web::RawWeb>,
+    pub(super) notify: Option<super::web::RawNotify>,
 }
 
 #[derive(Deserialize)]
