@@ -84,12 +84,20 @@ pub fn render(inputs: &Inputs<'_>) -> Result<String, prometheus::Error> {
         "cartprep_prepared_total",
         "Preparations completed (each time an iPad reached done), from the ledger",
     )?;
-    let completions = inputs
+    // One per attempt that reached done: later notes of a done iPad (an Apple School Manager
+    // assignment, say) are also journaled at the done step and are not new preparations.
+    let completions: usize = inputs
         .records
         .iter()
-        .flat_map(|r| &r.history)
-        .filter(|e| e.step == Step::Done && e.error.is_none())
-        .count();
+        .map(|r| {
+            r.history
+                .iter()
+                .filter(|e| e.step == Step::Done && e.error.is_none())
+                .map(|e| e.attempt)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        })
+        .sum();
     prepared.inc_by(completions as u64);
     registry.register(Box::new(prepared))?;
 
