@@ -174,13 +174,13 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             }
             writeln!(out, "history:")?;
             for h in &r.history {
-                let detail = h.error.as_deref().or(h.note.as_deref()).unwrap_or("");
+                let (what, detail) = h.describe();
                 writeln!(
                     out,
                     "  {}  #{} {:<16} {}",
                     station::clock::rfc3339_utc(h.at_ms),
                     h.attempt,
-                    h.step.label(),
+                    what,
                     detail
                 )?;
             }

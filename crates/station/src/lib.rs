@@ -37,6 +37,6 @@ pub mod watch;
 
 pub use config::{ConfigError, Secret, StationConfig};
 pub use ledger::{Event, Ledger, LedgerError, OpenReport};
-pub use record::{Attention, DeviceRecord, Outcome, Step, StepEvent};
+pub use record::{Attention, DeviceRecord, EventKind, Outcome, Step, StepEvent};
 pub use settings::Settings;
 pub use watch::{ConfigWatcher, WatchError};

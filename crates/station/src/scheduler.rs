@@ -15,7 +15,7 @@ use usbmux::DeviceProperties;
 use crate::ledger::{Event, Ledger};
 use crate::prepare::progress::{Reporter, SharedProgress};
 use crate::prepare::{self, Context, JobEnd, Plugged};
-use crate::record::{Attention, Outcome, Step, StepEvent};
+use crate::record::{Attention, Outcome, Step};
 use crate::settings::Settings;
 use crate::slots::{AppleUsbDevice, SlotLabels, Topology, UsbMode};
 use crate::status::{Board, DeviceStatus, Label, Light};
@@ -313,9 +313,10 @@ impl Scheduler {
             return;
         };
         let step = r.progress.get().current;
-        mark_interrupted(&self.ctx.ledger, udid, why).await;
+        mark_interrupted(&self.ctx.ledger, udid, step, why).await;
+        // The step in progress, in words ("activating"), not the last one completed.
         let at = step
-            .map(|s| format!(" during \u{201c}{}\u{201d}", s.label()))
+            .map(|s| format!(" during \u{201c}{}\u{201d}", s.doing()))
             .unwrap_or_default();
         self.show(
             udid,
@@ -360,21 +361,16 @@ impl Scheduler {
     }
 }
 
-/// A job stopped from outside (unplug, usbmuxd gone, shutdown): its record waits for the iPad.
-async fn mark_interrupted(ledger: &Ledger, udid: &str, why: &str) {
+/// A job stopped from outside (unplug, usbmuxd gone, shutdown) during `step`: its record
+/// waits for the iPad.
+async fn mark_interrupted(ledger: &Ledger, udid: &str, step: Option<Step>, why: &str) {
     if let Ok(Some(mut r)) = ledger.by_udid(udid)
         && r.outcome == Outcome::Working
     {
-        r.outcome = Outcome::Waiting;
-        let now = crate::clock::now_ms();
-        r.history.push(StepEvent {
-            step: r.attempted_step(),
-            at_ms: now,
-            attempt: r.attempts,
-            note: Some(format!("interrupted: {why}")),
-            error: None,
-        });
-        r.updated_ms = now;
+        // The job's step counts only once the record knows the iPad by serial (before that
+        // the record is the UDID one, still at pairing).
+        let step = step.filter(|s| *s > r.completed);
+        r.interrupt(step, why);
         let _ = ledger.save(&r, Event::Update).await;
     }
 }

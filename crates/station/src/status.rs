@@ -183,9 +183,10 @@ pub struct Snapshot {
 /// Formats one status line.
 pub fn format_line(s: &DeviceStatus, colour: bool) -> String {
     let badge = match (s.light, s.current) {
-        (Light::Working, Some(step)) => {
-            format!("{} {}/{}", s.light.badge(), step.number(), Step::TOTAL)
-        }
+        (Light::Working, Some(step)) => match step.shown() {
+            Some(k) => format!("{} {k}/{}", s.light.badge(), Step::SHOWN_TOTAL),
+            None => s.light.badge().to_owned(),
+        },
         _ => s.light.badge().to_owned(),
     };
     let badge = if colour {
@@ -449,8 +450,8 @@ mod tests {
         assert!(
             line.contains(&format!(
                 "WORKING {}/{}",
-                Step::Activated.number(),
-                Step::TOTAL
+                Step::Activated.shown().unwrap(),
+                Step::SHOWN_TOTAL
             )),
             "{line}"
         );

@@ -114,7 +114,8 @@ impl<'a> Identified<'a> {
                 for step in steps {
                     self.run_step(&step, &provider, &name, reporter).await?;
                 }
-                self.finish(None).await?;
+                let prepared = self.prepared_as(&name);
+                self.finish(Some(&prepared)).await?;
                 Ok(JobEnd::Done { already: false })
             }
         }
@@ -128,15 +129,20 @@ impl<'a> Identified<'a> {
         name: &str,
         reporter: &mut Reporter,
     ) -> Result<(), StepError> {
+        let wifi = self.settings.wifi_name();
         for action in &planned.actions {
-            reporter.show(Light::Working, Some(planned.step), doing(*action, name));
+            reporter.show(
+                Light::Working,
+                Some(planned.step),
+                doing(*action, name, &wifi),
+            );
             self.act(*action, provider, name).await?;
             if *action == Action::Name {
                 self.record.name = Some(name.to_owned());
                 reporter.learn(&self.record);
             }
         }
-        let note = self.note_for(planned.step);
+        let note = self.note_for(planned.step, planned.actions.is_empty());
         self.advance(planned.step, note).await
     }
 
@@ -296,18 +302,44 @@ impl<'a> Identified<'a> {
         self.advance(Step::Done, note.map(str::to_owned)).await
     }
 
-    /// What the history says of a completed step.
-    fn note_for(&self, step: Step) -> Option<String> {
+    /// What the history says of a completed step; `already` when the iPad was found that way
+    /// and nothing was done for it in this attempt.
+    fn note_for(&self, step: Step, already: bool) -> Option<String> {
         let config = &self.settings.config;
-        match (step, config.mdm.mode) {
+        let wifi = self.settings.wifi_name();
+        let note = match (step, config.mdm.mode) {
             (Step::Supervised, MdmMode::Manual) => Some(format!(
                 "organization {}, enrollment {}",
                 config.organization.name, config.mdm.enrollment_url
             )),
             (Step::Supervised, MdmMode::Ade) => Some("ADE configuration applied".into()),
-            (Step::WifiInstalled, _) => Some(self.settings.wifi.description.clone()),
+            (Step::WifiInstalled, MdmMode::Manual) => Some(format!(
+                "Wi-Fi \u{201c}{wifi}\u{201d}, installed silently with our identity"
+            )),
+            (Step::WifiInstalled, MdmMode::Ade) => Some(format!("Wi-Fi \u{201c}{wifi}\u{201d}")),
+            (Step::Named, _) => self
+                .record
+                .name
+                .as_ref()
+                .map(|n| format!("\u{201c}{n}\u{201d}")),
             _ => None,
+        };
+        if !already {
+            return note;
         }
+        Some(match note {
+            Some(n) => format!("already so before this attempt ({n})"),
+            None => "already so before this attempt".into(),
+        })
+    }
+
+    /// What the DONE line and the history say a prepared iPad is: its name, Wi-Fi and MDM.
+    fn prepared_as(&self, name: &str) -> String {
+        prepared_text(
+            name,
+            &self.settings.wifi_name(),
+            &self.settings.config.mdm.enrollment_url,
+        )
     }
 
     fn provider(&self) -> lockdown::UsbmuxProvider {
@@ -350,16 +382,23 @@ impl<'a> Identified<'a> {
 }
 
 /// What the board says while an action runs.
-fn doing(action: Action, name: &str) -> String {
+fn doing(action: Action, name: &str, wifi: &str) -> String {
     match action {
         Action::Activate => "activating".into(),
         Action::SetCloudConfiguration => "supervising".into(),
-        Action::EscalateAndInstallWifi => "escalating with our identity".into(),
-        Action::SendWifiBeforeSetup => "sending Wi-Fi, then applying its ADE configuration".into(),
+        Action::EscalateAndInstallWifi => format!("installing Wi-Fi \u{201c}{wifi}\u{201d}"),
+        Action::SendWifiBeforeSetup => {
+            format!("sending Wi-Fi \u{201c}{wifi}\u{201d}, then applying its ADE configuration")
+        }
         Action::ApplyAdeConfiguration => "applying its ADE configuration".into(),
-        Action::InstallWifiIfMissing => "installing Wi-Fi".into(),
+        Action::InstallWifiIfMissing => format!("installing Wi-Fi \u{201c}{wifi}\u{201d}"),
         Action::Name => format!("naming it \u{201c}{name}\u{201d}"),
     }
+}
+
+/// "prepared as “Cart A - 01”, Wi-Fi “School”, MDM https://…": the DONE line's text.
+pub fn prepared_text(name: &str, wifi: &str, mdm: &str) -> String {
+    format!("prepared as \u{201c}{name}\u{201d}, Wi-Fi \u{201c}{wifi}\u{201d}, MDM {mdm}")
 }
 
 /// Records how a job ended (attention and failure in the ledger; everything on the board).
@@ -372,10 +411,12 @@ pub(super) async fn record_end(
 ) {
     match end {
         JobEnd::Done { already } => {
-            let msg = if *already {
-                "already prepared with these settings — unplug"
-            } else {
-                "prepared — unplug"
+            let msg = match record.history.last().and_then(|e| e.note.as_deref()) {
+                Some(prepared) if !*already && record.completed == Step::Done => {
+                    format!("{prepared} \u{2014} unplug")
+                }
+                _ if *already => "already prepared with these settings \u{2014} unplug".into(),
+                _ => "prepared \u{2014} unplug".into(),
             };
             reporter.show(Light::Done, None, msg);
         }

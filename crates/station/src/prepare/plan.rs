@@ -132,13 +132,10 @@ fn steps(
                 step: Step::Supervised,
                 actions: when(!has_cloud, Action::SetCloudConfiguration),
             });
-            out.push(PlannedStep {
-                step: Step::Escalated,
-                actions: when(!wifi_installed, Action::EscalateAndInstallWifi),
-            });
+            // One visible step: the escalation only serves the silent install that follows it.
             out.push(PlannedStep {
                 step: Step::WifiInstalled,
-                actions: vec![],
+                actions: when(!wifi_installed, Action::EscalateAndInstallWifi),
             });
         }
         MdmMode::Ade => {
@@ -292,7 +289,6 @@ mod tests {
             [
                 Step::Activated,
                 Step::Supervised,
-                Step::Escalated,
                 Step::WifiInstalled,
                 Step::Named
             ]
