@@ -116,7 +116,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_for_parse(&e).code());
         }
     };
-    cli::logging::init();
+    cli::logging::init(cli.verbose);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(dispatch(cli.command)),

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 pub mod bad_input;
 pub mod demo;
 pub mod identity;
+pub mod ledger_table;
 pub mod logging;
 pub mod password;
 pub mod profile;
@@ -24,6 +25,10 @@ pub use bad_input::{BadInput, bad_input};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// More diagnostics on standard error: -v info, -vv debug, -vvv trace (CARTPREP_LOG, when
+    /// set, takes precedence).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
 }
 
 #[derive(Subcommand)]
@@ -107,6 +112,19 @@ mod tests {
             }
         }
         assert!(seen >= 7, "found {seen} --state options");
+    }
+
+    #[test]
+    fn verbose_is_repeatable_anywhere_on_the_line() {
+        for (args, expected) in [
+            (&["cartprep", "status"][..], 0),
+            (&["cartprep", "-v", "status"][..], 1),
+            (&["cartprep", "status", "-vv"][..], 2),
+            (&["cartprep", "ledger", "list", "-vvv"][..], 3),
+        ] {
+            let cli = Cli::try_parse_from(args.iter().copied()).expect("parses");
+            assert_eq!(cli.verbose, expected, "{args:?}");
+        }
     }
 
     #[test]

@@ -91,12 +91,19 @@ pub struct LedgerArgs {
 
 #[derive(Subcommand)]
 pub enum LedgerCommand {
-    /// One line per iPad: serial, model, name, outcome.
-    List,
+    /// One line per iPad, under a header: serial, model, name, slot, state.
+    List {
+        /// Print the records as a JSON array instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// The full record and step history of one iPad (serial or UDID).
     Show {
         /// The iPad's serial number or UDID (any case).
         serial: String,
+        /// Print the record as JSON instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Export the records.
     Export {
@@ -109,6 +116,9 @@ pub enum LedgerCommand {
         /// With --format asm: also list iPads that are not done.
         #[arg(long)]
         all: bool,
+        /// With --out: replace the file if it exists.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -129,32 +139,30 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
     // error to stop at rather than a panic.
     let mut out = std::io::stdout();
     match args.command {
-        LedgerCommand::List => {
+        LedgerCommand::List { json } => {
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
+                return Ok(());
+            }
             if records.is_empty() {
                 writeln!(out, "no iPads recorded in {}", dir.display())?;
+                return Ok(());
             }
+            writeln!(out, "{}", super::ledger_table::header())?;
             for r in &records {
-                writeln!(
-                    out,
-                    "{:<14} {:<26} {:<20} {:<8} {}",
-                    if r.serial.is_empty() {
-                        "(not paired)"
-                    } else {
-                        r.serial.as_str()
-                    },
-                    r.marketing_name,
-                    r.name.as_deref().unwrap_or("-"),
-                    r.completed.label(),
-                    r.outcome.describe()
-                )?;
+                writeln!(out, "{}", super::ledger_table::line(r))?;
             }
         }
-        LedgerCommand::Show { serial } => {
+        LedgerCommand::Show { serial, json } => {
             let Some(r) = records.iter().find(|r| {
                 r.serial.eq_ignore_ascii_case(&serial) || r.udid.eq_ignore_ascii_case(&serial)
             }) else {
                 anyhow::bail!("no iPad with serial or UDID {serial} in {}", dir.display());
             };
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(r)?)?;
+                return Ok(());
+            }
             writeln!(
                 out,
                 "serial   {}\nudid     {}\nmodel    {} ({})\niPadOS   {} ({})\nslot     {}\nname     {}\noutcome  {}\nattempts {}",
@@ -189,7 +197,11 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             format,
             out: file,
             all,
+            force,
         } => {
+            if let Some(path) = &file {
+                super::identity::refuse_overwrite(path, force)?;
+            }
             let mut buf = Vec::new();
             let n = match format {
                 ExportFormat::Csv => station::export::full_csv(&records, &mut buf)?,
@@ -238,6 +250,14 @@ pub async fn slots(args: SlotsArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     match args.command {
         SlotsCommand::List => {
+            if labels.slots.is_empty() {
+                writeln!(
+                    out,
+                    "no slots learnt in {} (cartprep slots learn names them; or write them in \
+                     the [slots] table of station.toml)",
+                    dir.display()
+                )?;
+            }
             for (chain, label) in &labels.slots {
                 writeln!(out, "{label:<8} {chain}")?;
             }
