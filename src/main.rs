@@ -104,6 +104,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => cli::station::status(args).await,
         Command::Ledger(args) => cli::station::ledger(args).await,
         Command::Slots(args) => cli::station::slots(args).await,
+        Command::Erase(args) => cli::operator::erase(args).await,
+        Command::Retry(args) => cli::operator::retry(args).await,
+        Command::Forget(args) => cli::operator::forget(args).await,
     }
 }
 

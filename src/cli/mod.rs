@@ -9,6 +9,7 @@ pub mod demo;
 pub mod identity;
 pub mod ledger_table;
 pub mod logging;
+pub mod operator;
 pub mod password;
 pub mod profile;
 pub mod sim;
@@ -49,6 +50,13 @@ pub enum Command {
     Ledger(station::LedgerArgs),
     /// Name the cart's USB slots.
     Slots(station::SlotsArgs),
+    /// Have the running station erase an iPad, then prepare it (asks first; recorded with who
+    /// and why).
+    Erase(operator::EraseArgs),
+    /// Have the running station work on an iPad again (after its attention was dealt with).
+    Retry(operator::RetryArgs),
+    /// Drop an iPad's record from the ledger (the audit log keeps it).
+    Forget(operator::ForgetArgs),
 }
 
 #[cfg(test)]

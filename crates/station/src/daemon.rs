@@ -173,6 +173,9 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
     }
     let status_path = state_dir.join("status.sock");
     let status_task = serve_status(board.clone(), status_path.clone());
+    let control_path = crate::control::socket_path(&state_dir);
+    let (control_tx, control_rx) = mpsc::channel(16);
+    let control_task = serve_control(board.clone(), control_path.clone(), control_tx);
     let (tx, rx) = mpsc::channel(256);
     let listener = spawn_listener(opened.addr.clone(), tx);
     notify_ready();
@@ -193,6 +196,7 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
         usb_scan: tokio::time::interval(USB_SCAN),
         topology,
         board: board.clone(),
+        control: control_rx,
     };
     let signalled = events.run(&mut scheduler, stop_when.as_ref()).await;
     scheduler
@@ -204,7 +208,9 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
         .await;
     listener.abort();
     status_task.abort();
+    control_task.abort();
     let _ = std::fs::remove_file(&status_path);
+    let _ = std::fs::remove_file(&control_path);
     drop(events);
     Ok(DaemonReport {
         summary: board.summary(),
@@ -233,6 +239,19 @@ fn serve_status(board: Board, path: PathBuf) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if let Err(e) = crate::status::serve_snapshots(board.clone(), &path).await {
             board.note(format!("status socket {}: {e}", path.display()));
+        }
+    })
+}
+
+/// Serves the operator's commands on a unix socket in the state folder.
+fn serve_control(
+    board: Board,
+    path: PathBuf,
+    tx: mpsc::Sender<crate::control::Command>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = crate::control::serve(&path, tx).await {
+            board.note(format!("control socket {}: {e}", path.display()));
         }
     })
 }
@@ -299,6 +318,8 @@ struct Events {
     usb_scan: tokio::time::Interval,
     topology: Arc<dyn Topology>,
     board: Board,
+    /// The operator's commands (`control.sock`).
+    control: mpsc::Receiver<crate::control::Command>,
 }
 
 impl Events {
@@ -327,6 +348,10 @@ impl Events {
                 reload = self.reloads.next() => self.on_reload(scheduler, reload),
                 _ = self.usb_scan.tick() => scheduler.on_usb_devices(&self.topology.apple_devices()),
                 _ = nudged(&mut self.nudge) => {}
+                Some(command) = self.control.recv() => {
+                    let reply = scheduler.on_command(command.request, command.uid).await;
+                    let _ = command.reply.send(reply);
+                }
             }
         }
     }

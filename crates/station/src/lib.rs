@@ -22,6 +22,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod export;
 pub mod ledger;

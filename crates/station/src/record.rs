@@ -183,6 +183,24 @@ impl Attention {
         matches!(self, Attention::AlreadySetUp | Attention::SupervisedByOther)
     }
 
+    /// The command that moves the iPad on once the operator has decided (or dealt with the
+    /// cause), for the iPad `target` names (a serial, or `--slot N`). `None` when the iPad
+    /// moves on by itself (Trust tapped, unlocked, replugged).
+    pub fn command(self, target: &str) -> Option<String> {
+        match self {
+            Attention::AlreadySetUp | Attention::SupervisedByOther => {
+                Some(format!("to erase it: cartprep erase {target}"))
+            }
+            Attention::ActivationLocked
+            | Attention::AssignedToAde
+            | Attention::NotAssignedToAde => Some(format!("then: cartprep retry {target}")),
+            Attention::Locked
+            | Attention::TrustPrompt
+            | Attention::TrustDenied
+            | Attention::RecoveryMode => None,
+        }
+    }
+
     /// The instruction shown to the operator, in words a volunteer understands.
     pub fn message(self) -> &'static str {
         match self {
@@ -368,6 +386,25 @@ pub struct DeviceRecord {
     pub settings_fingerprint: Option<String>,
     /// Why the device was erased, when it was (every erase is recorded with its reason).
     pub erase_reason: Option<String>,
+    /// An erase an operator asked for (`cartprep erase`) and not yet carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erase_request: Option<EraseRequest>,
+}
+
+/// An operator's request to erase an iPad: who, why, when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseRequest {
+    /// Who asked: the user name and the uid the station saw.
+    pub by: String,
+    pub reason: String,
+    pub at_ms: u64,
+}
+
+impl EraseRequest {
+    /// How the erase is journaled: "requested by alice (uid 1000): moving to the new MDM".
+    pub fn describe(&self) -> String {
+        format!("requested by {}: {}", self.by, self.reason)
+    }
 }
 
 impl DeviceRecord {
@@ -402,6 +439,7 @@ impl DeviceRecord {
             updated_ms: at_ms,
             settings_fingerprint: None,
             erase_reason: None,
+            erase_request: None,
         }
     }
 

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use tokio::task::{AbortHandle, JoinSet};
 use usbmux::DeviceProperties;
 
+use crate::control::{Reply, Request, Target};
 use crate::ledger::{Event, Ledger};
 use crate::prepare::progress::{Reporter, SharedProgress};
 use crate::prepare::{self, Context, JobEnd, Plugged};
-use crate::record::{Attention, Outcome, Step};
+use crate::record::{Attention, DeviceRecord, EraseRequest, Outcome, Step};
 use crate::settings::Settings;
 use crate::slots::{AppleUsbDevice, SlotLabels, Topology, UsbMode};
 use crate::status::{Board, DeviceStatus, Label, Light};
@@ -291,6 +292,164 @@ impl Scheduler {
         }
     }
 
+    /// An operator's command (`cartprep erase|retry|forget`, through `control.sock`); `uid`
+    /// is who sent it, as the kernel says.
+    pub async fn on_command(&mut self, request: Request, uid: Option<u32>) -> Reply {
+        match request {
+            Request::Erase {
+                target,
+                reason,
+                user,
+            } => {
+                let by = match uid {
+                    Some(uid) => format!("{user} (uid {uid})"),
+                    None => user,
+                };
+                self.erase(&target, by, reason).await
+            }
+            Request::Retry { target } => self.retry(&target),
+            Request::Forget { serial } => self.forget(&serial).await,
+        }
+    }
+
+    /// Records an operator's erase request (who, why) and starts the iPad's job again if it is
+    /// plugged in; the plan then erases it (`prepare::plan`), and it is prepared when it is
+    /// back.
+    async fn erase(&mut self, target: &Target, by: String, reason: String) -> Reply {
+        let (udid, mut record) = match self.find(target) {
+            Ok(found) => found,
+            Err(why) => return Reply::refused(why),
+        };
+        if self.running.contains_key(&udid) {
+            return Reply::refused(format!(
+                "{} is being worked on; ask again once it has stopped",
+                who(&record)
+            ));
+        }
+        record.erase_request = Some(EraseRequest {
+            by: by.clone(),
+            reason: reason.clone(),
+            at_ms: crate::clock::now_ms(),
+        });
+        record.updated_ms = record.updated_ms.max(crate::clock::now_ms());
+        if let Err(e) = self.ctx.ledger.save(&record, Event::OperatorRequest).await {
+            return Reply::refused(format!("the request could not be recorded: {e}"));
+        }
+        tracing::warn!(serial = %record.serial, "erase requested by {by}: {reason}");
+        if self.requeue(&udid) {
+            self.show(&udid, Light::Ready, format!("erase requested by {by}"));
+            Reply::ok(format!(
+                "{}: erase recorded (by {by}: {reason}); it is erased, then prepared",
+                who(&record)
+            ))
+        } else {
+            Reply::ok(format!(
+                "{}: erase recorded (by {by}: {reason}); it is erased when it is plugged in",
+                who(&record)
+            ))
+        }
+    }
+
+    /// Works on an iPad again now (its attention dealt with: Activation Lock removed, the
+    /// assignment fixed…).
+    fn retry(&mut self, target: &Target) -> Reply {
+        let (udid, record) = match self.find(target) {
+            Ok(found) => found,
+            Err(why) => return Reply::refused(why),
+        };
+        if self.running.contains_key(&udid) {
+            return Reply::ok(format!("{} is being worked on already", who(&record)));
+        }
+        if self.requeue(&udid) {
+            self.show(&udid, Light::Ready, "retry asked for");
+            Reply::ok(format!("{}: queued again", who(&record)))
+        } else {
+            Reply::refused(format!(
+                "{} is not plugged in; plugging it in starts it again",
+                who(&record)
+            ))
+        }
+    }
+
+    /// Drops an iPad's record from the ledger (the audit log keeps it): the next time it is
+    /// plugged in, it is a new iPad to the station.
+    async fn forget(&mut self, serial: &str) -> Reply {
+        let record = match self.ctx.ledger.get(&serial.to_ascii_uppercase()) {
+            Ok(Some(r)) => r,
+            Ok(None) => match self.ctx.ledger.get(serial) {
+                Ok(Some(r)) => r,
+                _ => return Reply::refused(format!("no iPad with serial {serial} in the ledger")),
+            },
+            Err(e) => return Reply::refused(format!("reading the ledger: {e}")),
+        };
+        if self.running.contains_key(&record.udid) {
+            return Reply::refused(format!(
+                "{} is being worked on; ask again once it has stopped",
+                who(&record)
+            ));
+        }
+        match self.ctx.ledger.forget(&record).await {
+            Ok(()) => Reply::ok(format!(
+                "{}: forgotten (the audit log keeps its history)",
+                who(&record)
+            )),
+            Err(e) => Reply::refused(format!("the ledger refused: {e}")),
+        }
+    }
+
+    /// The UDID and record of the iPad a command names.
+    fn find(&self, target: &Target) -> Result<(String, DeviceRecord), String> {
+        let ledger = &self.ctx.ledger;
+        match target {
+            Target::Serial(serial) => {
+                let found = ledger
+                    .get(&serial.to_ascii_uppercase())
+                    .ok()
+                    .flatten()
+                    .or_else(|| ledger.get(serial).ok().flatten());
+                found
+                    .map(|r| (r.udid.clone(), r))
+                    .ok_or_else(|| format!("no iPad with serial {serial} in the ledger"))
+            }
+            Target::Slot(slot) => {
+                let udid = self
+                    .attached
+                    .values()
+                    .map(|p| &p.udid)
+                    .find(|u| {
+                        self.known
+                            .get(*u)
+                            .and_then(|l| l.slot.as_deref())
+                            .is_some_and(|s| s == slot)
+                    })
+                    .cloned()
+                    .ok_or_else(|| format!("no iPad is plugged into slot {slot}"))?;
+                match ledger.by_udid(&udid) {
+                    Ok(Some(r)) if !r.serial.is_empty() => Ok((udid, r)),
+                    _ => Err(format!(
+                        "the iPad in slot {slot} has not paired yet: the station does not know it"
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Queues a plugged-in iPad that is not running; `false` when it is not plugged in.
+    fn requeue(&mut self, udid: &str) -> bool {
+        let Some(id) = self
+            .attached
+            .iter()
+            .find(|(_, p)| p.udid == udid)
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        if !self.queue.contains(&id) {
+            self.queue.push_back(id);
+        }
+        true
+    }
+
     /// iPads on the USB bus that usbmuxd cannot see (recovery, DFU) need a person.
     pub fn on_usb_devices(&mut self, devices: &[AppleUsbDevice]) {
         for d in devices
@@ -358,6 +517,14 @@ impl Scheduler {
             .get(chain)
             .cloned()
             .unwrap_or_else(|| self.labels.label(chain))
+    }
+}
+
+/// How replies name an iPad.
+fn who(record: &DeviceRecord) -> String {
+    match &record.slot {
+        Some(slot) => format!("{} (slot {slot})", record.serial),
+        None => record.serial.clone(),
     }
 }
 

@@ -73,6 +73,10 @@ pub struct DeviceStatus {
     pub attention: Option<Attention>,
     /// Free text: what happened, or what to do.
     pub message: String,
+    /// For an attention: the command that moves the iPad on ("to erase it: cartprep erase
+    /// F9FZ…").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     pub since_ms: u64,
 }
 
@@ -141,6 +145,7 @@ impl DeviceStatus {
             current: None,
             attention: None,
             message: message.into(),
+            action: None,
             since_ms: crate::clock::now_ms(),
         }
     }
@@ -213,7 +218,13 @@ pub fn format_line(s: &DeviceStatus, colour: bool) -> String {
     .join(" ");
     let time = crate::clock::rfc3339_utc(s.since_ms);
     let clock = time.get(11..19).unwrap_or("");
-    format!("{clock} {slot:<10} {badge} {who} — {}", s.message)
+    match &s.action {
+        Some(action) => format!(
+            "{clock} {slot:<10} {badge} {who} — {} — {action}",
+            s.message
+        ),
+        None => format!("{clock} {slot:<10} {badge} {who} — {}", s.message),
+    }
 }
 
 fn short_udid(udid: &str) -> String {
@@ -279,6 +290,7 @@ impl Board {
             old.light == status.light
                 && old.current == status.current
                 && old.message == status.message
+                && old.action == status.action
         });
         if same {
             // Not a new line, but the other fields (attention, name, model…) still count.

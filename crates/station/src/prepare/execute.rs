@@ -93,6 +93,7 @@ impl<'a> Identified<'a> {
         self.advance(Step::Assessed, Some(note)).await?;
 
         let name = self.wanted_name();
+        let requested = self.record.erase_request.as_ref().map(|r| r.describe());
         let wanted = Wanted {
             mode: self.settings.config.mdm.mode,
             certificate,
@@ -100,8 +101,15 @@ impl<'a> Identified<'a> {
             name: &name,
             fingerprint: &self.settings.fingerprint,
             erase: &self.settings.config.erase,
+            erase_requested: requested.as_deref(),
         };
-        match plan(&assessment, &wanted, &self.record) {
+        let decided = plan(&assessment, &wanted, &self.record);
+        if self.record.erase_request.is_some() && !matches!(decided, Plan::Erase { .. }) {
+            // A new (or just erased) iPad has nothing to erase: the request is spent.
+            self.record.erase_request = None;
+            save(&self.ctx.ledger, &self.record, Event::Update).await?;
+        }
+        match decided {
             Plan::AlreadyDone => {
                 self.record.name = Some(name);
                 self.finish(Some("already prepared with these settings: not touched"))
@@ -278,6 +286,8 @@ impl<'a> Identified<'a> {
         // Journaled before the command: the iPad leaves USB as soon as it acknowledges, and
         // the daemon then stops this job, so a save after it could be lost.
         self.record.erase_reason = Some(reason.clone());
+        // An operator's request is carried out now: it must not erase the iPad again later.
+        self.record.erase_request = None;
         self.record.advance(Step::Erased, Some(reason));
         save(&self.ctx.ledger, &self.record, Event::Erase).await?;
         let mc = McInstallClient::connect(provider).await?;

@@ -80,6 +80,7 @@ impl Reporter {
         self.status.message = message.into();
         self.status.since_ms = crate::clock::now_ms();
         self.status.attention = None;
+        self.status.action = None;
         self.publish();
     }
 
@@ -90,6 +91,12 @@ impl Reporter {
         self.status.message = attention.message().to_owned();
         self.status.since_ms = crate::clock::now_ms();
         self.status.attention = Some(attention);
+        let target = match (&self.status.serial, &self.status.slot) {
+            (Some(serial), _) => serial.clone(),
+            (None, Some(slot)) => format!("--slot {slot}"),
+            (None, None) => "SERIAL".into(),
+        };
+        self.status.action = attention.command(&target);
         self.publish();
     }
 
