@@ -177,3 +177,43 @@ async fn commands_name_what_they_cannot_do() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipad_waiting_for_trust_steps_aside_and_comes_back_when_it_is_tapped() {
+    within(async {
+        // Slot 1 shows "Trust This Computer?" for many Pair requests; slot 2 is plugged in
+        // behind it. One iPad at a time (the default).
+        let slow_to_trust = DeviceEntry {
+            pairing: PairingKind::Dialog,
+            dialog_attempts: Some(12),
+            ..fresh()
+        };
+        let h = Harness::new(cart(vec![slow_to_trust, fresh()])).await;
+        let udids = vec![h.udid(1), h.udid(2)];
+        let report = h
+            .spawn_daemon(false, when_all(udids, &[Light::Done]))
+            .await
+            .unwrap()
+            .expect("the daemon runs");
+        assert_eq!(report.summary.done, 2, "{}", h.out.text());
+
+        // Slot 2 was prepared while slot 1 waited for Trust, and slot 1 finished after.
+        let lines = h.out.lines();
+        let find = |slot: &str, what: &str| {
+            lines
+                .iter()
+                .position(|l| slot_of_line(l).as_deref() == Some(slot) && l.contains(what))
+                .unwrap_or_else(|| panic!("slot {slot} {what}:\n{}", h.out.text()))
+        };
+        let trust_1 = find("1", "tap Trust on the iPad");
+        let done_2 = find("2", "DONE — UNPLUG");
+        let done_1 = find("1", "DONE — UNPLUG");
+        assert!(
+            trust_1 < done_2 && done_2 < done_1,
+            "slot 2 goes ahead while slot 1 waits for Trust:\n{}",
+            h.out.text()
+        );
+        assert_eq!(h.record(1).attempts, 1, "slot 1 came back in the same job");
+    })
+    .await;
+}

@@ -335,6 +335,7 @@ impl Events {
             {
                 return false;
             }
+            let freed = scheduler.room_freed();
             tokio::select! {
                 _ = &mut shutdown => {
                     self.board.note("stopping: work in progress resumes when the station starts again");
@@ -348,6 +349,7 @@ impl Events {
                 reload = self.reloads.next() => self.on_reload(scheduler, reload),
                 _ = self.usb_scan.tick() => scheduler.on_usb_devices(&self.topology.apple_devices()),
                 _ = nudged(&mut self.nudge) => {}
+                _ = freed.notified() => {}
                 Some(command) = self.control.recv() => {
                     let reply = scheduler.on_command(command.request, command.uid).await;
                     let _ = command.reply.send(reply);

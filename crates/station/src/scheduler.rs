@@ -9,12 +9,13 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use usbmux::DeviceProperties;
 
 use crate::control::{Reply, Request, Target};
 use crate::ledger::{Event, Ledger};
-use crate::prepare::progress::{Reporter, SharedProgress};
+use crate::prepare::progress::{Reporter, Room, Seat, SharedProgress};
 use crate::prepare::{self, Context, JobEnd, Plugged};
 use crate::record::{Attention, DeviceRecord, EraseRequest, Outcome, Step};
 use crate::settings::Settings;
@@ -72,6 +73,11 @@ pub struct Scheduler {
     last_job: u64,
     /// usbmuxd is connected.
     mux_up: bool,
+    /// Places for iPads worked on at once (`max_concurrent`): a job holds one, except while it
+    /// waits for someone to tap Trust.
+    room: Room,
+    /// The number of places `room` was made with (a reload may change it).
+    places: usize,
 }
 
 impl Scheduler {
@@ -84,7 +90,6 @@ impl Scheduler {
     ) -> Self {
         Scheduler {
             ctx,
-            settings,
             board,
             topology,
             labels,
@@ -97,7 +102,18 @@ impl Scheduler {
             jobs: JoinSet::new(),
             last_job: 0,
             mux_up: false,
+            room: Room {
+                places: Arc::new(Semaphore::new(settings.config.max_concurrent.max(1))),
+                freed: Arc::new(Notify::new()),
+            },
+            places: settings.config.max_concurrent.max(1),
+            settings,
         }
+    }
+
+    /// Notified when a job gives up its place (it ended, or stepped aside for a person).
+    pub fn room_freed(&self) -> Arc<Notify> {
+        self.room.freed.clone()
     }
 
     pub fn settings(&self) -> &Arc<Settings> {
@@ -106,6 +122,15 @@ impl Scheduler {
 
     /// New settings for the jobs that start from now on.
     pub fn set_settings(&mut self, settings: Arc<Settings>) {
+        let wanted = settings.config.max_concurrent.max(1);
+        if wanted > self.places {
+            self.room.places.add_permits(wanted - self.places);
+            self.places = wanted;
+        } else if wanted < self.places {
+            // Places held by running jobs are taken back as they end.
+            let taken = self.room.places.forget_permits(self.places - wanted);
+            self.places -= taken;
+        }
         self.settings = settings;
     }
 
@@ -209,7 +234,10 @@ impl Scheduler {
 
     /// Starts queued iPads while there is room, and shows the rest their place in the queue.
     pub fn start_ready(&mut self) {
-        while self.running.len() < self.settings.config.max_concurrent.max(1) {
+        while !self.queue.is_empty() {
+            let Ok(permit) = self.room.places.clone().try_acquire_owned() else {
+                break;
+            };
             let Some(id) = self.queue.pop_front() else {
                 break;
             };
@@ -217,7 +245,7 @@ impl Scheduler {
                 continue;
             };
             if !self.running.contains_key(&props.udid) {
-                self.start(props);
+                self.start(props, Seat::new(permit, self.room.freed.clone()));
             }
         }
         let waiting: Vec<(usize, String)> = self
@@ -233,7 +261,7 @@ impl Scheduler {
         }
     }
 
-    fn start(&mut self, props: DeviceProperties) {
+    fn start(&mut self, props: DeviceProperties, seat: Seat) {
         let udid = props.udid.clone();
         self.erasing.remove(&udid);
         let label = self.known.get(&udid).cloned().unwrap_or_default();
@@ -242,7 +270,8 @@ impl Scheduler {
             props,
         };
         let progress = SharedProgress::new(label);
-        let reporter = Reporter::new(self.board.clone(), &udid, progress.clone());
+        let reporter = Reporter::new(self.board.clone(), &udid, progress.clone())
+            .seated(seat, self.room.clone());
         let (ctx, settings) = (self.ctx.clone(), self.settings.clone());
         let device_id = plugged.props.device_id;
         self.last_job += 1;
