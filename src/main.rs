@@ -107,6 +107,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Erase(args) => cli::operator::erase(args).await,
         Command::Retry(args) => cli::operator::retry(args).await,
         Command::Forget(args) => cli::operator::forget(args).await,
+        Command::Check(args) => cli::check::check(args).await,
     }
 }
 

@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod bad_input;
+pub mod check;
 pub mod demo;
 pub mod identity;
 pub mod ledger_table;
@@ -57,6 +58,9 @@ pub enum Command {
     Retry(operator::RetryArgs),
     /// Drop an iPad's record from the ledger (the audit log keeps it).
     Forget(operator::ForgetArgs),
+    /// Pre-flight: the configuration, identity, Wi-Fi profile, usbmuxd, the activation server
+    /// and the MDM enrollment URL, as a table (exit 2 when something fails).
+    Check(check::CheckArgs),
 }
 
 #[cfg(test)]

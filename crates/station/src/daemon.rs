@@ -362,6 +362,7 @@ impl Events {
         match event {
             MuxEvent::Up => {
                 scheduler.on_mux_up();
+                self.board.set_waiting_for(None);
                 self.board
                     .note(format!("connected to usbmuxd at {}", self.addr));
             }
@@ -370,6 +371,11 @@ impl Events {
                     self.board
                         .note(format!("lost usbmuxd ({why}); reconnecting"));
                 }
+                // Said once, and shown by `cartprep status` until usbmuxd answers.
+                self.board.set_waiting_for(Some(format!(
+                    "waiting for usbmuxd at {} ({why})",
+                    self.addr
+                )));
                 scheduler.on_mux_down().await;
             }
             MuxEvent::Device(DeviceEvent::Attached(props)) => scheduler.on_attached(props),

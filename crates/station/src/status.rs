@@ -183,6 +183,9 @@ pub struct Snapshot {
     pub summary: Summary,
     /// Notes the station wants seen (no USB slots, config reloaded…).
     pub notes: Vec<String>,
+    /// While the station cannot reach usbmuxd: "waiting for usbmuxd at … (why)".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// Formats one status line.
@@ -258,6 +261,7 @@ pub struct Board {
 struct BoardInner {
     devices: BTreeMap<String, DeviceStatus>,
     notes: Vec<String>,
+    waiting_for: Option<String>,
     out: Sink,
     colour: bool,
 }
@@ -268,6 +272,7 @@ impl Board {
             inner: Arc::new(Mutex::new(BoardInner {
                 devices: BTreeMap::new(),
                 notes: Vec::new(),
+                waiting_for: None,
                 out,
                 colour,
             })),
@@ -322,6 +327,19 @@ impl Board {
         inner.notes.drain(..excess);
     }
 
+    /// What the station waits for before it can work (usbmuxd), printed once when it starts
+    /// waiting; `None` when it no longer waits.
+    pub fn set_waiting_for(&self, what: Option<String>) {
+        let mut inner = self.lock();
+        if let Some(text) = &what
+            && inner.waiting_for.is_none()
+        {
+            let _ = writeln!(inner.out, "{text}");
+            let _ = inner.out.flush();
+        }
+        inner.waiting_for = what;
+    }
+
     pub fn summary(&self) -> Summary {
         let inner = self.lock();
         let mut s = Summary::default();
@@ -355,6 +373,7 @@ impl Board {
             devices,
             summary,
             notes: inner.notes.clone(),
+            waiting_for: inner.waiting_for.clone(),
         }
     }
 }
@@ -416,6 +435,10 @@ pub async fn fetch_snapshot(path: &Path) -> Result<Snapshot, StatusError> {
 /// The plain-text view of a snapshot, as `cartprep status` prints it.
 pub fn render(snapshot: &Snapshot) -> String {
     let mut out = String::new();
+    if let Some(w) = &snapshot.waiting_for {
+        out.push_str(w);
+        out.push('\n');
+    }
     for d in &snapshot.devices {
         out.push_str(&format_line(d, false));
         out.push('\n');
@@ -539,5 +562,22 @@ mod tests {
         assert_eq!(snapshot.devices[0].serial.as_deref(), Some("DMPXK1234567"));
         assert!(render(&snapshot).contains("DONE — UNPLUG"));
         serving.abort();
+    }
+
+    #[test]
+    fn waiting_for_usbmuxd_is_said_once_and_shown_until_it_answers() {
+        let out = Captured::default();
+        let board = Board::new(Box::new(out.clone()), false);
+        let waiting = "waiting for usbmuxd at /var/run/usbmuxd (connection refused)";
+        board.set_waiting_for(Some(waiting.into()));
+        board.set_waiting_for(Some(waiting.into()));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, format!("{waiting}\n"), "printed once");
+        let snapshot = board.snapshot();
+        assert_eq!(snapshot.waiting_for.as_deref(), Some(waiting));
+        assert!(render(&snapshot).starts_with(waiting));
+        board.set_waiting_for(None);
+        assert_eq!(board.snapshot().waiting_for, None);
+        assert!(!render(&board.snapshot()).contains("waiting for usbmuxd"));
     }
 }
