@@ -5,6 +5,8 @@
 use clap::{Parser, Subcommand};
 
 pub mod bad_input;
+pub mod board_screen;
+pub mod board_view;
 pub mod check;
 pub mod demo;
 pub mod identity;

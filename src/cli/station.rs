@@ -22,6 +22,13 @@ pub struct RunArgs {
     /// state_dir.
     #[arg(long = "state", value_name = "DIR")]
     pub state: Option<PathBuf>,
+    /// Print one line per change even on a terminal, instead of the full-screen board.
+    #[arg(long)]
+    pub lines: bool,
+    /// With the full-screen board: ring the terminal bell when an iPad is done or needs
+    /// attention.
+    #[arg(long)]
+    pub bell: bool,
 }
 
 /// Loads a configuration and the files it names; an invalid one is bad input
@@ -36,15 +43,35 @@ pub fn load_config(path: &std::path::Path, state: Option<PathBuf>) -> anyhow::Re
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = load_config(&args.config, args.state)?;
+    let full_screen = super::board_screen::wanted(args.lines);
+    let board = if full_screen {
+        Board::new(Box::new(std::io::sink()), false)
+    } else {
+        Board::stdout()
+    };
+    let screen = if full_screen {
+        let header = super::board_screen::header(&settings);
+        Some(super::board_screen::BoardScreen::start(
+            board.clone(),
+            header,
+            args.bell,
+        )?)
+    } else {
+        None
+    };
     let report = station::daemon::run(station::daemon::DaemonOptions {
         settings,
         watch_config: true,
-        board: Board::stdout(),
+        board,
         topology: Arc::new(RusbTopology::open()),
         stop_when: None,
         nudge: None,
     })
-    .await?;
+    .await;
+    if let Some(screen) = screen {
+        screen.stop().await;
+    }
+    let report = report?;
     writeln!(std::io::stdout(), "{}", report.summary)?;
     eprintln!("state in {}", report.state_dir.display());
     Ok(())

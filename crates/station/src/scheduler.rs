@@ -62,6 +62,8 @@ pub struct Scheduler {
     running: HashMap<String, Running>,
     /// UDIDs erased by a job and expected back.
     erasing: HashSet<String>,
+    /// UDIDs whose last job prepared them (unplugging one frees its slot).
+    prepared: HashSet<String>,
     /// What is known of each iPad (serial, model, name, slot), by UDID, so every status line
     /// names it.
     known: HashMap<String, Label>,
@@ -97,6 +99,7 @@ impl Scheduler {
             queue: VecDeque::new(),
             running: HashMap::new(),
             erasing: HashSet::new(),
+            prepared: HashSet::new(),
             known: HashMap::new(),
             recovery_seen: HashSet::new(),
             jobs: JoinSet::new(),
@@ -210,6 +213,8 @@ impl Scheduler {
             }
         } else if was_queued && !self.erasing.contains(&udid) {
             self.show(&udid, Light::Unplugged, "unplugged before it started");
+        } else if self.prepared.remove(&udid) {
+            self.show(&udid, Light::Free, "free \u{2014} plug the next iPad");
         }
     }
 
@@ -226,7 +231,11 @@ impl Scheduler {
             JobEnd::Erasing => {
                 self.erasing.insert(udid);
             }
-            JobEnd::Done { .. } | JobEnd::Attention(_) | JobEnd::Failed(_) => {
+            JobEnd::Done { .. } => {
+                self.prepared.insert(udid);
+                self.board.print_summary();
+            }
+            JobEnd::Attention(_) | JobEnd::Failed(_) => {
                 self.board.print_summary();
             }
         }
@@ -264,6 +273,7 @@ impl Scheduler {
     fn start(&mut self, props: DeviceProperties, seat: Seat) {
         let udid = props.udid.clone();
         self.erasing.remove(&udid);
+        self.prepared.remove(&udid);
         let label = self.known.get(&udid).cloned().unwrap_or_default();
         let plugged = Plugged {
             slot: label.slot.clone(),

@@ -28,6 +28,8 @@ pub enum Light {
     Failed,
     /// Pulled out before it was done; plugging it back in resumes.
     Unplugged,
+    /// A prepared iPad was unplugged: its slot is free for the next one.
+    Free,
 }
 
 impl Light {
@@ -40,6 +42,7 @@ impl Light {
             Light::Attention => "▲ ATTENTION",
             Light::Failed => "✖ FAILED",
             Light::Unplugged => "○ UNPLUGGED",
+            Light::Free => "○ FREE",
         }
     }
 
@@ -53,6 +56,7 @@ impl Light {
             Light::Attention => "\x1b[1;35m",
             Light::Failed => "\x1b[1;31m",
             Light::Unplugged => "\x1b[2m",
+            Light::Free => "\x1b[32m",
         }
     }
 }
@@ -345,7 +349,8 @@ impl Board {
         let mut s = Summary::default();
         for d in inner.devices.values() {
             match d.light {
-                Light::Done => s.done += 1,
+                // Prepared, then unplugged: still one done.
+                Light::Done | Light::Free => s.done += 1,
                 Light::Working => s.working += 1,
                 Light::Waiting | Light::Ready => s.waiting += 1,
                 Light::Attention => s.attention += 1,
