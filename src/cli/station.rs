@@ -146,6 +146,10 @@ pub enum LedgerCommand {
         /// With --out: replace the file if it exists.
         #[arg(long)]
         force: bool,
+        /// With --format asm: serial numbers only, without the "Serial Number" header row
+        /// (Apple does not document whether the upload wants one).
+        #[arg(long)]
+        no_header: bool,
     },
 }
 
@@ -225,6 +229,7 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             out: file,
             all,
             force,
+            no_header,
         } => {
             if let Some(path) = &file {
                 super::identity::refuse_overwrite(path, force)?;
@@ -232,7 +237,9 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             let mut buf = Vec::new();
             let n = match format {
                 ExportFormat::Csv => station::export::full_csv(&records, &mut buf)?,
-                ExportFormat::Asm => station::export::asm_csv(&records, all, &mut buf)?,
+                ExportFormat::Asm => {
+                    station::export::asm_csv_with(&records, all, !no_header, &mut buf)?
+                }
                 ExportFormat::Jsonl => station::export::jsonl(&records, &mut buf)?,
             };
             match file {
