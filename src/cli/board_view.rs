@@ -171,7 +171,9 @@ fn row_line(d: &DeviceStatus) -> Line<'static> {
         ),
         Span::styled(format!(" {w:<9} "), badge),
         Span::styled(format!(" {} ", progress(d)), Style::default().fg(colour)),
-        Span::raw(format!("{} \u{b7} {}", d.message, who(d))),
+        // Who first: a long message is what the edge of the screen cuts.
+        Span::styled(who(d), Style::default().add_modifier(Modifier::BOLD)),
+        Span::raw(format!(" \u{b7} {}", d.message)),
     ])
 }
 
@@ -328,10 +330,10 @@ mod tests {
         let expected = [
             ("1", "READY", "plugged in"),
             ("2", "DONE", "8/8"),
-            ("3", "WORKING", "5/8 supervising"),
+            ("3", "WORKING", "5/8 F9FZ00000003 · supervising"),
             ("4", "ATTENTION", "already set up"),
             ("5", "WAITING", "1 ahead of it"),
-            ("6", "FAILED", "did not answer"),
+            ("6", "FAILED", "the activation server"),
             ("7", "UNPLUGGED", "during “activating”"),
             ("8", "FREE", "free — plug the next iPad"),
         ];
@@ -394,6 +396,6 @@ mod tests {
             "{}",
             lines.join("\n")
         );
-        line_of(&lines, "2/8 pairing");
+        line_of(&lines, "2/8 F9FZ00000008 · pairing");
     }
 }
