@@ -217,3 +217,28 @@ async fn an_ipad_waiting_for_trust_steps_aside_and_comes_back_when_it_is_tapped(
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unplugging_a_prepared_ipad_frees_its_slot_for_the_next_one() {
+    within(async {
+        let h = Harness::new(cart(vec![fresh()])).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let daemon = h.spawn_daemon(false, when_flag(stop.clone()));
+        h.wait_for("slot 1 prepared", |h| h.light(1) == Some(Light::Done))
+            .await;
+        h.sim().cart.unplug(1).expect("unplugs");
+        h.wait_for("slot 1 free", |h| h.light(1) == Some(Light::Free))
+            .await;
+        let s = h.status(1).unwrap();
+        assert_eq!(s.message, "free — plug the next iPad");
+        assert_eq!(h.board.summary().done, 1, "still counted as done");
+        assert_eq!(
+            h.record(1).outcome,
+            Outcome::Done,
+            "the ledger is unchanged"
+        );
+        stop.store(true, Ordering::SeqCst);
+        daemon.await.unwrap().expect("the daemon runs");
+    })
+    .await;
+}
