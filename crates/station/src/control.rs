@@ -122,10 +122,14 @@ async fn read_line<R: tokio::io::AsyncRead + Unpin>(r: R) -> Result<String, Cont
 
 /// Serves the control socket: each connection sends one request and gets one reply.
 pub async fn serve(path: &Path, commands: mpsc::Sender<Command>) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    // Erasing is for root (or whoever runs the station), not for every local user.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // Erasing is for root (or whoever runs the station), not for every local user: the socket
+    // is made 0600 under a temporary name and only then given its own, so it is never
+    // reachable with looser permissions.
+    let staging = path.with_extension(format!("sock.{}", std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    let listener = UnixListener::bind(&staging)?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&staging, path)?;
     loop {
         let (stream, _) = listener.accept().await?;
         let commands = commands.clone();
