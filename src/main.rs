@@ -115,6 +115,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Ledger(args) => cli::station::ledger(args).await,
         Command::Slots(args) => cli::station::slots(args).await,
         Command::Asm(args) => cli::asm::asm(args).await,
+        Command::Erase(args) => cli::operator::erase(args).await,
+        Command::Retry(args) => cli::operator::retry(args).await,
+        Command::Forget(args) => cli::operator::forget(args).await,
+        Command::Check(args) => cli::check::check(args).await,
     }
 }
 
@@ -127,7 +131,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_for_parse(&e).code());
         }
     };
-    cli::logging::init();
+    cli::logging::init(cli.verbose);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(dispatch(cli.command)),

@@ -14,15 +14,16 @@ use station::status::Light;
 use station::{Outcome, Step};
 
 /// The order the pipeline records a fresh iPad's steps in (crates/station/src/prepare: pairing comes before
-/// identification, because an iPad gives its serial number only to a paired host).
-const FRESH_IPAD_HISTORY: [Step; 10] = [
+/// identification, because an iPad gives its serial number only to a paired host). Issue 11:
+/// escalation is no longer an entry of its own; it is part of the Wi-Fi step, which names the
+/// network.
+const FRESH_IPAD_HISTORY: [Step; 9] = [
     Step::Detected,
     Step::Paired,
     Step::Identified,
     Step::Assessed,
     Step::Activated,
     Step::Supervised,
-    Step::Escalated,
     Step::WifiInstalled,
     Step::Named,
     Step::Done,
@@ -134,6 +135,34 @@ async fn a_cart_of_three_fresh_ipads_is_prepared_one_at_a_time() {
             assert_eq!(r.slot.as_deref(), Some(slot.to_string().as_str()));
             assert!(r.settings_fingerprint.is_some());
             assert_eq!(r.erase_reason, None);
+            // Every entry is a step completed in this attempt, and the last names what the
+            // iPad now is.
+            assert!(
+                r.history
+                    .iter()
+                    .all(|e| e.kind() == station::EventKind::Completed),
+                "{:#?}",
+                r.history
+            );
+            let done = r.history.last().unwrap().note.clone().unwrap_or_default();
+            assert_eq!(
+                done,
+                format!("prepared as “{name}”, Wi-Fi “{SSID}”, MDM {ENROLLMENT_URL}")
+            );
+            let wifi = r
+                .history
+                .iter()
+                .find(|e| e.step == Step::WifiInstalled)
+                .and_then(|e| e.note.clone())
+                .unwrap_or_default();
+            assert!(wifi.contains(&format!("“{SSID}”")), "{wifi}");
+            assert!(
+                h.lines_of(slot).iter().any(
+                    |l| l.contains("DONE — UNPLUG") && l.ends_with(&format!("{done} — unplug"))
+                ),
+                "{}",
+                h.out.text()
+            );
 
             // The iPad itself.
             let ipad = h.sim().cart.device(slot).unwrap();
@@ -235,6 +264,13 @@ async fn an_ipad_pulled_out_mid_way_resumes_when_plugged_back_in() {
             .collect();
         assert_eq!(interrupted.len(), 1, "{:#?}", r.history);
         assert_eq!(interrupted[0].attempt, 1);
+        assert_eq!(interrupted[0].kind(), station::EventKind::Interrupted);
+        let (what, detail) = interrupted[0].describe();
+        assert_eq!(what, "interrupted");
+        assert!(
+            detail.starts_with(&format!("during “{}”", interrupted[0].step.doing())),
+            "{detail}"
+        );
         assert!(
             r.history
                 .iter()
@@ -367,12 +403,7 @@ async fn work_stopped_with_the_daemon_resumes_when_it_starts_again() {
             .map(|e| e.step)
             .collect();
         assert_eq!(second_steps.last(), Some(&Step::Done));
-        for s in [
-            Step::Supervised,
-            Step::Escalated,
-            Step::WifiInstalled,
-            Step::Named,
-        ] {
+        for s in [Step::Supervised, Step::WifiInstalled, Step::Named] {
             assert!(second_steps.contains(&s), "{s:?} in the second run");
         }
         let state = h.sim().cart.device(1).unwrap().state();

@@ -31,6 +31,13 @@ pub struct DemoArgs {
     /// page stays up after the cart is finished, until Ctrl-C.
     #[arg(long, value_name = "ADDR")]
     web: Option<std::net::SocketAddr>,
+    /// Print one line per change even on a terminal, instead of the full-screen board.
+    #[arg(long)]
+    lines: bool,
+    /// With the full-screen board: ring the terminal bell when an iPad is done or needs
+    /// attention.
+    #[arg(long)]
+    bell: bool,
 }
 
 const MODELS: &[(&str, &str)] = &[
@@ -152,6 +159,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         devices,
         state,
         web,
+        lines,
+        bell,
     } = args;
     if devices < PULLED_SLOT as usize {
         return Err(bad_input(format!(
@@ -277,7 +286,22 @@ extra_ca_file = "asm-ca.pem"
         Err(e) => anyhow::bail!("the demo's own configuration is invalid: {e}"),
     };
 
-    let board = Board::stdout();
+    let full_screen = super::board_screen::wanted(lines);
+    let board = if full_screen {
+        Board::new(Box::new(std::io::sink()), false)
+    } else {
+        Board::stdout()
+    };
+    let screen = if full_screen {
+        let header = super::board_screen::header(&settings);
+        Some(super::board_screen::BoardScreen::start(
+            board.clone(),
+            header,
+            bell,
+        )?)
+    } else {
+        None
+    };
     let _timeline = sim.spawn_timeline();
     let (nudge_tx, nudge_rx) = tokio::sync::watch::channel(());
     let udids: Vec<String> = sim
@@ -301,16 +325,13 @@ extra_ca_file = "asm-ca.pem"
                     break;
                 }
             }
-            let _ = writeln!(
-                std::io::stdout(),
+            // A board note: a line in the log, the header's last note on the full screen.
+            board.note(format!(
                 ">>> demo: pulling slot {PULLED_SLOT} out in the middle of its preparation"
-            );
+            ));
             let _ = cart.unplug(PULLED_SLOT);
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            let _ = writeln!(
-                std::io::stdout(),
-                ">>> demo: plugging slot {PULLED_SLOT} back in"
-            );
+            board.note(format!(">>> demo: plugging slot {PULLED_SLOT} back in"));
             let _ = cart.plug(PULLED_SLOT);
             let _ = nudge_tx.send(());
             // Keep the channel open until the end.
@@ -337,13 +358,19 @@ extra_ca_file = "asm-ca.pem"
         })),
         nudge: Some(nudge_rx),
     })
-    .await?;
+    .await;
     puller.abort();
     let assigned = asm_server.stats().activities.len();
     asm_server.task.abort();
     if let Some(l) = lingering {
         l.abort();
     }
+    if let Some(screen) = screen {
+        // Long enough to read the last frame.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        screen.stop().await;
+    }
+    let report = report?;
 
     let records = station::Ledger::read_only(&station_dir)?;
     let export_dir = station_dir.join("export");

@@ -122,6 +122,13 @@ struct ExportArgs {
     keybag: Option<PathBuf>,
     #[command(flatten)]
     password: PasswordArgs,
+    /// With --p12: write it without a password (the private key is then readable by whoever
+    /// gets the file).
+    #[arg(long, conflicts_with_all = ["password_file", "password_env"])]
+    no_password: bool,
+    /// Replace files that already exist.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     state: StateArg,
 }
@@ -211,10 +218,23 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     let id = load(&dir)?;
     let mut out = std::io::stdout();
     if args.p12.is_none()
-        && (args.password.password_file.is_some() || args.password.password_env.is_some())
+        && (args.password.password_file.is_some()
+            || args.password.password_env.is_some()
+            || args.no_password)
     {
         return Err(bad_input("a password is only used with --p12"));
     }
+    for path in [&args.der, &args.pem, &args.p12, &args.keybag]
+        .into_iter()
+        .flatten()
+    {
+        refuse_overwrite(path, args.force)?;
+    }
+    // Asked before anything is written, so a refusal leaves no file behind.
+    let p12_password = match &args.p12 {
+        Some(_) => Some(p12_password(&args.password, args.no_password)?),
+        None => None,
+    };
     if let Some(path) = &args.der {
         files::write_public(path, id.certificate_der())?;
         writeln!(out, "wrote {} (certificate, DER)", path.display())?;
@@ -223,17 +243,7 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         files::write_public(path, id.certificate_pem()?.as_bytes())?;
         writeln!(out, "wrote {} (certificate, PEM)", path.display())?;
     }
-    if let Some(path) = &args.p12 {
-        let password = match args.password.read()? {
-            Some(p) => p,
-            None => {
-                eprintln!(
-                    "warning: no --password-file or --password-env: the PKCS#12 file has an \
-                     empty password"
-                );
-                Secret::new("")
-            }
-        };
+    if let (Some(path), Some(password)) = (&args.p12, p12_password) {
         let name = id
             .common_name()
             .unwrap_or_else(|| "cartprep supervision identity".to_owned());
@@ -253,6 +263,58 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Refuses to replace an existing file without `--force`.
+pub fn refuse_overwrite(path: &Path, force: bool) -> anyhow::Result<()> {
+    if !force && path.exists() {
+        return Err(bad_input(format!(
+            "{} already exists; pass --force to replace it",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The PKCS#12 export password: from --password-file/--password-env, else asked on the
+/// terminal (twice); an empty one is refused unless --no-password says so, since the file
+/// holds the private key.
+fn p12_password(args: &PasswordArgs, no_password: bool) -> anyhow::Result<Secret> {
+    if no_password {
+        return Ok(Secret::new(""));
+    }
+    let password = match args.read()? {
+        Some(p) => p,
+        None => prompt_password()?,
+    };
+    check_p12_password(password)
+}
+
+fn check_p12_password(password: Secret) -> anyhow::Result<Secret> {
+    if password.expose().is_empty() {
+        return Err(bad_input(
+            "the PKCS#12 password is empty: give one, or pass --no-password to write the \
+             private key unprotected",
+        ));
+    }
+    Ok(password)
+}
+
+/// Asks for the password on the terminal, twice; without a terminal there is nobody to ask.
+fn prompt_password() -> anyhow::Result<Secret> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err(bad_input(
+            "no password for the PKCS#12 file: give --password-file or --password-env (or \
+             --no-password)",
+        ));
+    }
+    let first = Secret::new(rpassword::prompt_password("PKCS#12 password: ")?);
+    let again = Secret::new(rpassword::prompt_password("again: ")?);
+    if first.expose() != again.expose() {
+        return Err(bad_input("the two passwords differ"));
+    }
+    Ok(first)
 }
 
 fn show(args: ShowArgs) -> anyhow::Result<()> {
@@ -313,4 +375,28 @@ fn print_identity(id: &SupervisionIdentity, dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_pkcs12_password_is_refused_as_bad_input() {
+        let refused = check_p12_password(Secret::new("")).expect_err("empty");
+        assert!(refused.is::<super::super::BadInput>());
+        assert!(refused.to_string().contains("--no-password"), "{refused}");
+        assert!(check_p12_password(Secret::new("s3cret")).is_ok());
+    }
+
+    #[test]
+    fn an_existing_file_is_replaced_only_with_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("org.der");
+        assert!(refuse_overwrite(&path, false).is_ok(), "a new file");
+        std::fs::write(&path, b"old").unwrap();
+        let refused = refuse_overwrite(&path, false).expect_err("exists");
+        assert!(refused.to_string().contains("--force"), "{refused}");
+        assert!(refuse_overwrite(&path, true).is_ok());
+    }
 }

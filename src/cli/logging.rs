@@ -2,10 +2,21 @@
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init() {
+/// The level `-v` asks for, counted: none is warnings only.
+pub fn level_for(verbose: u8) -> &'static str {
+    match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    }
+}
+
+pub fn init(verbose: u8) {
     // idevice prints pair records, private keys included, at debug level: never let it.
     let (filter, idevice_cap) = match EnvFilter::try_from_env("CARTPREP_LOG") {
         Ok(f) => (f, "idevice=info"),
+        Err(_) if verbose > 0 => (EnvFilter::new(level_for(verbose)), "idevice=info"),
         Err(_) => (EnvFilter::new("warn"), "idevice=warn"),
     };
     let filter = filter.add_directive(idevice_cap.parse().expect("static directive"));

@@ -6,10 +6,15 @@ use clap::{Parser, Subcommand};
 
 pub mod asm;
 pub mod bad_input;
+pub mod board_screen;
+pub mod board_view;
+pub mod check;
 pub mod demo;
 pub mod demo_web;
 pub mod identity;
+pub mod ledger_table;
 pub mod logging;
+pub mod operator;
 pub mod password;
 pub mod profile;
 pub mod sim;
@@ -26,6 +31,10 @@ pub use bad_input::{BadInput, bad_input};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// More diagnostics on standard error: -v info, -vv debug, -vvv trace (CARTPREP_LOG, when
+    /// set, takes precedence).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
 }
 
 #[derive(Subcommand)]
@@ -48,6 +57,16 @@ pub enum Command {
     Slots(station::SlotsArgs),
     /// Apple School Manager: the organization's devices, one device, assign iPads.
     Asm(asm::AsmArgs),
+    /// Have the running station erase an iPad, then prepare it (asks first; recorded with who
+    /// and why).
+    Erase(operator::EraseArgs),
+    /// Have the running station work on an iPad again (after its attention was dealt with).
+    Retry(operator::RetryArgs),
+    /// Drop an iPad's record from the ledger (the audit log keeps it).
+    Forget(operator::ForgetArgs),
+    /// Pre-flight: the configuration, identity, Wi-Fi profile, usbmuxd, the activation server
+    /// and the MDM enrollment URL, as a table (exit 2 when something fails).
+    Check(check::CheckArgs),
 }
 
 #[cfg(test)]
@@ -111,6 +130,19 @@ mod tests {
             }
         }
         assert!(seen >= 7, "found {seen} --state options");
+    }
+
+    #[test]
+    fn verbose_is_repeatable_anywhere_on_the_line() {
+        for (args, expected) in [
+            (&["cartprep", "status"][..], 0),
+            (&["cartprep", "-v", "status"][..], 1),
+            (&["cartprep", "status", "-vv"][..], 2),
+            (&["cartprep", "ledger", "list", "-vvv"][..], 3),
+        ] {
+            let cli = Cli::try_parse_from(args.iter().copied()).expect("parses");
+            assert_eq!(cli.verbose, expected, "{args:?}");
+        }
     }
 
     #[test]

@@ -22,6 +22,13 @@ pub struct RunArgs {
     /// state_dir.
     #[arg(long = "state", value_name = "DIR")]
     pub state: Option<PathBuf>,
+    /// Print one line per change even on a terminal, instead of the full-screen board.
+    #[arg(long)]
+    pub lines: bool,
+    /// With the full-screen board: ring the terminal bell when an iPad is done or needs
+    /// attention.
+    #[arg(long)]
+    pub bell: bool,
 }
 
 /// Loads a configuration and the files it names; an invalid one is bad input
@@ -36,15 +43,35 @@ pub fn load_config(path: &std::path::Path, state: Option<PathBuf>) -> anyhow::Re
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = load_config(&args.config, args.state)?;
+    let full_screen = super::board_screen::wanted(args.lines);
+    let board = if full_screen {
+        Board::new(Box::new(std::io::sink()), false)
+    } else {
+        Board::stdout()
+    };
+    let screen = if full_screen {
+        let header = super::board_screen::header(&settings);
+        Some(super::board_screen::BoardScreen::start(
+            board.clone(),
+            header,
+            args.bell,
+        )?)
+    } else {
+        None
+    };
     let report = station::daemon::run(station::daemon::DaemonOptions {
         settings,
         watch_config: true,
-        board: Board::stdout(),
+        board,
         topology: Arc::new(RusbTopology::open()),
         stop_when: None,
         nudge: None,
     })
-    .await?;
+    .await;
+    if let Some(screen) = screen {
+        screen.stop().await;
+    }
+    let report = report?;
     writeln!(std::io::stdout(), "{}", report.summary)?;
     eprintln!("state in {}", report.state_dir.display());
     Ok(())
@@ -91,7 +118,7 @@ pub struct LedgerArgs {
 
 #[derive(Subcommand)]
 pub enum LedgerCommand {
-    /// One line per iPad: serial, model, name, outcome.
+    /// One line per iPad, under a header: serial, model, name, slot, state.
     List {
         /// Print the records as a JSON array (what the web page's /api/devices serves).
         #[arg(long)]
@@ -116,6 +143,13 @@ pub enum LedgerCommand {
         /// With --format asm: also list iPads that are not done.
         #[arg(long)]
         all: bool,
+        /// With --out: replace the file if it exists.
+        #[arg(long)]
+        force: bool,
+        /// With --format asm: serial numbers only, without the "Serial Number" header row
+        /// (Apple does not document whether the upload wants one).
+        #[arg(long)]
+        no_header: bool,
     },
 }
 
@@ -136,27 +170,18 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
     // error to stop at rather than a panic.
     let mut out = std::io::stdout();
     match args.command {
-        LedgerCommand::List { json: true } => {
-            writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
-        }
-        LedgerCommand::List { json: false } => {
+        LedgerCommand::List { json } => {
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
+                return Ok(());
+            }
             if records.is_empty() {
                 writeln!(out, "no iPads recorded in {}", dir.display())?;
+                return Ok(());
             }
+            writeln!(out, "{}", super::ledger_table::header())?;
             for r in &records {
-                writeln!(
-                    out,
-                    "{:<14} {:<26} {:<20} {:<8} {}",
-                    if r.serial.is_empty() {
-                        "(not paired)"
-                    } else {
-                        r.serial.as_str()
-                    },
-                    r.marketing_name,
-                    r.name.as_deref().unwrap_or("-"),
-                    r.completed.label(),
-                    r.outcome.describe()
-                )?;
+                writeln!(out, "{}", super::ledger_table::line(r))?;
             }
         }
         LedgerCommand::Show { serial, json } => {
@@ -186,13 +211,13 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             }
             writeln!(out, "history:")?;
             for h in &r.history {
-                let detail = h.error.as_deref().or(h.note.as_deref()).unwrap_or("");
+                let (what, detail) = h.describe();
                 writeln!(
                     out,
                     "  {}  #{} {:<16} {}",
                     station::clock::rfc3339_utc(h.at_ms),
                     h.attempt,
-                    h.step.label(),
+                    what,
                     detail
                 )?;
             }
@@ -201,11 +226,18 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             format,
             out: file,
             all,
+            force,
+            no_header,
         } => {
+            if let Some(path) = &file {
+                super::identity::refuse_overwrite(path, force)?;
+            }
             let mut buf = Vec::new();
             let n = match format {
                 ExportFormat::Csv => station::export::full_csv(&records, &mut buf)?,
-                ExportFormat::Asm => station::export::asm_csv(&records, all, &mut buf)?,
+                ExportFormat::Asm => {
+                    station::export::asm_csv_with(&records, all, !no_header, &mut buf)?
+                }
                 ExportFormat::Jsonl => station::export::jsonl(&records, &mut buf)?,
             };
             match file {
@@ -250,6 +282,14 @@ pub async fn slots(args: SlotsArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     match args.command {
         SlotsCommand::List => {
+            if labels.slots.is_empty() {
+                writeln!(
+                    out,
+                    "no slots learnt in {} (cartprep slots learn names them; or write them in \
+                     the [slots] table of station.toml)",
+                    dir.display()
+                )?;
+            }
             for (chain, label) in &labels.slots {
                 writeln!(out, "{label:<8} {chain}")?;
             }

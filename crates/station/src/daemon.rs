@@ -190,6 +190,9 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
     }
     let status_path = state_dir.join("status.sock");
     let status_task = serve_status(board.clone(), status_path.clone());
+    let control_path = crate::control::socket_path(&state_dir);
+    let (control_tx, control_rx) = mpsc::channel(16);
+    let control_task = serve_control(board.clone(), control_path.clone(), control_tx);
     let (tx, rx) = mpsc::channel(256);
     let listener = spawn_listener(opened.addr.clone(), tx);
     notify_ready();
@@ -211,6 +214,7 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
         usb_scan: tokio::time::interval(USB_SCAN),
         topology,
         board: board.clone(),
+        control: control_rx,
     };
     let signalled = events.run(&mut scheduler, stop_when.as_ref()).await;
     scheduler
@@ -231,7 +235,9 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
     }
     listener.abort();
     status_task.abort();
+    control_task.abort();
     let _ = std::fs::remove_file(&status_path);
+    let _ = std::fs::remove_file(&control_path);
     drop(events);
     Ok(DaemonReport {
         summary: board.summary(),
@@ -260,6 +266,19 @@ fn serve_status(board: Board, path: PathBuf) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if let Err(e) = crate::status::serve_snapshots(board.clone(), &path).await {
             board.note(format!("status socket {}: {e}", path.display()));
+        }
+    })
+}
+
+/// Serves the operator's commands on a unix socket in the state folder.
+fn serve_control(
+    board: Board,
+    path: PathBuf,
+    tx: mpsc::Sender<crate::control::Command>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = crate::control::serve(&path, tx).await {
+            board.note(format!("control socket {}: {e}", path.display()));
         }
     })
 }
@@ -326,6 +345,8 @@ struct Events {
     usb_scan: tokio::time::Interval,
     topology: Arc<dyn Topology>,
     board: Board,
+    /// The operator's commands (`control.sock`).
+    control: mpsc::Receiver<crate::control::Command>,
 }
 
 impl Events {
@@ -341,6 +362,7 @@ impl Events {
             {
                 return false;
             }
+            let freed = scheduler.room_freed();
             tokio::select! {
                 _ = &mut shutdown => {
                     self.board.note("stopping: work in progress resumes when the station starts again");
@@ -354,6 +376,11 @@ impl Events {
                 reload = self.reloads.next() => self.on_reload(scheduler, reload),
                 _ = self.usb_scan.tick() => scheduler.on_usb_devices(&self.topology.apple_devices()),
                 _ = nudged(&mut self.nudge) => {}
+                _ = freed.notified() => {}
+                Some(command) = self.control.recv() => {
+                    let reply = scheduler.on_command(command.request, command.uid).await;
+                    let _ = command.reply.send(reply);
+                }
             }
         }
     }
@@ -363,6 +390,7 @@ impl Events {
             MuxEvent::Up => {
                 scheduler.on_mux_up();
                 self.board.set_usbmuxd(true);
+                self.board.set_waiting_for(None);
                 self.board
                     .note(format!("connected to usbmuxd at {}", self.addr));
             }
@@ -372,6 +400,11 @@ impl Events {
                     self.board
                         .note(format!("lost usbmuxd ({why}); reconnecting"));
                 }
+                // Said once, and shown by `cartprep status` until usbmuxd answers.
+                self.board.set_waiting_for(Some(format!(
+                    "waiting for usbmuxd at {} ({why})",
+                    self.addr
+                )));
                 scheduler.on_mux_down().await;
             }
             MuxEvent::Device(DeviceEvent::Attached(props)) => scheduler.on_attached(props),

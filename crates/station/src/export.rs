@@ -51,9 +51,23 @@ pub const FULL_HEADER: [&str; 8] = [
 pub fn asm_csv<W: Write>(
     records: &[DeviceRecord],
     include_all: bool,
+    writer: W,
+) -> io::Result<usize> {
+    asm_csv_with(records, include_all, true, writer)
+}
+
+/// [`asm_csv`], with or without the `Serial Number` header row (the header is unconfirmed:
+/// `cartprep ledger export --format asm --no-header` writes serials only, should Apple School
+/// Manager refuse the header).
+pub fn asm_csv_with<W: Write>(
+    records: &[DeviceRecord],
+    include_all: bool,
+    header: bool,
     mut writer: W,
 ) -> io::Result<usize> {
-    writeln!(writer, "{ASM_HEADER}")?;
+    if header {
+        writeln!(writer, "{ASM_HEADER}")?;
+    }
     let mut written = 0;
     for record in records {
         if !include_all && record.outcome != Outcome::Done {
@@ -172,6 +186,17 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(asm_csv(&records, true, &mut out).expect("write"), 4);
         assert_eq!(text(out).lines().count(), 5);
+    }
+
+    #[test]
+    fn asm_csv_without_a_header_is_serials_only() {
+        let records = vec![done("DMPAAAAAAAA1"), done("DMPBBBBBBBB2")];
+        let mut out = Vec::new();
+        assert_eq!(
+            asm_csv_with(&records, false, false, &mut out).expect("write"),
+            2
+        );
+        assert_eq!(text(out), "DMPAAAAAAAA1\nDMPBBBBBBBB2\n");
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub enum Event {
     Erase,
     /// Anything else that changed the record (slot, name, device facts).
     Update,
+    /// An operator asked for something (an erase, with who and why: the record's
+    /// `erase_request`).
+    OperatorRequest,
     /// A record replaced by another: an iPad first recorded by UDID (it never paired, so its
     /// serial was unknown) and now identified by serial.
     Forget,
@@ -65,6 +68,7 @@ impl Event {
             Event::Done => "done",
             Event::Erase => "erase",
             Event::Update => "update",
+            Event::OperatorRequest => "operator_request",
             Event::Forget => "forget",
         }
     }

@@ -28,6 +28,7 @@
 pub mod asm_sync;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod export;
 pub mod ledger;
@@ -47,6 +48,6 @@ pub mod web;
 
 pub use config::{ConfigError, Secret, StationConfig};
 pub use ledger::{Event, Ledger, LedgerError, OpenReport};
-pub use record::{Attention, DeviceRecord, Outcome, Step, StepEvent};
+pub use record::{Attention, DeviceRecord, EventKind, Outcome, Step, StepEvent};
 pub use settings::Settings;
 pub use watch::{ConfigWatcher, WatchError};

@@ -24,6 +24,8 @@ pub enum Step {
     Erased,
     Activated,
     Supervised,
+    /// No longer journaled on its own (escalation is part of installing the Wi-Fi); kept so
+    /// records written before still read.
     Escalated,
     WifiInstalled,
     Named,
@@ -66,10 +68,60 @@ impl Step {
         }
     }
 
-    /// Position in the pipeline, from 1 (`Detected`) to [`Step::TOTAL`] (`Done`): the `k` of
-    /// "step k of n".
+    /// Position in the pipeline, from 1 (`Detected`) to [`Step::TOTAL`] (`Done`): the order of
+    /// the steps (for [`Step::next`]), not what the operator is shown (see [`Step::shown`]).
     pub fn number(self) -> u32 {
         self as u32 + 1
+    }
+
+    /// The steps an operator sees counted, in order: "WORKING k of [`Step::SHOWN_TOTAL`]".
+    /// Identified is part of pairing (the serial comes with it) and escalation is part of
+    /// installing the Wi-Fi (the escalation holds for the one connection that installs it);
+    /// an erase is not counted, since the iPad starts again from the beginning after it.
+    pub const SHOWN: [Step; 8] = [
+        Step::Detected,
+        Step::Paired,
+        Step::Assessed,
+        Step::Activated,
+        Step::Supervised,
+        Step::WifiInstalled,
+        Step::Named,
+        Step::Done,
+    ];
+
+    /// The `n` of "step k of n" on the board.
+    pub const SHOWN_TOTAL: u32 = Step::SHOWN.len() as u32;
+
+    /// The `k` of "step k of n" on the board: no gaps from 1 to [`Step::SHOWN_TOTAL`]; `None`
+    /// for an erase, which is not one of the counted steps.
+    pub fn shown(self) -> Option<u32> {
+        let counted = match self {
+            Step::Identified => Step::Paired,
+            Step::Escalated => Step::WifiInstalled,
+            Step::Erased => return None,
+            other => other,
+        };
+        Step::SHOWN
+            .iter()
+            .position(|s| *s == counted)
+            .map(|i| i as u32 + 1)
+    }
+
+    /// The step while it is in progress, in words: "activating", "installing Wi-Fi"…
+    pub fn doing(self) -> &'static str {
+        match self {
+            Step::Detected => "reading it",
+            Step::Paired => "pairing",
+            Step::Identified => "identifying",
+            Step::Assessed => "checking its state",
+            Step::Erased => "erasing",
+            Step::Activated => "activating",
+            Step::Supervised => "supervising",
+            Step::Escalated => "escalating",
+            Step::WifiInstalled => "installing Wi-Fi",
+            Step::Named => "naming",
+            Step::Done => "finishing",
+        }
     }
 
     /// The step after this one, `None` after `Done`.
@@ -78,6 +130,17 @@ impl Step {
     /// policy allows); the plan (`prepare::plan`) decides whether to run it, this only orders the steps.
     pub fn next(self) -> Option<Step> {
         Step::ALL.get(self.number() as usize).copied()
+    }
+
+    /// The step that normally follows this one: like [`Step::next`], but without the steps that
+    /// are journaled only when they happen (an erase) or no longer journaled on their own
+    /// (escalation, now part of the Wi-Fi step). What a record is "working on" after `self`.
+    pub fn next_worked_on(self) -> Option<Step> {
+        let mut next = self.next()?;
+        while matches!(next, Step::Erased | Step::Escalated) {
+            next = next.next()?;
+        }
+        Some(next)
     }
 }
 
@@ -115,6 +178,32 @@ pub enum Attention {
 }
 
 impl Attention {
+    /// Whether this attention is an erase the policy refused: the iPad is set up by someone
+    /// else and erasing it is the only way on. Recorded against [`Step::Erased`], as "not
+    /// erased".
+    pub fn is_refused_erase(self) -> bool {
+        matches!(self, Attention::AlreadySetUp | Attention::SupervisedByOther)
+    }
+
+    /// The command that moves the iPad on once the operator has decided (or dealt with the
+    /// cause), for the iPad `target` names (a serial, or `--slot N`). `None` when the iPad
+    /// moves on by itself (Trust tapped, unlocked, replugged).
+    pub fn command(self, target: &str) -> Option<String> {
+        match self {
+            Attention::AlreadySetUp | Attention::SupervisedByOther => {
+                Some(format!("to erase it: cartprep erase {target}"))
+            }
+            Attention::ActivationLocked
+            | Attention::AssignedToAde
+            | Attention::NotAssignedToAde
+            | Attention::NotInOrganization => Some(format!("then: cartprep retry {target}")),
+            Attention::Locked
+            | Attention::TrustPrompt
+            | Attention::TrustDenied
+            | Attention::RecoveryMode => None,
+        }
+    }
+
     /// The instruction shown to the operator, in words a volunteer understands.
     pub fn message(self) -> &'static str {
         match self {
@@ -180,6 +269,23 @@ impl Outcome {
     }
 }
 
+/// What a history entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The step was completed (or found already true of the iPad).
+    Completed,
+    /// A person has to act before the step can run.
+    Attention,
+    /// The step failed for good in this attempt.
+    Failed,
+    /// The work stopped from outside during the step (unplugged, usbmuxd gone, station stopped).
+    Interrupted,
+    /// A note beside the pipeline (an Apple School Manager assignment): where the iPad stands
+    /// does not change.
+    Note,
+}
+
 /// One entry of a record's history: a step completed, failed or blocked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepEvent {
@@ -194,7 +300,67 @@ pub struct StepEvent {
     pub note: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the entry records; absent in entries written before it was kept (see
+    /// [`StepEvent::kind`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<EventKind>,
 }
+
+impl StepEvent {
+    /// What the entry records. Older entries did not say: an error means a failure, an
+    /// "interrupted: …" note an interruption, and otherwise the step was completed (older
+    /// attention entries cannot be told from completed ones and read as such).
+    pub fn kind(&self) -> EventKind {
+        if let Some(k) = self.kind {
+            return k;
+        }
+        if self.error.is_some() {
+            EventKind::Failed
+        } else if self
+            .note
+            .as_deref()
+            .is_some_and(|n| n.starts_with(INTERRUPTED))
+        {
+            EventKind::Interrupted
+        } else {
+            EventKind::Completed
+        }
+    }
+
+    /// The entry in words, as `cartprep ledger show` prints it: what happened (a short
+    /// heading) and the detail. Never says a step happened when it did not.
+    pub fn describe(&self) -> (String, String) {
+        let note = self.note.as_deref().unwrap_or("");
+        let step = format!("\u{201c}{}\u{201d}", self.step.doing());
+        match self.kind() {
+            EventKind::Completed => (self.step.label().to_owned(), note.to_owned()),
+            EventKind::Attention if self.step == Step::Erased => {
+                let detail = if note.contains("policy") {
+                    note.to_owned()
+                } else {
+                    format!("{note}; the erase policy does not allow erasing it")
+                };
+                ("not erased".to_owned(), detail)
+            }
+            EventKind::Attention => ("needs attention".to_owned(), format!("at {step}: {note}")),
+            EventKind::Failed => (
+                "failed".to_owned(),
+                format!(
+                    "at {step} because {}",
+                    self.error.as_deref().unwrap_or("of an unknown error")
+                ),
+            ),
+            EventKind::Interrupted => {
+                let why = note.strip_prefix(INTERRUPTED).unwrap_or(note).trim();
+                ("interrupted".to_owned(), format!("during {step}: {why}"))
+            }
+            EventKind::Note => ("note".to_owned(), note.to_owned()),
+        }
+    }
+}
+
+/// How an interruption's note starts (kept for records written before [`EventKind`]).
+pub const INTERRUPTED: &str = "interrupted:";
 
 /// Everything the station knows about one iPad.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,6 +400,25 @@ pub struct DeviceRecord {
     /// `[asm]` is configured; see [`crate::asm_sync`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asm: Option<crate::asm_sync::AsmRecord>,
+    /// An erase an operator asked for (`cartprep erase`) and not yet carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erase_request: Option<EraseRequest>,
+}
+
+/// An operator's request to erase an iPad: who, why, when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseRequest {
+    /// Who asked: the user name and the uid the station saw.
+    pub by: String,
+    pub reason: String,
+    pub at_ms: u64,
+}
+
+impl EraseRequest {
+    /// How the erase is journaled: "requested by alice (uid 1000): moving to the new MDM".
+    pub fn describe(&self) -> String {
+        format!("requested by {}: {}", self.by, self.reason)
+    }
 }
 
 impl DeviceRecord {
@@ -262,12 +447,14 @@ impl DeviceRecord {
                 attempt: 0,
                 note: None,
                 error: None,
+                kind: Some(EventKind::Completed),
             }],
             first_seen_ms: at_ms,
             updated_ms: at_ms,
             settings_fingerprint: None,
             erase_reason: None,
             asm: None,
+            erase_request: None,
         }
     }
 
@@ -288,7 +475,7 @@ impl DeviceRecord {
         } else {
             Outcome::Working
         };
-        self.push(step, at_ms, note, None);
+        self.push(step, at_ms, note, None, EventKind::Completed);
     }
 
     /// Records that the step after the last completed one failed for good. The step stays where
@@ -300,15 +487,26 @@ impl DeviceRecord {
         self.outcome = Outcome::Failed {
             error: error.clone(),
         };
-        self.push(step, at_ms, None, Some(error));
+        self.push(step, at_ms, None, Some(error), EventKind::Failed);
     }
 
-    /// Records that the device is blocked until a person does what `attention` says.
+    /// Records that the device is blocked until a person does what `attention` says: against
+    /// the step it blocks, or as "not erased" when it is an erase the policy refused.
     pub fn attention(&mut self, attention: Attention) {
         let at_ms = clock::now_ms();
-        let step = self.attempted_step();
+        let step = if attention.is_refused_erase() {
+            Step::Erased
+        } else {
+            self.attempted_step()
+        };
         self.outcome = Outcome::NeedsAttention(attention);
-        self.push(step, at_ms, Some(attention.message().to_owned()), None);
+        self.push(
+            step,
+            at_ms,
+            Some(attention.message().to_owned()),
+            None,
+            EventKind::Attention,
+        );
     }
 
     /// Adds a note to the history against the last completed step, without changing where the
@@ -316,12 +514,34 @@ impl DeviceRecord {
     /// assignment).
     pub fn remark(&mut self, note: impl Into<String>) {
         let at_ms = clock::now_ms();
-        self.push(self.completed, at_ms, Some(note.into()), None);
+        self.push(
+            self.completed,
+            at_ms,
+            Some(note.into()),
+            None,
+            EventKind::Note,
+        );
     }
 
-    /// The step being worked on: the one after the last completed (`Done` stays `Done`).
+    /// Records that the work stopped from outside during `step` (the step in progress, when
+    /// known; else the one after the last completed). The record waits for the iPad.
+    pub fn interrupt(&mut self, step: Option<Step>, why: &str) {
+        let at_ms = clock::now_ms();
+        let step = step.unwrap_or_else(|| self.attempted_step());
+        self.outcome = Outcome::Waiting;
+        self.push(
+            step,
+            at_ms,
+            Some(format!("{INTERRUPTED} {why}")),
+            None,
+            EventKind::Interrupted,
+        );
+    }
+
+    /// The step being worked on: the one that normally follows the last completed (`Done`
+    /// stays `Done`; an erase is only worked on when the plan says so).
     pub fn attempted_step(&self) -> Step {
-        self.completed.next().unwrap_or(Step::Done)
+        self.completed.next_worked_on().unwrap_or(Step::Done)
     }
 
     /// When the device reached `Done`, if it did.
@@ -336,7 +556,14 @@ impl DeviceRecord {
             .map(|e| e.at_ms)
     }
 
-    fn push(&mut self, step: Step, at_ms: u64, note: Option<String>, error: Option<String>) {
+    fn push(
+        &mut self,
+        step: Step,
+        at_ms: u64,
+        note: Option<String>,
+        error: Option<String>,
+        kind: EventKind,
+    ) {
         // Never let updated_ms go backwards if the wall clock does (NTP step at boot): the
         // ledger sorts and reports by it.
         self.updated_ms = self.updated_ms.max(at_ms);
@@ -346,6 +573,7 @@ impl DeviceRecord {
             attempt: self.attempts,
             note,
             error,
+            kind: Some(kind),
         });
     }
 }
@@ -427,11 +655,116 @@ mod tests {
     fn a_record_round_trips_through_json() {
         let mut r = DeviceRecord::new_at("S1", "U1", 1_000);
         r.begin_attempt();
+        r.attention(Attention::SupervisedByOther);
         r.attention(Attention::ActivationLocked);
         r.fail("gave up");
         let json = serde_json::to_string(&r).expect("serialize");
         let back: DeviceRecord = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back, r);
         assert!(json.contains("\"step\":\"detected\""), "{json}");
+    }
+
+    #[test]
+    fn the_board_counts_the_steps_an_operator_sees_without_gaps() {
+        let fresh_manual = [
+            Step::Detected,
+            Step::Paired,
+            Step::Identified,
+            Step::Assessed,
+            Step::Activated,
+            Step::Supervised,
+            Step::WifiInstalled,
+            Step::Named,
+            Step::Done,
+        ];
+        let mut shown: Vec<u32> = fresh_manual.iter().filter_map(|s| s.shown()).collect();
+        shown.dedup();
+        assert_eq!(shown, (1..=Step::SHOWN_TOTAL).collect::<Vec<_>>());
+        assert_eq!(Step::Escalated.shown(), Step::WifiInstalled.shown());
+        assert_eq!(Step::Erased.shown(), None, "an erase starts the iPad over");
+        assert_eq!(Step::Done.shown(), Some(Step::SHOWN_TOTAL));
+    }
+
+    #[test]
+    fn the_step_worked_on_after_assessing_is_activation_not_an_erase() {
+        let cases = [
+            (Step::Detected, Step::Paired),
+            (Step::Assessed, Step::Activated),
+            (Step::Erased, Step::Activated),
+            (Step::Supervised, Step::WifiInstalled),
+            (Step::Named, Step::Done),
+            (Step::Done, Step::Done),
+        ];
+        for (completed, worked_on) in cases {
+            let mut r = DeviceRecord::new_at("S1", "U1", 1_000);
+            r.completed = completed;
+            assert_eq!(r.attempted_step(), worked_on, "after {completed:?}");
+        }
+    }
+
+    #[test]
+    fn each_history_entry_says_what_happened() {
+        let mut r = DeviceRecord::new_at("S1", "U1", 1_000);
+        r.begin_attempt();
+        r.advance(Step::Paired, Some("slot 3".into()));
+        r.advance(Step::Assessed, None);
+        r.interrupt(Some(Step::Activated), "unplugged");
+        r.begin_attempt();
+        r.attention(Attention::AlreadySetUp);
+        r.attention(Attention::SupervisedByOther);
+        r.attention(Attention::ActivationLocked);
+        r.fail("the activation server did not answer");
+        let described: Vec<(String, String)> =
+            r.history[1..].iter().map(StepEvent::describe).collect();
+        let expected = [
+            ("paired", "slot 3"),
+            ("assessed", ""),
+            ("interrupted", "during “activating”: unplugged"),
+            (
+                "not erased",
+                "already set up; erase is not allowed by policy",
+            ),
+            (
+                "not erased",
+                "supervised by another organization; the erase policy does not allow erasing it",
+            ),
+            (
+                "needs attention",
+                "at “activating”: Activation Lock: remove it from the owner’s Apple ID / Find My",
+            ),
+            (
+                "failed",
+                "at “activating” because the activation server did not answer",
+            ),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(described, expected);
+        assert_eq!(
+            r.outcome,
+            Outcome::Failed {
+                error: "the activation server did not answer".into()
+            }
+        );
+    }
+
+    #[test]
+    fn entries_written_before_kinds_were_kept_are_read_by_their_shape() {
+        let old = |note: Option<&str>, error: Option<&str>| StepEvent {
+            step: Step::Activated,
+            at_ms: 1,
+            attempt: 1,
+            note: note.map(str::to_owned),
+            error: error.map(str::to_owned),
+            kind: None,
+        };
+        assert_eq!(old(None, Some("boom")).kind(), EventKind::Failed);
+        assert_eq!(
+            old(Some("interrupted: unplugged"), None).kind(),
+            EventKind::Interrupted
+        );
+        assert_eq!(old(Some("Activated"), None).kind(), EventKind::Completed);
     }
 }

@@ -9,13 +9,15 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use usbmux::DeviceProperties;
 
+use crate::control::{Reply, Request, Target};
 use crate::ledger::{Event, Ledger};
-use crate::prepare::progress::{Reporter, SharedProgress};
+use crate::prepare::progress::{Reporter, Room, Seat, SharedProgress};
 use crate::prepare::{self, Context, JobEnd, Plugged};
-use crate::record::{Attention, Outcome, Step, StepEvent};
+use crate::record::{Attention, DeviceRecord, EraseRequest, Outcome, Step};
 use crate::settings::Settings;
 use crate::slots::{AppleUsbDevice, SlotLabels, Topology, UsbMode};
 use crate::status::{Board, DeviceStatus, Label, Light};
@@ -60,6 +62,8 @@ pub struct Scheduler {
     running: HashMap<String, Running>,
     /// UDIDs erased by a job and expected back.
     erasing: HashSet<String>,
+    /// UDIDs whose last job prepared them (unplugging one frees its slot).
+    prepared: HashSet<String>,
     /// What is known of each iPad (serial, model, name, slot), by UDID, so every status line
     /// names it.
     known: HashMap<String, Label>,
@@ -73,6 +77,11 @@ pub struct Scheduler {
     last_job: u64,
     /// usbmuxd is connected.
     mux_up: bool,
+    /// Places for iPads worked on at once (`max_concurrent`): a job holds one, except while it
+    /// waits for someone to tap Trust.
+    room: Room,
+    /// The number of places `room` was made with (a reload may change it).
+    places: usize,
 }
 
 impl Scheduler {
@@ -85,7 +94,6 @@ impl Scheduler {
     ) -> Self {
         Scheduler {
             ctx,
-            settings,
             board,
             topology,
             labels,
@@ -93,13 +101,25 @@ impl Scheduler {
             queue: VecDeque::new(),
             running: HashMap::new(),
             erasing: HashSet::new(),
+            prepared: HashSet::new(),
             known: HashMap::new(),
             recovery_seen: HashSet::new(),
             network_seen: HashSet::new(),
             jobs: JoinSet::new(),
             last_job: 0,
             mux_up: false,
+            room: Room {
+                places: Arc::new(Semaphore::new(settings.config.max_concurrent.max(1))),
+                freed: Arc::new(Notify::new()),
+            },
+            places: settings.config.max_concurrent.max(1),
+            settings,
         }
+    }
+
+    /// Notified when a job gives up its place (it ended, or stepped aside for a person).
+    pub fn room_freed(&self) -> Arc<Notify> {
+        self.room.freed.clone()
     }
 
     pub fn settings(&self) -> &Arc<Settings> {
@@ -108,6 +128,15 @@ impl Scheduler {
 
     /// New settings for the jobs that start from now on.
     pub fn set_settings(&mut self, settings: Arc<Settings>) {
+        let wanted = settings.config.max_concurrent.max(1);
+        if wanted > self.places {
+            self.room.places.add_permits(wanted - self.places);
+            self.places = wanted;
+        } else if wanted < self.places {
+            // Places held by running jobs are taken back as they end.
+            let taken = self.room.places.forget_permits(self.places - wanted);
+            self.places -= taken;
+        }
         self.settings = settings;
     }
 
@@ -199,6 +228,8 @@ impl Scheduler {
             }
         } else if was_queued && !self.erasing.contains(&udid) {
             self.show(&udid, Light::Unplugged, "unplugged before it started");
+        } else if self.prepared.remove(&udid) {
+            self.show(&udid, Light::Free, "free \u{2014} plug the next iPad");
         }
     }
 
@@ -215,7 +246,11 @@ impl Scheduler {
             JobEnd::Erasing => {
                 self.erasing.insert(udid);
             }
-            JobEnd::Done { .. } | JobEnd::Attention(_) | JobEnd::Failed(_) => {
+            JobEnd::Done { .. } => {
+                self.prepared.insert(udid);
+                self.board.print_summary();
+            }
+            JobEnd::Attention(_) | JobEnd::Failed(_) => {
                 self.board.print_summary();
             }
         }
@@ -223,7 +258,10 @@ impl Scheduler {
 
     /// Starts queued iPads while there is room, and shows the rest their place in the queue.
     pub fn start_ready(&mut self) {
-        while self.running.len() < self.settings.config.max_concurrent.max(1) {
+        while !self.queue.is_empty() {
+            let Ok(permit) = self.room.places.clone().try_acquire_owned() else {
+                break;
+            };
             let Some(id) = self.queue.pop_front() else {
                 break;
             };
@@ -231,7 +269,7 @@ impl Scheduler {
                 continue;
             };
             if !self.running.contains_key(&props.udid) {
-                self.start(props);
+                self.start(props, Seat::new(permit, self.room.freed.clone()));
             }
         }
         let waiting: Vec<(usize, String)> = self
@@ -247,16 +285,18 @@ impl Scheduler {
         }
     }
 
-    fn start(&mut self, props: DeviceProperties) {
+    fn start(&mut self, props: DeviceProperties, seat: Seat) {
         let udid = props.udid.clone();
         self.erasing.remove(&udid);
+        self.prepared.remove(&udid);
         let label = self.known.get(&udid).cloned().unwrap_or_default();
         let plugged = Plugged {
             slot: label.slot.clone(),
             props,
         };
         let progress = SharedProgress::new(label);
-        let reporter = Reporter::new(self.board.clone(), &udid, progress.clone());
+        let reporter = Reporter::new(self.board.clone(), &udid, progress.clone())
+            .seated(seat, self.room.clone());
         let (ctx, settings) = (self.ctx.clone(), self.settings.clone());
         let device_id = plugged.props.device_id;
         self.last_job += 1;
@@ -306,6 +346,164 @@ impl Scheduler {
         }
     }
 
+    /// An operator's command (`cartprep erase|retry|forget`, through `control.sock`); `uid`
+    /// is who sent it, as the kernel says.
+    pub async fn on_command(&mut self, request: Request, uid: Option<u32>) -> Reply {
+        match request {
+            Request::Erase {
+                target,
+                reason,
+                user,
+            } => {
+                let by = match uid {
+                    Some(uid) => format!("{user} (uid {uid})"),
+                    None => user,
+                };
+                self.erase(&target, by, reason).await
+            }
+            Request::Retry { target } => self.retry(&target),
+            Request::Forget { serial } => self.forget(&serial).await,
+        }
+    }
+
+    /// Records an operator's erase request (who, why) and starts the iPad's job again if it is
+    /// plugged in; the plan then erases it (`prepare::plan`), and it is prepared when it is
+    /// back.
+    async fn erase(&mut self, target: &Target, by: String, reason: String) -> Reply {
+        let (udid, mut record) = match self.find(target) {
+            Ok(found) => found,
+            Err(why) => return Reply::refused(why),
+        };
+        if self.running.contains_key(&udid) {
+            return Reply::refused(format!(
+                "{} is being worked on; ask again once it has stopped",
+                who(&record)
+            ));
+        }
+        record.erase_request = Some(EraseRequest {
+            by: by.clone(),
+            reason: reason.clone(),
+            at_ms: crate::clock::now_ms(),
+        });
+        record.updated_ms = record.updated_ms.max(crate::clock::now_ms());
+        if let Err(e) = self.ctx.ledger.save(&record, Event::OperatorRequest).await {
+            return Reply::refused(format!("the request could not be recorded: {e}"));
+        }
+        tracing::warn!(serial = %record.serial, "erase requested by {by}: {reason}");
+        if self.requeue(&udid) {
+            self.show(&udid, Light::Ready, format!("erase requested by {by}"));
+            Reply::ok(format!(
+                "{}: erase recorded (by {by}: {reason}); it is erased, then prepared",
+                who(&record)
+            ))
+        } else {
+            Reply::ok(format!(
+                "{}: erase recorded (by {by}: {reason}); it is erased when it is plugged in",
+                who(&record)
+            ))
+        }
+    }
+
+    /// Works on an iPad again now (its attention dealt with: Activation Lock removed, the
+    /// assignment fixed…).
+    fn retry(&mut self, target: &Target) -> Reply {
+        let (udid, record) = match self.find(target) {
+            Ok(found) => found,
+            Err(why) => return Reply::refused(why),
+        };
+        if self.running.contains_key(&udid) {
+            return Reply::ok(format!("{} is being worked on already", who(&record)));
+        }
+        if self.requeue(&udid) {
+            self.show(&udid, Light::Ready, "retry asked for");
+            Reply::ok(format!("{}: queued again", who(&record)))
+        } else {
+            Reply::refused(format!(
+                "{} is not plugged in; plugging it in starts it again",
+                who(&record)
+            ))
+        }
+    }
+
+    /// Drops an iPad's record from the ledger (the audit log keeps it): the next time it is
+    /// plugged in, it is a new iPad to the station.
+    async fn forget(&mut self, serial: &str) -> Reply {
+        let record = match self.ctx.ledger.get(&serial.to_ascii_uppercase()) {
+            Ok(Some(r)) => r,
+            Ok(None) => match self.ctx.ledger.get(serial) {
+                Ok(Some(r)) => r,
+                _ => return Reply::refused(format!("no iPad with serial {serial} in the ledger")),
+            },
+            Err(e) => return Reply::refused(format!("reading the ledger: {e}")),
+        };
+        if self.running.contains_key(&record.udid) {
+            return Reply::refused(format!(
+                "{} is being worked on; ask again once it has stopped",
+                who(&record)
+            ));
+        }
+        match self.ctx.ledger.forget(&record).await {
+            Ok(()) => Reply::ok(format!(
+                "{}: forgotten (the audit log keeps its history)",
+                who(&record)
+            )),
+            Err(e) => Reply::refused(format!("the ledger refused: {e}")),
+        }
+    }
+
+    /// The UDID and record of the iPad a command names.
+    fn find(&self, target: &Target) -> Result<(String, DeviceRecord), String> {
+        let ledger = &self.ctx.ledger;
+        match target {
+            Target::Serial(serial) => {
+                let found = ledger
+                    .get(&serial.to_ascii_uppercase())
+                    .ok()
+                    .flatten()
+                    .or_else(|| ledger.get(serial).ok().flatten());
+                found
+                    .map(|r| (r.udid.clone(), r))
+                    .ok_or_else(|| format!("no iPad with serial {serial} in the ledger"))
+            }
+            Target::Slot(slot) => {
+                let udid = self
+                    .attached
+                    .values()
+                    .map(|p| &p.udid)
+                    .find(|u| {
+                        self.known
+                            .get(*u)
+                            .and_then(|l| l.slot.as_deref())
+                            .is_some_and(|s| s == slot)
+                    })
+                    .cloned()
+                    .ok_or_else(|| format!("no iPad is plugged into slot {slot}"))?;
+                match ledger.by_udid(&udid) {
+                    Ok(Some(r)) if !r.serial.is_empty() => Ok((udid, r)),
+                    _ => Err(format!(
+                        "the iPad in slot {slot} has not paired yet: the station does not know it"
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Queues a plugged-in iPad that is not running; `false` when it is not plugged in.
+    fn requeue(&mut self, udid: &str) -> bool {
+        let Some(id) = self
+            .attached
+            .iter()
+            .find(|(_, p)| p.udid == udid)
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        if !self.queue.contains(&id) {
+            self.queue.push_back(id);
+        }
+        true
+    }
+
     /// iPads on the USB bus that usbmuxd cannot see (recovery, DFU) need a person.
     pub fn on_usb_devices(&mut self, devices: &[AppleUsbDevice]) {
         for d in devices
@@ -328,9 +526,10 @@ impl Scheduler {
             return;
         };
         let step = r.progress.get().current;
-        mark_interrupted(&self.ctx.ledger, udid, why).await;
+        mark_interrupted(&self.ctx.ledger, udid, step, why).await;
+        // The step in progress, in words ("activating"), not the last one completed.
         let at = step
-            .map(|s| format!(" during \u{201c}{}\u{201d}", s.label()))
+            .map(|s| format!(" during \u{201c}{}\u{201d}", s.doing()))
             .unwrap_or_default();
         self.show(
             udid,
@@ -396,21 +595,24 @@ fn link_name(connection_type: &str) -> &str {
     }
 }
 
-/// A job stopped from outside (unplug, usbmuxd gone, shutdown): its record waits for the iPad.
-async fn mark_interrupted(ledger: &Ledger, udid: &str, why: &str) {
+/// How replies name an iPad.
+fn who(record: &DeviceRecord) -> String {
+    match &record.slot {
+        Some(slot) => format!("{} (slot {slot})", record.serial),
+        None => record.serial.clone(),
+    }
+}
+
+/// A job stopped from outside (unplug, usbmuxd gone, shutdown) during `step`: its record
+/// waits for the iPad.
+async fn mark_interrupted(ledger: &Ledger, udid: &str, step: Option<Step>, why: &str) {
     if let Ok(Some(mut r)) = ledger.by_udid(udid)
         && r.outcome == Outcome::Working
     {
-        r.outcome = Outcome::Waiting;
-        let now = crate::clock::now_ms();
-        r.history.push(StepEvent {
-            step: r.attempted_step(),
-            at_ms: now,
-            attempt: r.attempts,
-            note: Some(format!("interrupted: {why}")),
-            error: None,
-        });
-        r.updated_ms = now;
+        // The job's step counts only once the record knows the iPad by serial (before that
+        // the record is the UDID one, still at pairing).
+        let step = step.filter(|s| *s > r.completed);
+        r.interrupt(step, why);
         let _ = ledger.save(&r, Event::Update).await;
     }
 }

@@ -53,6 +53,15 @@ impl Settings {
         crate::config::load::load(path)
     }
 
+    /// The Wi-Fi the iPads join, as the operator knows it: the SSID, or the ready-made
+    /// profile's name.
+    pub fn wifi_name(&self) -> String {
+        match &self.config.wifi {
+            crate::config::Wifi::Network(n) => n.ssid.clone(),
+            crate::config::Wifi::Mobileconfig { .. } => self.wifi.description.clone(),
+        }
+    }
+
     /// The cloud configuration our manual prepare writes, for a device on `ios_version`.
     pub fn cloud_configuration(
         &self,

@@ -28,6 +28,8 @@ pub enum Light {
     Failed,
     /// Pulled out before it was done; plugging it back in resumes.
     Unplugged,
+    /// A prepared iPad was unplugged: its slot is free for the next one.
+    Free,
 }
 
 impl Light {
@@ -40,6 +42,7 @@ impl Light {
             Light::Attention => "▲ ATTENTION",
             Light::Failed => "✖ FAILED",
             Light::Unplugged => "○ UNPLUGGED",
+            Light::Free => "○ FREE",
         }
     }
 
@@ -53,6 +56,7 @@ impl Light {
             Light::Attention => "\x1b[1;35m",
             Light::Failed => "\x1b[1;31m",
             Light::Unplugged => "\x1b[2m",
+            Light::Free => "\x1b[32m",
         }
     }
 }
@@ -73,6 +77,10 @@ pub struct DeviceStatus {
     pub attention: Option<Attention>,
     /// Free text: what happened, or what to do.
     pub message: String,
+    /// For an attention: the command that moves the iPad on ("to erase it: cartprep erase
+    /// F9FZ…").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     pub since_ms: u64,
 }
 
@@ -141,6 +149,7 @@ impl DeviceStatus {
             current: None,
             attention: None,
             message: message.into(),
+            action: None,
             since_ms: crate::clock::now_ms(),
         }
     }
@@ -178,14 +187,18 @@ pub struct Snapshot {
     pub summary: Summary,
     /// Notes the station wants seen (no USB slots, config reloaded…).
     pub notes: Vec<String>,
+    /// While the station cannot reach usbmuxd: "waiting for usbmuxd at … (why)".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// Formats one status line.
 pub fn format_line(s: &DeviceStatus, colour: bool) -> String {
     let badge = match (s.light, s.current) {
-        (Light::Working, Some(step)) => {
-            format!("{} {}/{}", s.light.badge(), step.number(), Step::TOTAL)
-        }
+        (Light::Working, Some(step)) => match step.shown() {
+            Some(k) => format!("{} {k}/{}", s.light.badge(), Step::SHOWN_TOTAL),
+            None => s.light.badge().to_owned(),
+        },
         _ => s.light.badge().to_owned(),
     };
     let badge = if colour {
@@ -212,7 +225,13 @@ pub fn format_line(s: &DeviceStatus, colour: bool) -> String {
     .join(" ");
     let time = crate::clock::rfc3339_utc(s.since_ms);
     let clock = time.get(11..19).unwrap_or("");
-    format!("{clock} {slot:<10} {badge} {who} — {}", s.message)
+    match &s.action {
+        Some(action) => format!(
+            "{clock} {slot:<10} {badge} {who} — {} — {action}",
+            s.message
+        ),
+        None => format!("{clock} {slot:<10} {badge} {who} — {}", s.message),
+    }
 }
 
 fn short_udid(udid: &str) -> String {
@@ -266,6 +285,7 @@ pub struct Board {
 struct BoardInner {
     devices: BTreeMap<String, DeviceStatus>,
     notes: Vec<String>,
+    waiting_for: Option<String>,
     out: Sink,
     colour: bool,
     changes: tokio::sync::broadcast::Sender<BoardChange>,
@@ -288,6 +308,7 @@ impl Board {
             inner: Arc::new(Mutex::new(BoardInner {
                 devices: BTreeMap::new(),
                 notes: Vec::new(),
+                waiting_for: None,
                 out,
                 colour,
                 changes: tokio::sync::broadcast::channel(CHANGES_BUFFERED).0,
@@ -312,6 +333,7 @@ impl Board {
             old.light == status.light
                 && old.current == status.current
                 && old.message == status.message
+                && old.action == status.action
         });
         if same {
             // Not a new line, but the other fields (attention, name, model…) still count.
@@ -372,12 +394,26 @@ impl Board {
         inner.notes.drain(..excess);
     }
 
+    /// What the station waits for before it can work (usbmuxd), printed once when it starts
+    /// waiting; `None` when it no longer waits.
+    pub fn set_waiting_for(&self, what: Option<String>) {
+        let mut inner = self.lock();
+        if let Some(text) = &what
+            && inner.waiting_for.is_none()
+        {
+            let _ = writeln!(inner.out, "{text}");
+            let _ = inner.out.flush();
+        }
+        inner.waiting_for = what;
+    }
+
     pub fn summary(&self) -> Summary {
         let inner = self.lock();
         let mut s = Summary::default();
         for d in inner.devices.values() {
             match d.light {
-                Light::Done => s.done += 1,
+                // Prepared, then unplugged: still one done.
+                Light::Done | Light::Free => s.done += 1,
                 Light::Working => s.working += 1,
                 Light::Waiting | Light::Ready => s.waiting += 1,
                 Light::Attention => s.attention += 1,
@@ -405,6 +441,7 @@ impl Board {
             devices,
             summary,
             notes: inner.notes.clone(),
+            waiting_for: inner.waiting_for.clone(),
         }
     }
 }
@@ -466,6 +503,10 @@ pub async fn fetch_snapshot(path: &Path) -> Result<Snapshot, StatusError> {
 /// The plain-text view of a snapshot, as `cartprep status` prints it.
 pub fn render(snapshot: &Snapshot) -> String {
     let mut out = String::new();
+    if let Some(w) = &snapshot.waiting_for {
+        out.push_str(w);
+        out.push('\n');
+    }
     for d in &snapshot.devices {
         out.push_str(&format_line(d, false));
         out.push('\n');
@@ -512,8 +553,8 @@ mod tests {
         assert!(
             line.contains(&format!(
                 "WORKING {}/{}",
-                Step::Activated.number(),
-                Step::TOTAL
+                Step::Activated.shown().unwrap(),
+                Step::SHOWN_TOTAL
             )),
             "{line}"
         );
@@ -613,5 +654,22 @@ mod tests {
         assert_eq!(snapshot.devices[0].serial.as_deref(), Some("DMPXK1234567"));
         assert!(render(&snapshot).contains("DONE — UNPLUG"));
         serving.abort();
+    }
+
+    #[test]
+    fn waiting_for_usbmuxd_is_said_once_and_shown_until_it_answers() {
+        let out = Captured::default();
+        let board = Board::new(Box::new(out.clone()), false);
+        let waiting = "waiting for usbmuxd at /var/run/usbmuxd (connection refused)";
+        board.set_waiting_for(Some(waiting.into()));
+        board.set_waiting_for(Some(waiting.into()));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, format!("{waiting}\n"), "printed once");
+        let snapshot = board.snapshot();
+        assert_eq!(snapshot.waiting_for.as_deref(), Some(waiting));
+        assert!(render(&snapshot).starts_with(waiting));
+        board.set_waiting_for(None);
+        assert_eq!(board.snapshot().waiting_for, None);
+        assert!(!render(&board.snapshot()).contains("waiting for usbmuxd"));
     }
 }

@@ -129,6 +129,7 @@ impl<'a> Identified<'a> {
         self.advance(Step::Assessed, Some(note)).await?;
 
         let name = self.wanted_name();
+        let requested = self.record.erase_request.as_ref().map(|r| r.describe());
         let wanted = Wanted {
             mode: self.settings.config.mdm.mode,
             certificate,
@@ -136,8 +137,15 @@ impl<'a> Identified<'a> {
             name: &name,
             fingerprint: &self.settings.fingerprint,
             erase: &self.settings.config.erase,
+            erase_requested: requested.as_deref(),
         };
-        match plan(&assessment, &wanted, &self.record) {
+        let decided = plan(&assessment, &wanted, &self.record);
+        if self.record.erase_request.is_some() && !matches!(decided, Plan::Erase { .. }) {
+            // A new (or just erased) iPad has nothing to erase: the request is spent.
+            self.record.erase_request = None;
+            save(&self.ctx.ledger, &self.record, Event::Update).await?;
+        }
+        match decided {
             Plan::AlreadyDone => {
                 self.record.name = Some(name);
                 self.finish(Some("already prepared with these settings: not touched"))
@@ -150,7 +158,8 @@ impl<'a> Identified<'a> {
                 for step in steps {
                     self.run_step(&step, &provider, &name, reporter).await?;
                 }
-                self.finish(None).await?;
+                let prepared = self.prepared_as(&name);
+                self.finish(Some(&prepared)).await?;
                 Ok(JobEnd::Done { already: false })
             }
         }
@@ -164,15 +173,20 @@ impl<'a> Identified<'a> {
         name: &str,
         reporter: &mut Reporter,
     ) -> Result<(), StepError> {
+        let wifi = self.settings.wifi_name();
         for action in &planned.actions {
-            reporter.show(Light::Working, Some(planned.step), doing(*action, name));
+            reporter.show(
+                Light::Working,
+                Some(planned.step),
+                doing(*action, name, &wifi),
+            );
             self.act(*action, provider, name).await?;
             if *action == Action::Name {
                 self.record.name = Some(name.to_owned());
                 reporter.learn(&self.record);
             }
         }
-        let note = self.note_for(planned.step);
+        let note = self.note_for(planned.step, planned.actions.is_empty());
         self.advance(planned.step, note).await
     }
 
@@ -308,6 +322,8 @@ impl<'a> Identified<'a> {
         // Journaled before the command: the iPad leaves USB as soon as it acknowledges, and
         // the daemon then stops this job, so a save after it could be lost.
         self.record.erase_reason = Some(reason.clone());
+        // An operator's request is carried out now: it must not erase the iPad again later.
+        self.record.erase_request = None;
         self.record.advance(Step::Erased, Some(reason));
         save(&self.ctx.ledger, &self.record, Event::Erase).await?;
         let mc = McInstallClient::connect(provider).await?;
@@ -332,18 +348,44 @@ impl<'a> Identified<'a> {
         self.advance(Step::Done, note.map(str::to_owned)).await
     }
 
-    /// What the history says of a completed step.
-    fn note_for(&self, step: Step) -> Option<String> {
+    /// What the history says of a completed step; `already` when the iPad was found that way
+    /// and nothing was done for it in this attempt.
+    fn note_for(&self, step: Step, already: bool) -> Option<String> {
         let config = &self.settings.config;
-        match (step, config.mdm.mode) {
+        let wifi = self.settings.wifi_name();
+        let note = match (step, config.mdm.mode) {
             (Step::Supervised, MdmMode::Manual) => Some(format!(
                 "organization {}, enrollment {}",
                 config.organization.name, config.mdm.enrollment_url
             )),
             (Step::Supervised, MdmMode::Ade) => Some("ADE configuration applied".into()),
-            (Step::WifiInstalled, _) => Some(self.settings.wifi.description.clone()),
+            (Step::WifiInstalled, MdmMode::Manual) => Some(format!(
+                "Wi-Fi \u{201c}{wifi}\u{201d}, installed silently with our identity"
+            )),
+            (Step::WifiInstalled, MdmMode::Ade) => Some(format!("Wi-Fi \u{201c}{wifi}\u{201d}")),
+            (Step::Named, _) => self
+                .record
+                .name
+                .as_ref()
+                .map(|n| format!("\u{201c}{n}\u{201d}")),
             _ => None,
+        };
+        if !already {
+            return note;
         }
+        Some(match note {
+            Some(n) => format!("already so before this attempt ({n})"),
+            None => "already so before this attempt".into(),
+        })
+    }
+
+    /// What the DONE line and the history say a prepared iPad is: its name, Wi-Fi and MDM.
+    fn prepared_as(&self, name: &str) -> String {
+        prepared_text(
+            name,
+            &self.settings.wifi_name(),
+            &self.settings.config.mdm.enrollment_url,
+        )
     }
 
     fn provider(&self) -> lockdown::UsbmuxProvider {
@@ -386,16 +428,23 @@ impl<'a> Identified<'a> {
 }
 
 /// What the board says while an action runs.
-fn doing(action: Action, name: &str) -> String {
+fn doing(action: Action, name: &str, wifi: &str) -> String {
     match action {
         Action::Activate => "activating".into(),
         Action::SetCloudConfiguration => "supervising".into(),
-        Action::EscalateAndInstallWifi => "escalating with our identity".into(),
-        Action::SendWifiBeforeSetup => "sending Wi-Fi, then applying its ADE configuration".into(),
+        Action::EscalateAndInstallWifi => format!("installing Wi-Fi \u{201c}{wifi}\u{201d}"),
+        Action::SendWifiBeforeSetup => {
+            format!("sending Wi-Fi \u{201c}{wifi}\u{201d}, then applying its ADE configuration")
+        }
         Action::ApplyAdeConfiguration => "applying its ADE configuration".into(),
-        Action::InstallWifiIfMissing => "installing Wi-Fi".into(),
+        Action::InstallWifiIfMissing => format!("installing Wi-Fi \u{201c}{wifi}\u{201d}"),
         Action::Name => format!("naming it \u{201c}{name}\u{201d}"),
     }
+}
+
+/// "prepared as “Cart A - 01”, Wi-Fi “School”, MDM https://…": the DONE line's text.
+pub fn prepared_text(name: &str, wifi: &str, mdm: &str) -> String {
+    format!("prepared as \u{201c}{name}\u{201d}, Wi-Fi \u{201c}{wifi}\u{201d}, MDM {mdm}")
 }
 
 /// Records how a job ended (attention and failure in the ledger; everything on the board).
@@ -408,10 +457,12 @@ pub(super) async fn record_end(
 ) {
     match end {
         JobEnd::Done { already } => {
-            let msg = if *already {
-                "already prepared with these settings — unplug"
-            } else {
-                "prepared — unplug"
+            let msg = match record.history.last().and_then(|e| e.note.as_deref()) {
+                Some(prepared) if !*already && record.completed == Step::Done => {
+                    format!("{prepared} \u{2014} unplug")
+                }
+                _ if *already => "already prepared with these settings \u{2014} unplug".into(),
+                _ => "prepared \u{2014} unplug".into(),
             };
             reporter.show(Light::Done, None, msg);
         }

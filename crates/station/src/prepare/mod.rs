@@ -17,7 +17,7 @@
 //! ([`execute::Identified`]).
 //!
 //! Journaled order: detected → paired → identified → assessed → [erased] → activated →
-//! supervised → escalated → Wi-Fi installed → named → done.
+//! supervised → Wi-Fi installed (with the escalation it needs) → named → done.
 
 pub mod assess;
 pub mod error;

@@ -29,10 +29,16 @@ pub async fn pair(
     let started = Instant::now();
     loop {
         match lockdown::trusted_session(device.clone(), Some(&ctx.pair_store), TRUST_NUDGE).await {
-            Ok(pair) => return Ok(pair),
+            Ok(pair) => {
+                // Back in line if it stepped aside while the prompt was showing.
+                reporter.come_back().await;
+                return Ok(pair);
+            }
             Err(LockdownError::TrustPromptUnanswered(_)) if started.elapsed() < TRUST_GIVE_UP => {
-                // Keep asking; the operator sees what to do meanwhile.
+                // Keep asking; the operator sees what to do meanwhile, and the next iPad in
+                // the queue goes ahead instead of waiting for someone to tap Trust.
                 reporter.attention(Attention::TrustPrompt, Some(Step::Paired));
+                reporter.step_aside();
             }
             Err(LockdownError::Device { name, .. }) if name == "MCProtected" => {
                 // Only its supervisor may pair; without an identity that cannot be us.

@@ -8,6 +8,7 @@
 //! | set up by someone else, or by us with another MDM | erase if the policy allows, else attention |
 //! | ours with other settings (or a step missing) | prepare what is missing |
 //! | activated, nothing set up | prepare from supervision on |
+//! | activated, and an operator asked to erase it (`cartprep erase`) | erase |
 //!
 //! A cloud configuration cannot be replaced on an iPad (it is refused while one exists), so
 //! anything set up by another hand can only be erased.
@@ -29,6 +30,8 @@ pub struct Wanted<'a> {
     /// The fingerprint of the settings (see `StationConfig::fingerprint`).
     pub fingerprint: &'a str,
     pub erase: &'a ErasePolicy,
+    /// An erase an operator asked for (`cartprep erase`), as it is to be journaled.
+    pub erase_requested: Option<&'a str>,
 }
 
 /// Something to do to the iPad.
@@ -76,9 +79,16 @@ pub enum Plan {
 /// Decides what to do with the iPad. Pure: no device, no ledger, no clock.
 pub fn plan(a: &Assessment, wanted: &Wanted<'_>, record: &DeviceRecord) -> Plan {
     let Some(config) = &a.config else {
-        // Not activated: nothing is set up yet.
+        // Not activated: nothing is set up yet (and nothing to erase, even if asked).
         return Plan::Prepare(steps(wanted.mode, false, None, false));
     };
+    // An operator's explicit request overrides the policy: it is their decision, recorded
+    // with who and why.
+    if let Some(reason) = wanted.erase_requested {
+        return Plan::Erase {
+            reason: reason.to_owned(),
+        };
+    }
     let cloud = config.cloud.as_ref();
     let ours = cloud.is_some_and(|c| c.supervised_by(wanted.certificate));
     let prepared_by_us = cloud.is_some_and(|c| prepared_by_us(c, wanted));
@@ -132,13 +142,10 @@ fn steps(
                 step: Step::Supervised,
                 actions: when(!has_cloud, Action::SetCloudConfiguration),
             });
-            out.push(PlannedStep {
-                step: Step::Escalated,
-                actions: when(!wifi_installed, Action::EscalateAndInstallWifi),
-            });
+            // One visible step: the escalation only serves the silent install that follows it.
             out.push(PlannedStep {
                 step: Step::WifiInstalled,
-                actions: vec![],
+                actions: when(!wifi_installed, Action::EscalateAndInstallWifi),
             });
         }
         MdmMode::Ade => {
@@ -197,6 +204,7 @@ mod tests {
             name: NAME,
             fingerprint: "fp-now",
             erase,
+            erase_requested: None,
         }
     }
 
@@ -292,7 +300,6 @@ mod tests {
             [
                 Step::Activated,
                 Step::Supervised,
-                Step::Escalated,
                 Step::WifiInstalled,
                 Step::Named
             ]
@@ -502,5 +509,63 @@ mod tests {
             &record(None),
         );
         assert_eq!(p, Plan::Attention(Attention::SupervisedByOther));
+    }
+
+    #[test]
+    fn an_operators_erase_request_erases_anything_activated_and_nothing_new() {
+        const ASKED: &str = "requested by alice (uid 1000): moving to the new MDM";
+        let never = never();
+        let erase = Plan::Erase {
+            reason: ASKED.into(),
+        };
+        let cases: Vec<(&str, Assessment, Option<&str>, Plan)> = vec![
+            (
+                "set up by a teacher, asked",
+                activated(Some(unsupervised()), false, "Teacher's iPad"),
+                Some(ASKED),
+                erase.clone(),
+            ),
+            (
+                "set up by a teacher, not asked",
+                activated(Some(unsupervised()), false, "Teacher's iPad"),
+                None,
+                Plan::Attention(Attention::AlreadySetUp),
+            ),
+            (
+                "another organisation's, asked",
+                activated(Some(supervised_by(THEIRS, URL)), false, "iPad"),
+                Some(ASKED),
+                erase.clone(),
+            ),
+            (
+                "ours and done, asked",
+                activated(Some(supervised_by(OURS, URL)), true, NAME),
+                Some(ASKED),
+                erase.clone(),
+            ),
+            (
+                "activated with nothing set up, asked",
+                activated(None, false, "iPad"),
+                Some(ASKED),
+                erase,
+            ),
+        ];
+        for (what, assessment, asked, expected) in cases {
+            let mut w = wanted(MdmMode::Manual, &never);
+            w.erase_requested = asked;
+            assert_eq!(plan(&assessment, &w, &record(None)), expected, "{what}");
+        }
+        let mut w = wanted(MdmMode::Manual, &never);
+        w.erase_requested = Some(ASKED);
+        assert_eq!(
+            actions(&plan(&fresh(), &w, &record(None))),
+            [
+                Activate,
+                SetCloudConfiguration,
+                EscalateAndInstallWifi,
+                Name
+            ],
+            "a new iPad has nothing to erase"
+        );
     }
 }

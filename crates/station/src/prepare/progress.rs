@@ -3,6 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
 use crate::record::{Attention, DeviceRecord, Step};
 use crate::status::{Board, DeviceStatus, Label, Light};
 
@@ -35,11 +37,43 @@ impl SharedProgress {
     }
 }
 
+/// A job's place among the iPads worked on at once (`max_concurrent`). Dropping it frees the
+/// place and wakes the scheduler to start the next iPad.
+pub struct Seat {
+    _permit: OwnedSemaphorePermit,
+    freed: Arc<Notify>,
+}
+
+impl Seat {
+    pub fn new(permit: OwnedSemaphorePermit, freed: Arc<Notify>) -> Self {
+        Seat {
+            _permit: permit,
+            freed,
+        }
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.freed.notify_one();
+    }
+}
+
+/// The places themselves, for a job that gave its seat up and wants one back.
+#[derive(Clone)]
+pub struct Room {
+    pub places: Arc<Semaphore>,
+    pub freed: Arc<Notify>,
+}
+
 /// Shows a job's status on the board and keeps its [`SharedProgress`] current.
 pub struct Reporter {
     board: Board,
     status: DeviceStatus,
     progress: SharedProgress,
+    /// The job's place, while it holds one (see [`Reporter::step_aside`]).
+    seat: Option<Seat>,
+    room: Option<Room>,
 }
 
 impl Reporter {
@@ -49,6 +83,41 @@ impl Reporter {
             status: DeviceStatus::labelled(udid, &label, Light::Working, "plugged in"),
             board,
             progress,
+            seat: None,
+            room: None,
+        }
+    }
+
+    /// The job holds `seat` in `room` (the scheduler's places).
+    pub fn seated(mut self, seat: Seat, room: Room) -> Self {
+        self.seat = Some(seat);
+        self.room = Some(room);
+        self
+    }
+
+    /// The iPad waits for a person (the Trust prompt): its place goes to the next iPad in the
+    /// queue meanwhile.
+    pub fn step_aside(&mut self) {
+        self.seat = None;
+    }
+
+    /// The person answered: waits for a place again (first in line) before going on.
+    pub async fn come_back(&mut self) {
+        if self.seat.is_some() {
+            return;
+        }
+        let Some(room) = self.room.clone() else {
+            return;
+        };
+        if room.places.available_permits() == 0 {
+            self.show(
+                Light::Waiting,
+                Some(Step::Paired),
+                "trusted \u{2014} waiting for the iPad being worked on",
+            );
+        }
+        if let Ok(permit) = room.places.acquire_owned().await {
+            self.seat = Some(Seat::new(permit, room.freed));
         }
     }
 
@@ -80,6 +149,7 @@ impl Reporter {
         self.status.message = message.into();
         self.status.since_ms = crate::clock::now_ms();
         self.status.attention = None;
+        self.status.action = None;
         self.publish();
     }
 
@@ -90,6 +160,12 @@ impl Reporter {
         self.status.message = attention.message().to_owned();
         self.status.since_ms = crate::clock::now_ms();
         self.status.attention = Some(attention);
+        let target = match (&self.status.serial, &self.status.slot) {
+            (Some(serial), _) => serial.clone(),
+            (None, Some(slot)) => format!("--slot {slot}"),
+            (None, None) => "SERIAL".into(),
+        };
+        self.status.action = attention.command(&target);
         self.publish();
     }
 

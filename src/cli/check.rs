@@ -1,0 +1,232 @@
+//! `cartprep check --config FILE`: the pre-flight check before a cart is plugged in. Each
+//! check gets a row (ok, FAIL, or skipped, and why); any failure exits with status 2.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use station::{ConfigError, Settings};
+
+use super::bad_input;
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The station configuration to check.
+    #[arg(long, value_name = "FILE", default_value_os_t = station::paths::default_config_path())]
+    pub config: PathBuf,
+}
+
+/// How long each network check may take.
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub check: &'static str,
+    pub result: Verdict,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Fail,
+    Skipped,
+}
+
+impl Verdict {
+    fn word(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Fail => "FAIL",
+            Verdict::Skipped => "skipped",
+        }
+    }
+}
+
+fn row(check: &'static str, result: Verdict, detail: impl Into<String>) -> Row {
+    Row {
+        check,
+        result,
+        detail: detail.into(),
+    }
+}
+
+/// The table, as printed.
+pub fn render(rows: &[Row]) -> String {
+    let mut out = format!("{:<22} {:<8} {}\n", "CHECK", "RESULT", "DETAIL");
+    for r in rows {
+        out.push_str(&format!(
+            "{:<22} {:<8} {}\n",
+            r.check,
+            r.result.word(),
+            r.detail
+        ));
+    }
+    out
+}
+
+/// The rows for a configuration that did not load: each problem under the check it belongs
+/// to (identity, Wi-Fi, or the rest), so "identity missing" reads as such.
+pub fn config_rows(error: &ConfigError) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let problems = error.problems();
+    if problems.is_empty() {
+        return vec![row("configuration", Verdict::Fail, error.to_string())];
+    }
+    let part = |prefixes: &[&str]| -> Vec<String> {
+        problems
+            .iter()
+            .filter(|p| prefixes.iter().any(|x| p.field.starts_with(x)))
+            .map(|p| p.to_string())
+            .collect()
+    };
+    let identity = part(&["organization.identity"]);
+    let wifi = part(&["wifi"]);
+    let rest: Vec<String> = problems
+        .iter()
+        .filter(|p| !p.field.starts_with("organization.identity") && !p.field.starts_with("wifi"))
+        .map(|p| p.to_string())
+        .collect();
+    for (check, found) in [
+        ("configuration", rest),
+        ("identity", identity),
+        ("Wi-Fi profile", wifi),
+    ] {
+        rows.push(if found.is_empty() {
+            row(check, Verdict::Ok, "")
+        } else {
+            row(check, Verdict::Fail, found.join("; "))
+        });
+    }
+    for check in ["usbmuxd", "activation server", "MDM enrollment URL"] {
+        rows.push(row(
+            check,
+            Verdict::Skipped,
+            "the configuration does not load",
+        ));
+    }
+    rows
+}
+
+/// The rows for a configuration that loaded.
+pub async fn settings_rows(path: &std::path::Path, settings: &Settings) -> Vec<Row> {
+    let config = &settings.config;
+    let mut rows = vec![row(
+        "configuration",
+        Verdict::Ok,
+        format!("{} ({} mode)", path.display(), config.mdm.mode.as_str()),
+    )];
+    rows.push(match &settings.identity {
+        Some(id) => row(
+            "identity",
+            Verdict::Ok,
+            format!("{}, SHA-256 {}", id.subject(), id.fingerprint_sha256()),
+        ),
+        None => row(
+            "identity",
+            Verdict::Skipped,
+            "none: ADE mode, Apple School Manager supervises",
+        ),
+    });
+    rows.push(row(
+        "Wi-Fi profile",
+        Verdict::Ok,
+        format!(
+            "\u{201c}{}\u{201d} ({}, {} bytes)",
+            settings.wifi_name(),
+            settings.wifi.identifier,
+            settings.wifi.bytes.len()
+        ),
+    ));
+    rows.push(usbmuxd_row(&config.usbmuxd).await);
+    let activation = &settings.activation;
+    rows.push(tls_row("activation server", settings, activation.base_url.as_str()).await);
+    rows.push(tls_row("MDM enrollment URL", settings, &config.mdm.enrollment_url).await);
+    rows.push(row(
+        "MDM enrollment profile",
+        Verdict::Skipped,
+        "not checked: cartprep does not yet send a device-like enrollment request",
+    ));
+    rows
+}
+
+async fn usbmuxd_row(address: &str) -> Row {
+    let addr: usbmux::UsbmuxAddress = match address.parse() {
+        Ok(a) => a,
+        Err(e) => return row("usbmuxd", Verdict::Fail, format!("{address}: {e}")),
+    };
+    let listed = async {
+        let mut client = usbmux::UsbmuxClient::connect_with_timeout(&addr, NETWORK_TIMEOUT).await?;
+        client.list_devices().await
+    };
+    match tokio::time::timeout(NETWORK_TIMEOUT, listed).await {
+        Ok(Ok(devices)) => row(
+            "usbmuxd",
+            Verdict::Ok,
+            format!("{addr}: {} iPad(s) attached", devices.len()),
+        ),
+        Ok(Err(e)) => row("usbmuxd", Verdict::Fail, format!("{addr}: {e}")),
+        Err(_) => row(
+            "usbmuxd",
+            Verdict::Fail,
+            format!("{addr}: no answer within {} s", NETWORK_TIMEOUT.as_secs()),
+        ),
+    }
+}
+
+/// Reachable over TLS: a certificate the station trusts (the built-in roots and
+/// `activation.ca_file`) and any HTTP answer at all.
+async fn tls_row(check: &'static str, settings: &Settings, url: &str) -> Row {
+    if !url.starts_with("https://") {
+        return row(check, Verdict::Fail, format!("{url}: not an https:// URL"));
+    }
+    let client = match settings.activation.client() {
+        Ok(c) => c,
+        Err(e) => return row(check, Verdict::Fail, e.to_string()),
+    };
+    match tokio::time::timeout(NETWORK_TIMEOUT, client.get(url).send()).await {
+        Ok(Ok(answer)) => row(
+            check,
+            Verdict::Ok,
+            format!("{url}: TLS ok, HTTP {}", answer.status().as_u16()),
+        ),
+        Ok(Err(e)) => {
+            // reqwest's own text is "error sending request"; the cause says what failed.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            row(check, Verdict::Fail, format!("{url}: {why}"))
+        }
+        Err(_) => row(
+            check,
+            Verdict::Fail,
+            format!("{url}: no answer within {} s", NETWORK_TIMEOUT.as_secs()),
+        ),
+    }
+}
+
+/// `cartprep check`
+pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let rows = match Settings::load(&args.config) {
+        Ok(settings) => settings_rows(&args.config, &settings).await,
+        Err(e) => config_rows(&e),
+    };
+    let mut out = std::io::stdout();
+    write!(out, "{}", render(&rows))?;
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.result == Verdict::Fail)
+        .map(|r| r.check)
+        .collect();
+    if failed.is_empty() {
+        writeln!(out, "ready: plug the cart in")?;
+        Ok(())
+    } else {
+        Err(bad_input(format!("not ready: {}", failed.join(", "))))
+    }
+}

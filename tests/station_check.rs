@@ -1,0 +1,107 @@
+//! `cartprep check` against the simulator: it passes when everything answers, and names each
+//! failure (a wrong URL, the identity missing, usbmuxd absent) with exit status 2.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const CARTPREP: &str = env!("CARGO_BIN_EXE_cartprep");
+
+/// Writes `config` beside the harness's station.toml and runs `cartprep check` on it.
+async fn check(h: &Harness, config: String) -> (i32, String, String) {
+    let path = h.config_path.with_file_name("check.toml");
+    std::fs::write(&path, config).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(CARTPREP)
+            .args(["check", "--config", path.to_str().unwrap()])
+            .env_remove("CARTPREP_LOG")
+            .output()
+            .expect("cartprep runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// The row of `check` in the table.
+fn row<'a>(out: &'a str, check: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(check) && l[check.len()..].starts_with("  "))
+        .unwrap_or_else(|| panic!("no row {check}:\n{out}"))
+}
+
+/// The configuration with the MDM enrollment URL on the simulator's TLS server (the
+/// simulator has no MDM server of its own yet).
+fn reachable_config(h: &Harness) -> String {
+    let activation = h.settings().activation.base_url.to_string();
+    h.config_text(&ConfigSpec::default())
+        .replace(ENROLLMENT_URL, &format!("{activation}enroll"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_passes_against_the_simulator() {
+    within(async {
+        let h = Harness::new(cart(vec![fresh()])).await;
+        let (code, out, err) = check(&h, reachable_config(&h)).await;
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.starts_with("CHECK"), "a header row:\n{out}");
+        for check in [
+            "configuration",
+            "identity",
+            "Wi-Fi profile",
+            "usbmuxd",
+            "activation server",
+            "MDM enrollment URL",
+        ] {
+            assert!(row(&out, check).contains(" ok "), "{check}:\n{out}");
+        }
+        assert!(row(&out, "usbmuxd").contains("1 iPad(s) attached"), "{out}");
+        assert!(row(&out, "Wi-Fi profile").contains(SSID), "{out}");
+        assert!(out.contains("ready: plug the cart in"), "{out}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_names_each_failure() {
+    within(async {
+        let h = Harness::new(cart(vec![fresh()])).await;
+        let good = reachable_config(&h);
+        let usbmuxd = h.config().usbmuxd.clone();
+
+        let wrong_url = good.replace(
+            &format!("{}enroll", h.settings().activation.base_url),
+            "https://127.0.0.1:9/enroll",
+        );
+        let (code, out, err) = check(&h, wrong_url).await;
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(row(&out, "MDM enrollment URL").contains("FAIL"), "{out}");
+        assert!(row(&out, "activation server").contains(" ok "), "{out}");
+        assert!(err.contains("not ready: MDM enrollment URL"), "{err}");
+
+        let absent = h.station_dir.join("no-usbmuxd.sock");
+        let no_usbmuxd = good.replace(
+            &format!("usbmuxd = \"{usbmuxd}\""),
+            &format!("usbmuxd = \"{}\"", absent.display()),
+        );
+        let (code, out, err) = check(&h, no_usbmuxd).await;
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(row(&out, "usbmuxd").contains("FAIL"), "{out}");
+        assert!(err.contains("not ready: usbmuxd"), "{err}");
+
+        std::fs::rename(h.identity_dir(), h.station_dir.join("identity-elsewhere")).unwrap();
+        let (code, out, err) = check(&h, good).await;
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(row(&out, "identity").contains("FAIL"), "{out}");
+        assert!(row(&out, "configuration").contains(" ok "), "{out}");
+        assert!(row(&out, "usbmuxd").contains("skipped"), "{out}");
+        assert!(err.contains("not ready: identity"), "{err}");
+    })
+    .await;
+}
