@@ -120,7 +120,7 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            let out = simulator::control::execute(&cart, &line);
+            let out = simulator::control::execute(&cart, &line).await;
             if !out.is_empty() && say(out).is_err() {
                 break;
             }
