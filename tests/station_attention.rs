@@ -122,7 +122,7 @@ async fn each_ipad_that_needs_a_person_says_what_to_do() {
             assert_eq!(attention.message(), *message, "{why}");
             let s = h.status(slot).unwrap();
             assert_eq!(s.light, Light::Attention, "{why}");
-            assert_eq!(s.attention, Some(*attention), "{why}");
+            assert_eq!(s.attention, Some(attention.clone()), "{why}");
             assert_eq!(s.message, *message, "{why}");
             let line = h.lines_of(slot).pop().unwrap();
             assert!(
@@ -157,7 +157,7 @@ async fn each_ipad_that_needs_a_person_says_what_to_do() {
             assert_eq!(r.serial, "", "slot {slot}: its serial is not known");
             assert_eq!(
                 r.outcome,
-                Outcome::NeedsAttention(*attention),
+                Outcome::NeedsAttention(attention.clone()),
                 "slot {slot}"
             );
             assert_eq!(
@@ -172,7 +172,7 @@ async fn each_ipad_that_needs_a_person_says_what_to_do() {
             let r = h.record(slot);
             assert_eq!(
                 r.outcome,
-                Outcome::NeedsAttention(*attention),
+                Outcome::NeedsAttention(attention.clone()),
                 "slot {slot}"
             );
             let last = r.history.last().unwrap();
@@ -662,7 +662,7 @@ async fn an_ipad_recorded_by_udid_joins_its_serial_record_once_it_pairs() {
         assert!(
             r.history
                 .iter()
-                .any(|e| e.note.as_deref() == Some(Attention::SupervisedByOther.message())),
+                .any(|e| e.note.as_deref() == Some(&*Attention::SupervisedByOther.message())),
             "the earlier attempt is in its history: {:?}",
             r.history
         );

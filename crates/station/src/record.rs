@@ -88,7 +88,11 @@ impl std::fmt::Display for Step {
 }
 
 /// Why a device is stuck until a person does something, with what that person must do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Unit variants are stored as a string (`"locked"`); one carrying data as an object
+/// (`{"assigned_elsewhere": {"organization": "…"}}`), so ledgers written before a variant was
+/// added still load. Nothing here may hold a secret: it is shown, logged and exported.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Attention {
     /// A passcode is set and the iPad is locked: pairing is refused until it is unlocked.
@@ -110,12 +114,16 @@ pub enum Attention {
     NotAssignedToAde,
     /// In recovery mode (seen on USB, not by usbmuxd).
     RecoveryMode,
+    /// Still assigned in another organisation's Apple School Manager: activation gave it their
+    /// cloud configuration. Only they can release it (erasing it would not help: it gets the
+    /// same configuration at the next activation).
+    AssignedElsewhere { organization: String },
 }
 
 impl Attention {
     /// The instruction shown to the operator, in words a volunteer understands.
-    pub fn message(self) -> &'static str {
-        match self {
+    pub fn message(&self) -> std::borrow::Cow<'static, str> {
+        let text = match self {
             Attention::Locked => "unlock the iPad (passcode)",
             Attention::TrustPrompt => "tap Trust on the iPad",
             Attention::TrustDenied => {
@@ -133,13 +141,20 @@ impl Attention {
                 "not assigned to our MDM in Apple School Manager: assign it there, or use mode = \"manual\""
             }
             Attention::RecoveryMode => "in recovery mode \u{2014} restore it",
-        }
+            Attention::AssignedElsewhere { organization } => {
+                return format!(
+                    "assigned to {organization} in Apple School Manager: ask them to release it"
+                )
+                .into();
+            }
+        };
+        text.into()
     }
 }
 
 impl std::fmt::Display for Attention {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.message())
+        f.write_str(&self.message())
     }
 }
 
@@ -225,6 +240,10 @@ pub struct DeviceRecord {
     pub settings_fingerprint: Option<String>,
     /// Why the device was erased, when it was (every erase is recorded with its reason).
     pub erase_reason: Option<String>,
+    /// Its MDM enrollment as last read from the iPad: "enrolled in …", or why not. Absent from
+    /// ledgers written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<String>,
 }
 
 impl DeviceRecord {
@@ -258,6 +277,7 @@ impl DeviceRecord {
             updated_ms: at_ms,
             settings_fingerprint: None,
             erase_reason: None,
+            enrollment: None,
         }
     }
 
@@ -297,8 +317,9 @@ impl DeviceRecord {
     pub fn attention(&mut self, attention: Attention) {
         let at_ms = clock::now_ms();
         let step = self.attempted_step();
+        let note = attention.message().into_owned();
         self.outcome = Outcome::NeedsAttention(attention);
-        self.push(step, at_ms, Some(attention.message().to_owned()), None);
+        self.push(step, at_ms, Some(note), None);
     }
 
     /// The step being worked on: the one after the last completed (`Done` stays `Done`).
@@ -403,6 +424,41 @@ mod tests {
             Attention::TrustDenied.message(),
             "\u{201c}Don\u{2019}t Trust\u{201d} was tapped: unplug, replug, tap Trust"
         );
+    }
+
+    #[test]
+    fn another_organisation_is_named_and_stored_as_an_object() {
+        let a = Attention::AssignedElsewhere {
+            organization: "Shelbyville Academy".into(),
+        };
+        assert_eq!(
+            a.message(),
+            "assigned to Shelbyville Academy in Apple School Manager: ask them to release it"
+        );
+        let json = serde_json::to_string(&Outcome::NeedsAttention(a.clone())).unwrap();
+        assert_eq!(
+            json,
+            r#"{"needs_attention":{"assigned_elsewhere":{"organization":"Shelbyville Academy"}}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Outcome>(&json).unwrap(),
+            Outcome::NeedsAttention(a)
+        );
+        // Unit variants keep their old form.
+        assert_eq!(
+            serde_json::to_string(&Attention::Locked).unwrap(),
+            r#""locked""#
+        );
+    }
+
+    #[test]
+    fn a_record_written_before_enrollment_was_recorded_still_loads() {
+        let mut r = DeviceRecord::new_at("S1", "U1", 1_000);
+        r.enrollment = Some("enrolled in Demo MDM".into());
+        let mut json: serde_json::Value = serde_json::to_value(&r).unwrap();
+        json.as_object_mut().unwrap().remove("enrollment");
+        let old: DeviceRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(old.enrollment, None);
     }
 
     #[test]
