@@ -298,7 +298,7 @@ impl<'a> Identified<'a> {
         wanted: &Wanted<'_>,
     ) -> Result<(), StepError> {
         let config = assess::read_config(provider, &self.settings.wifi.identifier).await?;
-        match assigned_elsewhere(config.cloud.as_ref(), wanted) {
+        match assigned_elsewhere(config.cloud.as_ref(), wanted, &self.record) {
             Some(attention) => Err(StepError::Attention(attention)),
             None => Ok(()),
         }

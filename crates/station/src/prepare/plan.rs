@@ -83,7 +83,7 @@ pub fn plan(a: &Assessment, wanted: &Wanted<'_>, record: &DeviceRecord) -> Plan 
         return Plan::Prepare(steps(wanted.mode, false, None, false));
     };
     let cloud = config.cloud.as_ref();
-    if let Some(attention) = assigned_elsewhere(cloud, wanted) {
+    if let Some(attention) = assigned_elsewhere(cloud, wanted, record) {
         return Plan::Attention(attention);
     }
     let ours = cloud.is_some_and(|c| c.supervised_by(wanted.certificate));
@@ -112,8 +112,21 @@ pub fn plan(a: &Assessment, wanted: &Wanted<'_>, record: &DeviceRecord) -> Plan 
 /// organisation that is not ours, and does not enroll in our MDM. Such an iPad gets the same
 /// configuration again after an erase, so only its release by that organisation helps.
 /// Decided after activation too (activation is when the device learns its assignment).
-pub fn assigned_elsewhere(cloud: Option<&CloudFacts>, wanted: &Wanted<'_>) -> Option<Attention> {
+///
+/// A configuration our own pipeline applied (the ledger has the iPad supervised since its last
+/// erase: ADE mode, whatever name our Apple School Manager gives the organisation) is ours.
+/// In ADE mode an iPad assigned to our MDM server gets its configuration at activation on a
+/// real device; `organization.name` should then match the name in Apple School Manager, or
+/// `mdm.enrollment_url` the profile's URL, for it not to be taken for another organisation's.
+pub fn assigned_elsewhere(
+    cloud: Option<&CloudFacts>,
+    wanted: &Wanted<'_>,
+    record: &DeviceRecord,
+) -> Option<Attention> {
     let cloud = cloud?;
+    if prepared_since_last_erase(record) {
+        return None;
+    }
     let organization = cloud.organization.as_deref()?.trim();
     let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
     let elsewhere = cloud.source == Some(1)
@@ -126,6 +139,17 @@ pub fn assigned_elsewhere(cloud: Option<&CloudFacts>, wanted: &Wanted<'_>) -> Op
     elsewhere.then(|| Attention::AssignedElsewhere {
         organization: organization.to_owned(),
     })
+}
+
+/// Whether the ledger has the iPad prepared (a `Done` step) since it was last erased.
+fn prepared_since_last_erase(record: &DeviceRecord) -> bool {
+    record
+        .history
+        .iter()
+        .rev()
+        .filter(|e| e.error.is_none())
+        .take_while(|e| e.step != Step::Erased)
+        .any(|e| e.step == Step::Done)
 }
 
 /// Whether a cloud configuration is the one our settings write.
@@ -601,15 +625,31 @@ mod tests {
             };
             assert_eq!(got, expected, "{mode:?} {cloud:?}");
             assert_eq!(
-                assigned_elsewhere(Some(&cloud), &w).is_some(),
+                assigned_elsewhere(Some(&cloud), &w, &record(None)).is_some(),
                 matches!(expected, Plan::Attention(_)),
                 "the rule alone, {cloud:?}"
             );
         }
-        assert_eq!(
-            assigned_elsewhere(None, &wanted(MdmMode::Manual, &everything)),
-            None
-        );
+        let w = wanted(MdmMode::Ade, &everything);
+        assert_eq!(assigned_elsewhere(None, &w, &record(None)), None);
+        // Prepared by our own pipeline (ADE mode: the ledger has it done): ours, whatever our
+        // Apple School Manager calls the organisation.
+        let mut r = record(Some("fp-now"));
+        let shelbyville = from_asm(Some("Shelbyville Academy"), their_url);
+        r.begin_attempt();
+        r.advance(Step::Activated, None);
+        assert!(assigned_elsewhere(Some(&shelbyville), &w, &r).is_some());
+        r.advance(Step::Done, None);
+        assert_eq!(assigned_elsewhere(Some(&shelbyville), &w, &r), None);
+        // Plugged in again: a new attempt starts over from pairing, and it is still ours.
+        r.begin_attempt();
+        r.advance(Step::Paired, None);
+        r.advance(Step::Identified, None);
+        assert_eq!(assigned_elsewhere(Some(&shelbyville), &w, &r), None);
+        // Erased since: its next configuration is looked at again.
+        r.advance(Step::Erased, None);
+        r.advance(Step::Activated, None);
+        assert!(assigned_elsewhere(Some(&shelbyville), &w, &r).is_some());
     }
 
     #[test]
