@@ -2,12 +2,15 @@
 //!
 //! The cart: new iPads plugged one after another, one already set up by a teacher (erase is not
 //! allowed, so it needs attention), one activation-locked, and one pulled out in the middle of
-//! its preparation and plugged back in. The daemon is the real one; only usbmuxd, the iPads and
-//! Apple's activation server are simulated, on loopback.
+//! its preparation and plugged back in. Each prepared iPad is then taken through Setup
+//! Assistant, where it enrolls in the MDM from the enrollment URL the station gave it, and
+//! plugged back in: the station finds it prepared and records it enrolled. The daemon is the
+//! real one; only usbmuxd, the iPads, Apple's activation server and the MDM are simulated, on
+//! loopback.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -74,6 +77,63 @@ pub fn scenario(devices: usize) -> Scenario {
         });
     }
     s
+}
+
+/// Where a prepared iPad is in "finish Setup Assistant, plug it back in, let the station look".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Enrolling {
+    /// Not prepared yet (or never will be).
+    Pending,
+    /// Set up and plugged back in; the station has not picked it up yet.
+    Replugged,
+    /// The station is looking at it again.
+    Seen,
+    /// The station has finished with it again.
+    Checked,
+}
+
+/// The person who takes each prepared iPad off the cart, goes through Setup Assistant on it
+/// (it enrolls in the MDM) and plugs it back in.
+fn spawn_enroller(
+    cart: Arc<simulator::Cart>,
+    board: Board,
+    udids: Vec<String>,
+    phases: Arc<Mutex<Vec<Enrolling>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            for (i, udid) in udids.iter().enumerate() {
+                let slot = i as u32 + 1;
+                let light = board.get(udid).map(|s| s.light);
+                let phase = phases.lock().unwrap_or_else(|p| p.into_inner())[i];
+                let next = match (phase, light) {
+                    (Enrolling::Pending, Some(Light::Done)) => {
+                        let Some(ipad) = cart.device(slot).cloned() else {
+                            continue;
+                        };
+                        let _ = cart.unplug(slot);
+                        let outcome = simulator::enrollment::finish_setup_assistant(&ipad).await;
+                        let _ = writeln!(
+                            std::io::stdout(),
+                            ">>> demo: slot {slot} through Setup Assistant: {outcome}; plugged back in"
+                        );
+                        let _ = cart.plug(slot);
+                        Enrolling::Replugged
+                    }
+                    (
+                        Enrolling::Replugged,
+                        Some(Light::Ready | Light::Waiting | Light::Working),
+                    ) => Enrolling::Seen,
+                    (Enrolling::Seen, Some(Light::Done | Light::Attention | Light::Failed)) => {
+                        Enrolling::Checked
+                    }
+                    (same, _) => same,
+                };
+                phases.lock().unwrap_or_else(|p| p.into_inner())[i] = next;
+            }
+        }
+    })
 }
 
 /// The virtual cart's USB bus, as the simulator lays it out (`simulator::bus`).
@@ -144,6 +204,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         &station_dir.join("activation-ca.pem"),
         &sim.activation_ca_pem(),
     )?;
+    // The MDM's TLS certificate comes from its own CA: the iPads trust it as an anchor.
+    write(&station_dir.join("mdm-ca.pem"), &sim.mdm_ca_pem())?;
     let slots: String = (1..=devices as u32)
         .map(|k| format!("\"{}\" = \"{k}\"\n", simulator::bus::port_chain(k)))
         .collect();
@@ -164,9 +226,10 @@ security = "wpa2"
 password_file = "wifi-password"
 
 [mdm]
-name = "Demo MDM"
-enrollment_url = "https://mdm.example.org/enroll/springfield"
+name = "{mdm_name}"
+enrollment_url = "{mdm_url}"
 mode = "manual"
+anchor_certificates = ["mdm-ca.pem"]
 
 [setup]
 skip = "all"
@@ -189,6 +252,8 @@ extra_ca_file = "activation-ca.pem"
         state = station_dir.display(),
         usbmuxd = sim.address(),
         activation = sim.activation_server_url(),
+        mdm_name = simulator::MDM_NAME,
+        mdm_url = sim.mdm_enrollment_url(),
     );
     let config_path = station_dir.join("station.toml");
     write(&config_path, config_text.as_bytes())?;
@@ -237,6 +302,13 @@ extra_ca_file = "activation-ca.pem"
             std::future::pending::<()>().await;
         })
     };
+    let phases = Arc::new(Mutex::new(vec![Enrolling::Pending; udids.len()]));
+    let enroller = spawn_enroller(
+        sim.cart.clone(),
+        board.clone(),
+        udids.clone(),
+        phases.clone(),
+    );
     let stop_udids = udids.clone();
     let report = station::daemon::run(station::daemon::DaemonOptions {
         settings,
@@ -244,11 +316,15 @@ extra_ca_file = "activation-ca.pem"
         board: board.clone(),
         topology: Arc::new(topology(&sim)),
         stop_when: Some(Box::new(move |board, idle| {
+            let phases = phases.lock().unwrap_or_else(|p| p.into_inner());
             idle.running == 0
                 && idle.queued == 0
-                && stop_udids.iter().all(|u| {
-                    board.get(u).is_some_and(|s| {
-                        matches!(s.light, Light::Done | Light::Attention | Light::Failed)
+                && stop_udids.iter().enumerate().all(|(i, u)| {
+                    board.get(u).is_some_and(|s| match s.light {
+                        // A prepared iPad is done once it has come back enrolled and been seen.
+                        Light::Done => phases[i] == Enrolling::Checked,
+                        Light::Attention | Light::Failed => true,
+                        _ => false,
                     })
                 })
         })),
@@ -256,6 +332,7 @@ extra_ca_file = "activation-ca.pem"
     })
     .await?;
     puller.abort();
+    enroller.abort();
 
     let records = station::Ledger::read_only(&station_dir)?;
     let export_dir = station_dir.join("export");
@@ -269,6 +346,18 @@ extra_ca_file = "activation-ca.pem"
     station::export::full_csv(&records, &mut buf)?;
     std::fs::write(&full, &buf)?;
     writeln!(std::io::stdout())?;
+    for r in records
+        .iter()
+        .filter(|r| r.outcome == station::Outcome::Done)
+    {
+        writeln!(
+            std::io::stdout(),
+            "{} {}: {}",
+            r.serial,
+            r.name.as_deref().unwrap_or("-"),
+            r.enrollment.as_deref().unwrap_or("enrollment not read")
+        )?;
+    }
     writeln!(std::io::stdout(), "demo finished: {}", report.summary)?;
     writeln!(
         std::io::stdout(),
