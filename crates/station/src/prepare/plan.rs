@@ -113,7 +113,7 @@ pub fn plan(a: &Assessment, wanted: &Wanted<'_>, record: &DeviceRecord) -> Plan 
 /// configuration again after an erase, so only its release by that organisation helps.
 /// Decided after activation too (activation is when the device learns its assignment).
 ///
-/// A configuration our own pipeline applied (the ledger has the iPad supervised since its last
+/// A configuration on an iPad our pipeline prepared (the ledger has it done since its last
 /// erase: ADE mode, whatever name our Apple School Manager gives the organisation) is ours.
 /// In ADE mode an iPad assigned to our MDM server gets its configuration at activation on a
 /// real device; `organization.name` should then match the name in Apple School Manager, or
