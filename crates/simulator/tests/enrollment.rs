@@ -67,28 +67,29 @@ async fn finishing_setup_posts_to_the_configuration_url_and_installs_the_mdm_pro
         "a signed MachineInfo"
     );
 
-    let state = ipad.state();
-    assert!(state.setup_done);
-    let profile = state
-        .profiles
-        .iter()
-        .find(|p| p.identifier == simulator::mdm_server::PROFILE_IDENTIFIER)
-        .expect("the MDM profile is installed");
-    assert_eq!(profile.payload_types, ["com.apple.mdm"]);
-    assert_eq!(profile.organization.as_deref(), Some(simulator::MDM_NAME));
-    assert!(matches!(
-        state.enrollment,
-        Some(Enrollment::Enrolled { .. })
-    ));
-    assert_eq!(
-        state
-            .cloud_config
-            .as_ref()
-            .and_then(|c| c.get("CloudConfigurationUIComplete"))
-            .and_then(Value::as_boolean),
-        Some(true)
-    );
-    drop(state);
+    {
+        let state = ipad.state();
+        assert!(state.setup_done);
+        let profile = state
+            .profiles
+            .iter()
+            .find(|p| p.identifier == simulator::mdm_server::PROFILE_IDENTIFIER)
+            .expect("the MDM profile is installed");
+        assert_eq!(profile.payload_types, ["com.apple.mdm"]);
+        assert_eq!(profile.organization.as_deref(), Some(simulator::MDM_NAME));
+        assert!(matches!(
+            state.enrollment,
+            Some(Enrollment::Enrolled { .. })
+        ));
+        assert_eq!(
+            state
+                .cloud_config
+                .as_ref()
+                .and_then(|c| c.get("CloudConfigurationUIComplete"))
+                .and_then(Value::as_boolean),
+            Some(true)
+        );
+    }
     assert_eq!(
         simulator::enrollment::finish_setup_assistant(&ipad).await,
         SetupOutcome::AlreadyFinished
@@ -104,7 +105,8 @@ async fn a_failed_enrollment_keeps_the_ipad_in_setup_assistant_and_says_why() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let cases: Vec<(String, Option<Vec<u8>>, fn(&EnrollmentFailure) -> bool)> = vec![
+    type Expected = fn(&EnrollmentFailure) -> bool;
+    let cases: Vec<(String, Option<Vec<u8>>, Expected)> = vec![
         (format!("{base}enroll/unsigned"), Some(ca.clone()), |f| {
             *f == EnrollmentFailure::Unsigned
         }),

@@ -338,11 +338,8 @@ mod tests {
         let wifi = (WIFI.to_owned(), Some("Wi-Fi".to_owned()));
         let mdm = ("com.example.mdm".to_owned(), Some("Example MDM".to_owned()));
         let unnamed = ("com.example.unnamed".to_owned(), None);
-        let cases: Vec<(
-            Option<CloudFacts>,
-            Vec<(String, Option<String>)>,
-            Enrollment,
-        )> = vec![
+        type Installed = Vec<(String, Option<String>)>;
+        let cases: Vec<(Option<CloudFacts>, Installed, Enrollment)> = vec![
             (None, vec![], Enrollment::NoEnrollmentUrl),
             (
                 Some(cloud(false, true)),
