@@ -122,7 +122,7 @@ async fn each_ipad_that_needs_a_person_says_what_to_do() {
             assert_eq!(attention.message(), *message, "{why}");
             let s = h.status(slot).unwrap();
             assert_eq!(s.light, Light::Attention, "{why}");
-            assert_eq!(s.attention, Some(*attention), "{why}");
+            assert_eq!(s.attention, Some(attention.clone()), "{why}");
             assert_eq!(s.message, *message, "{why}");
             let line = h.lines_of(slot).pop().unwrap();
             // Issue 11: where a command moves the iPad on, the line ends with it.
@@ -169,7 +169,7 @@ async fn each_ipad_that_needs_a_person_says_what_to_do() {
             assert_eq!(r.serial, "", "slot {slot}: its serial is not known");
             assert_eq!(
                 r.outcome,
-                Outcome::NeedsAttention(*attention),
+                Outcome::NeedsAttention(attention.clone()),
                 "slot {slot}"
             );
             assert_eq!(
@@ -184,7 +184,7 @@ async fn each_ipad_that_needs_a_person_says_what_to_do() {
             let r = h.record(slot);
             assert_eq!(
                 r.outcome,
-                Outcome::NeedsAttention(*attention),
+                Outcome::NeedsAttention(attention.clone()),
                 "slot {slot}"
             );
             let last = r.history.last().unwrap();
@@ -682,11 +682,98 @@ async fn an_ipad_recorded_by_udid_joins_its_serial_record_once_it_pairs() {
         assert!(
             r.history
                 .iter()
-                .any(|e| e.note.as_deref() == Some(Attention::SupervisedByOther.message())),
+                .any(|e| e.note.as_deref() == Some(&*Attention::SupervisedByOther.message())),
             "the earlier attempt is in its history: {:?}",
             r.history
         );
         assert!(r.attempts >= 2);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipad_another_organisation_has_not_released_is_theirs_to_release() {
+    within(async {
+        let held = DeviceEntry {
+            other_organization: Some("Shelbyville Academy".into()),
+            ..fresh()
+        };
+        let h = Harness::new(cart(vec![held, fresh()])).await;
+        // Even a policy that may erase it: an erase would not help (the iPad gets the same
+        // configuration at its next activation).
+        h.write_config(&ConfigSpec {
+            erase: format!("policy = \"rules\"\nallow_serials = [\"{}\"]", h.serial(1)),
+            ..ConfigSpec::default()
+        });
+        let udids = vec![h.udid(1), h.udid(2)];
+        let report = h
+            .spawn_daemon(
+                false,
+                when_all(udids, &[Light::Done, Light::Attention, Light::Failed]),
+            )
+            .await
+            .unwrap()
+            .expect("the daemon runs");
+        assert_eq!(
+            (report.summary.done, report.summary.attention),
+            (1, 1),
+            "{}",
+            h.out.text()
+        );
+
+        let message =
+            "assigned to Shelbyville Academy in Apple School Manager: ask them to release it";
+        let attention = Attention::AssignedElsewhere {
+            organization: "Shelbyville Academy".into(),
+        };
+        let s = h.status(1).unwrap();
+        assert_eq!(s.light, Light::Attention);
+        assert_eq!(s.attention, Some(attention.clone()));
+        assert_eq!(s.message, message);
+        let line = h.lines_of(1).pop().unwrap();
+        assert!(
+            line.contains("▲ ATTENTION") && line.ends_with(message),
+            "{line}"
+        );
+        let r = h.record(1);
+        assert_eq!(r.outcome, Outcome::NeedsAttention(attention));
+        assert_eq!(r.completed, Step::Activated, "activation is when it learnt");
+        assert_eq!(r.erase_reason, None, "not erased");
+        {
+            // Their configuration is left as Apple gave it; nothing of ours went on it.
+            let state = h.sim().cart.device(1).unwrap().state();
+            let cc = state.cloud_config.as_ref().expect("their configuration");
+            assert_eq!(
+                cc.get("OrganizationName").and_then(Value::as_string),
+                Some("Shelbyville Academy")
+            );
+            assert!(state.profiles.is_empty());
+        }
+        assert_eq!(h.record(2).outcome, Outcome::Done);
+
+        // The list the school sends to Shelbyville Academy.
+        let records = h.records();
+        let mut csv = Vec::new();
+        assert_eq!(
+            station::export::release_csv(&records, None, &mut csv).unwrap(),
+            1
+        );
+        assert_eq!(
+            String::from_utf8(csv).unwrap(),
+            format!("Serial Number\n{}\n", h.serial(1))
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cartprep"))
+            .args(["ledger", "export", "--format", "release", "--organization"])
+            .arg("shelbyville academy")
+            .arg("--state")
+            .arg(&h.station_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("Serial Number\n{}\n", h.serial(1))
+        );
     })
     .await;
 }

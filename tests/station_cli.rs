@@ -417,6 +417,21 @@ fn a_full_demo_at_trace_level_logs_no_secret() {
     done.sort();
     assert_eq!(listed, done);
     assert_eq!(done.len(), 4);
+
+    // Each prepared iPad went through Setup Assistant, enrolled in the simulated MDM, and was
+    // recorded so when it came back.
+    for r in Ledger::read_only(&station)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.outcome == Outcome::Done)
+    {
+        let enrolled = "enrolled in Simulated MDM (profile “Simulated MDM enrollment”)";
+        assert_eq!(r.enrollment.as_deref(), Some(enrolled), "{}", r.serial);
+        assert!(
+            stdout.contains(&format!("{} {}: {enrolled}", r.serial, r.name.unwrap())),
+            "{stdout}"
+        );
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

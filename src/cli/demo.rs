@@ -2,14 +2,17 @@
 //!
 //! The cart: new iPads plugged one after another, one already set up by a teacher (erase is not
 //! allowed, so it needs attention), one activation-locked, and one pulled out in the middle of
-//! its preparation and plugged back in. Apple School Manager does not hold one iPad (it needs
-//! attention but is prepared), and every prepared iPad it holds is assigned to the MDM server
-//! there. The daemon is the real one; only usbmuxd, the iPads, Apple's activation server and
-//! Apple School Manager are simulated, on loopback.
+//! its preparation and plugged back in. Each prepared iPad is then taken through Setup
+//! Assistant, where it enrolls in the MDM from the enrollment URL the station gave it, and
+//! plugged back in: the station finds it prepared and records it enrolled. Apple School Manager
+//! does not hold one iPad (it needs attention but is prepared), and every prepared iPad it
+//! holds is assigned to the MDM server there. The daemon is the real one; only usbmuxd, the
+//! iPads, Apple's activation server, the MDM and Apple School Manager are simulated, on
+//! loopback.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -131,6 +134,63 @@ pub fn scenario(devices: usize) -> Scenario {
     s
 }
 
+/// Where a prepared iPad is in "finish Setup Assistant, plug it back in, let the station look".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Enrolling {
+    /// Not prepared yet (or never will be).
+    Pending,
+    /// Set up and plugged back in; the station has not picked it up yet.
+    Replugged,
+    /// The station is looking at it again.
+    Seen,
+    /// The station has finished with it again.
+    Checked,
+}
+
+/// The person who takes each prepared iPad off the cart, goes through Setup Assistant on it
+/// (it enrolls in the MDM) and plugs it back in.
+fn spawn_enroller(
+    cart: Arc<simulator::Cart>,
+    board: Board,
+    udids: Vec<String>,
+    phases: Arc<Mutex<Vec<Enrolling>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            for (i, udid) in udids.iter().enumerate() {
+                let slot = i as u32 + 1;
+                let light = board.get(udid).map(|s| s.light);
+                let phase = phases.lock().unwrap_or_else(|p| p.into_inner())[i];
+                let next = match (phase, light) {
+                    (Enrolling::Pending, Some(Light::Done)) => {
+                        let Some(ipad) = cart.device(slot).cloned() else {
+                            continue;
+                        };
+                        let _ = cart.unplug(slot);
+                        let outcome = simulator::enrollment::finish_setup_assistant(&ipad).await;
+                        let _ = writeln!(
+                            std::io::stdout(),
+                            ">>> demo: slot {slot} through Setup Assistant: {outcome}; plugged back in"
+                        );
+                        let _ = cart.plug(slot);
+                        Enrolling::Replugged
+                    }
+                    (
+                        Enrolling::Replugged,
+                        Some(Light::Ready | Light::Waiting | Light::Working),
+                    ) => Enrolling::Seen,
+                    (Enrolling::Seen, Some(Light::Done | Light::Attention | Light::Failed)) => {
+                        Enrolling::Checked
+                    }
+                    (same, _) => same,
+                };
+                phases.lock().unwrap_or_else(|p| p.into_inner())[i] = next;
+            }
+        }
+    })
+}
+
 /// The virtual cart's USB bus, as the simulator lays it out (`simulator::bus`).
 fn topology(sim: &simulator::Simulator) -> FixedTopology {
     FixedTopology(
@@ -215,6 +275,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         asm_key.to_pem()?.as_bytes(),
     )?;
     write(&station_dir.join("asm-ca.pem"), &asm_server.ca_pem)?;
+    // The MDM's TLS certificate comes from its own CA: the iPads trust it as an anchor.
+    write(&station_dir.join("mdm-ca.pem"), &sim.mdm_ca_pem())?;
     let slots: String = (1..=devices as u32)
         .map(|k| format!("\"{}\" = \"{k}\"\n", simulator::bus::port_chain(k)))
         .collect();
@@ -235,9 +297,10 @@ security = "wpa2"
 password_file = "wifi-password"
 
 [mdm]
-name = "Demo MDM"
-enrollment_url = "https://mdm.example.org/enroll/springfield"
+name = "{mdm_name}"
+enrollment_url = "{mdm_url}"
 mode = "manual"
+anchor_certificates = ["mdm-ca.pem"]
 
 [setup]
 skip = "all"
@@ -278,6 +341,8 @@ extra_ca_file = "asm-ca.pem"
         asm_api = asm_server.api_url,
         asm_token = asm_server.token_url,
         web = super::demo_web::config_section(web),
+        mdm_name = simulator::MDM_NAME,
+        mdm_url = sim.mdm_enrollment_url(),
     );
     let config_path = station_dir.join("station.toml");
     write(&config_path, config_text.as_bytes())?;
@@ -338,6 +403,13 @@ extra_ca_file = "asm-ca.pem"
             std::future::pending::<()>().await;
         })
     };
+    let phases = Arc::new(Mutex::new(vec![Enrolling::Pending; udids.len()]));
+    let enroller = spawn_enroller(
+        sim.cart.clone(),
+        board.clone(),
+        udids.clone(),
+        phases.clone(),
+    );
     let stop_udids = udids.clone();
     // With the page, the demo stays up when the cart is finished, for people to look at it.
     let lingering = web.map(|_| super::demo_web::announce_finish(board.clone(), udids.clone()));
@@ -347,12 +419,16 @@ extra_ca_file = "asm-ca.pem"
         board: board.clone(),
         topology: Arc::new(topology(&sim)),
         stop_when: Some(Box::new(move |board, idle| {
+            let phases = phases.lock().unwrap_or_else(|p| p.into_inner());
             web.is_none()
                 && idle.running == 0
                 && idle.queued == 0
-                && stop_udids.iter().all(|u| {
-                    board.get(u).is_some_and(|s| {
-                        matches!(s.light, Light::Done | Light::Attention | Light::Failed)
+                && stop_udids.iter().enumerate().all(|(i, u)| {
+                    board.get(u).is_some_and(|s| match s.light {
+                        // A prepared iPad is done once it has come back enrolled and been seen.
+                        Light::Done => phases[i] == Enrolling::Checked,
+                        Light::Attention | Light::Failed => true,
+                        _ => false,
                     })
                 })
         })),
@@ -360,6 +436,7 @@ extra_ca_file = "asm-ca.pem"
     })
     .await;
     puller.abort();
+    enroller.abort();
     let assigned = asm_server.stats().activities.len();
     asm_server.task.abort();
     if let Some(l) = lingering {
@@ -384,6 +461,18 @@ extra_ca_file = "asm-ca.pem"
     station::export::full_csv(&records, &mut buf)?;
     std::fs::write(&full, &buf)?;
     writeln!(std::io::stdout())?;
+    for r in records
+        .iter()
+        .filter(|r| r.outcome == station::Outcome::Done)
+    {
+        writeln!(
+            std::io::stdout(),
+            "{} {}: {}",
+            r.serial,
+            r.name.as_deref().unwrap_or("-"),
+            r.enrollment.as_deref().unwrap_or("enrollment not read")
+        )?;
+    }
     writeln!(std::io::stdout(), "demo finished: {}", report.summary)?;
     writeln!(
         std::io::stdout(),

@@ -91,6 +91,14 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
         sim.activation_server_url()
     ))?;
     say(format_args!("activation CA {}", ca_path.display()))?;
+    let mdm_ca_path = state_dir.join("mdm-ca.pem");
+    std::fs::write(&mdm_ca_path, sim.mdm_ca_pem())
+        .with_context(|| format!("writing {}", mdm_ca_path.display()))?;
+    say(format_args!(
+        "MDM enrollment URL {}    (its CA, for mdm.anchor_certificates: {})",
+        sim.mdm_enrollment_url(),
+        mdm_ca_path.display()
+    ))?;
     say(format_args!("control socket {}", control_path.display()))?;
     let first = sim.address();
     say(format_args!(
@@ -120,7 +128,7 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            let out = simulator::control::execute(&cart, &line);
+            let out = simulator::control::execute(&cart, &line).await;
             if !out.is_empty() && say(out).is_err() {
                 break;
             }

@@ -150,6 +150,9 @@ pub enum LedgerCommand {
         /// (Apple does not document whether the upload wants one).
         #[arg(long)]
         no_header: bool,
+        /// With --format release: only the iPads assigned to this organisation.
+        #[arg(long, value_name = "NAME")]
+        organization: Option<String>,
     },
 }
 
@@ -159,6 +162,9 @@ pub enum ExportFormat {
     Csv,
     /// Serial numbers for Apple School Manager ("assign to MDM server" upload).
     Asm,
+    /// Serial numbers of iPads still assigned in another organisation's Apple School Manager,
+    /// for them to release (their "Release devices" upload).
+    Release,
     /// One JSON record per line, with the step history.
     Jsonl,
 }
@@ -206,6 +212,9 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
                 r.outcome.describe(),
                 r.attempts
             )?;
+            if let Some(e) = &r.enrollment {
+                writeln!(out, "mdm      {e}")?;
+            }
             if let Some(e) = &r.erase_reason {
                 writeln!(out, "erased   {e}")?;
             }
@@ -228,15 +237,22 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             all,
             force,
             no_header,
+            organization,
         } => {
             if let Some(path) = &file {
                 super::identity::refuse_overwrite(path, force)?;
+            }
+            if organization.is_some() && !matches!(format, ExportFormat::Release) {
+                return Err(bad_input("--organization goes with --format release"));
             }
             let mut buf = Vec::new();
             let n = match format {
                 ExportFormat::Csv => station::export::full_csv(&records, &mut buf)?,
                 ExportFormat::Asm => {
                     station::export::asm_csv_with(&records, all, !no_header, &mut buf)?
+                }
+                ExportFormat::Release => {
+                    station::export::release_csv(&records, organization.as_deref(), &mut buf)?
                 }
                 ExportFormat::Jsonl => station::export::jsonl(&records, &mut buf)?,
             };

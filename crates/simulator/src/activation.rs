@@ -231,6 +231,14 @@ fn handle(link: &Link, command: &str, req: &Dictionary) -> Dictionary {
             }
             state.activated = true;
             state.activation_session = None;
+            // Activation tells the device whether it is assigned in Apple School Manager; one
+            // still assigned to another organisation gets that organisation's configuration
+            // (`docs/fidelity.md` §12).
+            if let Some(org) = &link.ipad.spec.other_organization
+                && state.cloud_config.is_none()
+            {
+                state.cloud_config = Some(crate::ipad::other_organization_configuration(org));
+            }
             Dictionary::new()
         }
         "DeactivateRequest" => {

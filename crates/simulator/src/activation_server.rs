@@ -45,13 +45,24 @@ fn cert_err(e: impl std::fmt::Display) -> SimError {
 pub(crate) fn certificates(
     authority: &ActivationAuthority,
 ) -> Result<(Vec<u8>, Vec<u8>, String), SimError> {
-    let key = authority.key().clone();
+    loopback_certificates(
+        authority.key(),
+        "CN=cartprep simulated activation CA,O=cartprep simulator",
+    )
+}
+
+/// A CA named `ca_name` and a leaf for 127.0.0.1/localhost, both under `key`: (CA DER, leaf
+/// DER, CA PEM). The fake servers (activation, MDM) each have their own.
+pub(crate) fn loopback_certificates(
+    key: &rsa::RsaPrivateKey,
+    ca_name: &str,
+) -> Result<(Vec<u8>, Vec<u8>, String), SimError> {
+    let key = key.clone();
     let signer = SigningKey::<Sha256>::new(key.clone());
     let spki = SubjectPublicKeyInfoOwned::from_key(key.to_public_key()).map_err(cert_err)?;
     let validity =
         Validity::from_now(Duration::from_secs(3 * 365 * 24 * 3600)).map_err(cert_err)?;
-    let ca_name = Name::from_str("CN=cartprep simulated activation CA,O=cartprep simulator")
-        .map_err(cert_err)?;
+    let ca_name = Name::from_str(ca_name).map_err(cert_err)?;
     let ca = CertificateBuilder::new(
         Profile::Root,
         SerialNumber::from(1u32),
@@ -144,14 +155,19 @@ pub async fn start(cart: Arc<Cart>) -> Result<ActivationServer, SimError> {
     })
 }
 
-struct Request {
-    method: String,
-    path: String,
-    content_type: String,
-    body: Vec<u8>,
+pub(crate) struct Request {
+    pub method: String,
+    pub path: String,
+    pub content_type: String,
+    pub user_agent: String,
+    pub body: Vec<u8>,
 }
 
-async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<Request, String> {
+/// Reads one HTTP/1.1 request (headers up to 64 KiB, a Content-Length body up to 4 MiB); the
+/// caller bounds the time.
+pub(crate) async fn read_request<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+) -> Result<Request, String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let header_end = loop {
@@ -174,6 +190,7 @@ async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<Requ
     let path = first.next().unwrap_or("").to_owned();
     let mut length = 0usize;
     let mut content_type = String::new();
+    let mut user_agent = String::new();
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -181,6 +198,7 @@ async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<Requ
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => length = value.trim().parse().map_err(|_| "bad Content-Length")?,
             "content-type" => content_type = value.trim().to_owned(),
+            "user-agent" => user_agent = value.trim().to_owned(),
             "transfer-encoding" => return Err("chunked bodies are not supported".into()),
             _ => {}
         }
@@ -201,18 +219,19 @@ async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<Requ
         method,
         path,
         content_type,
+        user_agent,
         body,
     })
 }
 
-struct Response {
-    status: u16,
-    content_type: &'static str,
-    body: Vec<u8>,
+pub(crate) struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
 }
 
 impl Response {
-    fn text(status: u16, text: &str) -> Self {
+    pub(crate) fn text(status: u16, text: &str) -> Self {
         Response {
             status,
             content_type: "text/plain; charset=utf-8",
@@ -220,7 +239,7 @@ impl Response {
         }
     }
 
-    fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let reason = match self.status {
             200 => "OK",
             400 => "Bad Request",

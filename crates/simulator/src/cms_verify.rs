@@ -22,6 +22,16 @@ pub type Rejection = String;
 
 /// Checks `der` and returns the signed content when it is valid and signed by `expected_cert`.
 pub fn verify_attached(der: &[u8], expected_cert: &[u8]) -> Result<Vec<u8>, Rejection> {
+    verify(der, Some(expected_cert)).map(|(content, _)| content)
+}
+
+/// Checks `der` as a signed profile is checked: the signature verifies with the first included
+/// certificate, whoever it belongs to. Returns the content and that certificate (DER).
+pub fn verify_attached_by_included(der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Rejection> {
+    verify(der, None)
+}
+
+fn verify(der: &[u8], expected_cert: Option<&[u8]>) -> Result<(Vec<u8>, Vec<u8>), Rejection> {
     let info = ContentInfo::from_der(der).map_err(|e| format!("not a CMS ContentInfo: {e}"))?;
     if info.content_type.to_string() != ID_SIGNED_DATA {
         return Err("not SignedData".into());
@@ -47,7 +57,7 @@ pub fn verify_attached(der: &[u8], expected_cert: &[u8]) -> Result<Vec<u8>, Reje
         Some(CertificateChoices::Certificate(c)) => c.to_der().map_err(|e| e.to_string())?,
         _ => return Err("no signer certificate included".into()),
     };
-    if first != expected_cert {
+    if expected_cert.is_some_and(|e| first != e) {
         return Err("the first certificate is not the supervisor certificate".into());
     }
     let cert = x509_cert::Certificate::from_der(&first).map_err(|e| e.to_string())?;
@@ -94,5 +104,5 @@ pub fn verify_attached(der: &[u8], expected_cert: &[u8]) -> Result<Vec<u8>, Reje
         _ => rsa::pkcs1v15::VerifyingKey::<sha1::Sha1>::new(key).verify(&signed_bytes, &signature),
     };
     ok.map_err(|_| "signature does not verify".to_string())?;
-    Ok(content)
+    Ok((content, first))
 }

@@ -1,4 +1,5 @@
-//! The operator's control channel: `plug N`, `unplug N`, `list`, from stdin or a unix socket.
+//! The operator's control channel: `plug N`, `unplug N`, `setup N`, `list`, from stdin or a
+//! unix socket.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,10 +8,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::cart::Cart;
 
-pub const HELP: &str = "commands: plug N | unplug N | list | help";
+pub const HELP: &str = "commands: plug N | unplug N | setup N | list | help";
 
-/// Runs one command line and returns what to print.
-pub fn execute(cart: &Cart, line: &str) -> String {
+/// Runs one command line and returns what to print. `setup N` finishes Setup Assistant on the
+/// iPad in slot N (it enrolls in its MDM, see `enrollment.rs`) and answers when it is over.
+pub async fn execute(cart: &Cart, line: &str) -> String {
     let mut words = line.split_whitespace();
     let command = words.next().unwrap_or("");
     let slot = words.next().map(str::parse::<u32>);
@@ -46,7 +48,16 @@ pub fn execute(cart: &Cart, line: &str) -> String {
             Ok(()) => format!("ok slot {n} unplugged"),
             Err(e) => format!("error: {e}"),
         },
-        ("plug" | "unplug", _) => format!("error: `{command}` needs a slot number; {HELP}"),
+        ("setup", Some(Ok(n))) => match cart.device(n).cloned() {
+            Some(ipad) => format!(
+                "ok slot {n}: {}",
+                crate::enrollment::finish_setup_assistant(&ipad).await
+            ),
+            None => format!("error: {}", crate::cart::CartError::NoSuchSlot(n)),
+        },
+        ("plug" | "unplug" | "setup", _) => {
+            format!("error: `{command}` needs a slot number; {HELP}")
+        }
         _ => format!("error: unknown command {command:?}; {HELP}"),
     }
 }
@@ -62,7 +73,7 @@ pub async fn serve_socket(cart: Arc<Cart>, path: &Path) -> std::io::Result<()> {
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let mut answer = execute(&cart, &line);
+                let mut answer = execute(&cart, &line).await;
                 answer.push('\n');
                 if write.write_all(answer.as_bytes()).await.is_err() {
                     return;

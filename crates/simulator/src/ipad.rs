@@ -43,6 +43,9 @@ pub struct DeviceSpec {
     pub usb: UsbPort,
     /// Assigned to an MDM server for Automated Device Enrollment in Apple School Manager.
     pub ade: Option<AdeAssignment>,
+    /// Still assigned in another organisation's Apple School Manager (its name): at activation
+    /// the iPad gets that organisation's cloud configuration.
+    pub other_organization: Option<String>,
     /// Find My is on with someone's Apple ID: the activation server answers with a login form.
     pub activation_lock: bool,
     /// How long an erased iPad takes to come back on USB.
@@ -112,6 +115,8 @@ pub struct DeviceState {
     pub pairing_challenge: Option<(Vec<u8>, Vec<u8>)>,
     /// The nonce of the activation session in progress (mobileactivationd).
     pub activation_session: Option<Vec<u8>>,
+    /// The MDM enrollment at the end of Setup Assistant: done, or why it failed.
+    pub enrollment: Option<crate::enrollment::Enrollment>,
 }
 
 impl DeviceState {
@@ -136,6 +141,7 @@ impl DeviceState {
             wifi_power: true,
             pairing_challenge: None,
             activation_session: None,
+            enrollment: None,
         }
     }
 
@@ -179,6 +185,25 @@ impl DeviceState {
             .and_then(plist::Value::as_boolean)
             == Some(false)
     }
+}
+
+/// The cloud configuration Apple hands an iPad assigned in `organization`'s Apple School
+/// Manager, as the device stores it once applied (`ConfigurationSource` 1: from ADE; see
+/// `docs/protocol.md` §5.3).
+pub fn other_organization_configuration(organization: &str) -> plist::Dictionary {
+    let mut cc = plist::Dictionary::new();
+    cc.insert("AllowPairing".into(), true.into());
+    cc.insert("ConfigurationSource".into(), 1u64.into());
+    cc.insert(
+        "ConfigurationURL".into(),
+        "https://mdm.previous-owner.example/enroll".into(),
+    );
+    cc.insert("IsMandatory".into(), true.into());
+    cc.insert("IsMDMUnremovable".into(), false.into());
+    cc.insert("IsSupervised".into(), true.into());
+    cc.insert("OrganizationName".into(), organization.into());
+    cc.insert("SkipSetup".into(), plist::Value::Array(vec![]));
+    cc
 }
 
 /// A service port handed out by StartService, waiting for its one usbmuxd Connect.

@@ -8,14 +8,17 @@ pub mod asm_server;
 pub mod bus;
 pub mod cart;
 pub mod catalogue;
+pub mod cms_sign;
 pub mod cms_verify;
 pub mod control;
+pub mod enrollment;
 pub mod error;
 pub mod faults;
 pub mod files;
 pub mod ipad;
 pub mod lockdownd;
 pub mod mcinstall;
+pub mod mdm_server;
 pub mod pair_store;
 pub mod rng;
 pub mod scenario;
@@ -53,9 +56,13 @@ pub struct SimConfig {
     pub activated: bool,
 }
 
+/// The name of the fake MDM (its enrollment profile's organisation).
+pub const MDM_NAME: &str = "Simulated MDM";
+
 pub struct Simulator {
     pub cart: Arc<Cart>,
     activation_server: activation_server::ActivationServer,
+    mdm_server: mdm_server::MdmServer,
     addresses: Vec<UsbmuxAddress>,
     tasks: Vec<JoinHandle<()>>,
     scenario: Scenario,
@@ -125,6 +132,7 @@ impl Simulator {
                             .clone()
                             .unwrap_or_else(|| "https://mdm.example.org/enroll".into()),
                     }),
+                    other_organization: entry.other_organization.clone(),
                     activation_lock: entry.activation_lock,
                     erase_reattach: Duration::from_millis(entry.erase_reattach_ms.unwrap_or(2000)),
                 },
@@ -162,6 +170,7 @@ impl Simulator {
         cart.keys_dir = Some(keys_dir);
         let cart = Arc::new(cart);
         let activation_server = activation_server::start(cart.clone()).await?;
+        let mdm_server = mdm_server::start(&config.state_dir, MDM_NAME).await?;
 
         let mut addresses = Vec::new();
         let mut tasks: Vec<JoinHandle<()>> = cart.spawn_eraser().into_iter().collect();
@@ -178,6 +187,7 @@ impl Simulator {
         Ok(Simulator {
             cart,
             activation_server,
+            mdm_server,
             addresses,
             tasks,
             scenario,
@@ -204,6 +214,21 @@ impl Simulator {
         self.activation_server.ca_pem.clone()
     }
 
+    /// The fake MDM enrollment server (its URL, CA and the requests it saw).
+    pub fn mdm_server(&self) -> &mdm_server::MdmServer {
+        &self.mdm_server
+    }
+
+    /// The URL a cloud configuration's `ConfigurationURL` names to enroll in the fake MDM.
+    pub fn mdm_enrollment_url(&self) -> String {
+        self.mdm_server.enrollment_url()
+    }
+
+    /// The fake MDM's CA certificate (PEM): the anchor a device needs to reach it.
+    pub fn mdm_ca_pem(&self) -> Vec<u8> {
+        self.mdm_server.ca_pem.clone()
+    }
+
     /// Plays the scenario's timeline (plugs and unplugs at their times, from now).
     pub fn spawn_timeline(&self) -> JoinHandle<()> {
         let cart = self.cart.clone();
@@ -216,6 +241,16 @@ impl Simulator {
                 let r = match t.action {
                     scenario::Action::Plug => cart.plug(t.slot).map(|_| ()),
                     scenario::Action::Unplug => cart.unplug(t.slot),
+                    scenario::Action::Setup => {
+                        if let Some(ipad) = cart.device(t.slot).cloned() {
+                            // Setup Assistant runs on the device, beside the timeline.
+                            tokio::spawn(async move {
+                                let outcome = enrollment::finish_setup_assistant(&ipad).await;
+                                tracing::info!(slot = ipad.spec.slot, "setup: {outcome}");
+                            });
+                        }
+                        Ok(())
+                    }
                 };
                 if let Err(e) = r {
                     tracing::warn!("timeline at {} ms: {e}", t.at_ms);
@@ -231,6 +266,7 @@ impl Drop for Simulator {
             t.abort();
         }
         self.activation_server.task.abort();
+        self.mdm_server.task.abort();
         for a in &self.addresses {
             if let UsbmuxAddress::Unix(p) = a {
                 let _ = std::fs::remove_file(p);

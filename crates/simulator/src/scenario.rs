@@ -19,12 +19,15 @@
 //! ade = false                    # assigned to an MDM server in Apple School Manager
 //! ade_organization = "…"         # with ade: the organisation of its DEP profile
 //! ade_configuration_url = "…"    # with ade: the MDM enrollment URL of its DEP profile
+//! other_organization = "…"       # still assigned in another organisation's Apple School
+//!                                # Manager: activation gives it their cloud configuration
 //! erase_reattach_ms = 2000       # after EraseDevice, back on USB this much later
 //!
 //! [[timeline]]
 //! at_ms = 1500
 //! slot = 1
-//! action = "unplug"              # plug | unplug
+//! action = "unplug"              # plug | unplug | setup (finish Setup Assistant: the iPad
+//!                                # fetches its ConfigurationURL and enrolls)
 //!
 //! [[fault]]
 //! slot = 1                       # omit for every device; 0 = the usbmuxd server
@@ -93,6 +96,7 @@ pub struct DeviceEntry {
     pub ade: bool,
     pub ade_organization: Option<String>,
     pub ade_configuration_url: Option<String>,
+    pub other_organization: Option<String>,
     pub erase_reattach_ms: Option<u64>,
 }
 
@@ -116,6 +120,8 @@ impl DeviceEntry {
 pub enum Action {
     Plug,
     Unplug,
+    /// The person at the iPad finishes Setup Assistant (see `enrollment.rs`).
+    Setup,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +191,11 @@ impl Scenario {
             if !d.ade && (d.ade_organization.is_some() || d.ade_configuration_url.is_some()) {
                 return Err(format!(
                     "device {slot}: ade_organization/ade_configuration_url need `ade = true`"
+                ));
+            }
+            if d.ade && d.other_organization.is_some() {
+                return Err(format!(
+                    "device {slot}: `other_organization` and `ade` both assign it in Apple School Manager; choose one"
                 ));
             }
             if let Some(u) = &d.udid {

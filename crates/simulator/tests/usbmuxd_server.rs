@@ -612,7 +612,8 @@ async fn concurrent_saves_of_the_same_pair_record_all_succeed_and_leave_one_whol
             format!("{id}.plist"),
             "SystemConfiguration.plist".to_owned(),
             "activation-authority.key".to_owned(),
-            "devices".to_owned()
+            "devices".to_owned(),
+            "mdm-server.key".to_owned()
         ],
         "no temporary files left behind"
     );

@@ -1,5 +1,6 @@
-//! Exports of the ledger: the serial-number CSV for Apple School Manager, a full CSV for the MDM
-//! and the school's records, and JSONL.
+//! Exports of the ledger: the serial-number CSV for Apple School Manager, the serials another
+//! organisation must release from theirs, a full CSV for the MDM and the school's records, and
+//! JSONL.
 //!
 //! Apple School Manager format. Apple's guide says that when assigning (or releasing) devices
 //! by "Upload CSV File" you upload "a comma-separated value (.csv) file that contains a list of
@@ -24,7 +25,7 @@ use std::io::{self, Write};
 use tracing::warn;
 
 use crate::clock;
-use crate::record::{DeviceRecord, Outcome};
+use crate::record::{Attention, DeviceRecord, Outcome};
 
 /// Header of the Apple School Manager serial-number CSV.
 pub const ASM_HEADER: &str = "Serial Number";
@@ -75,6 +76,46 @@ pub fn asm_csv_with<W: Write>(
         }
         if record.serial.is_empty() || !record.serial.chars().all(|c| c.is_ascii_alphanumeric()) {
             warn!(serial = %record.serial, "not a serial number; left out of the Apple School Manager CSV");
+            continue;
+        }
+        writeln!(writer, "{}", record.serial)?;
+        written += 1;
+    }
+    writer.flush()?;
+    Ok(written)
+}
+
+/// The organisation an iPad is still assigned to, when that is why it needs attention.
+pub fn assigned_elsewhere(record: &DeviceRecord) -> Option<&str> {
+    match &record.outcome {
+        Outcome::NeedsAttention(Attention::AssignedElsewhere { organization }) => {
+            Some(organization)
+        }
+        _ => None,
+    }
+}
+
+/// Writes the serials of the iPads still assigned in another organisation's Apple School
+/// Manager, for that organisation to release them (Apple's "Release devices" takes the same
+/// serial-number CSV, see above): a `Serial Number` header, one serial per line. With
+/// `organization`, only the iPads assigned to it (names compared without case), so each
+/// previous owner gets its own list. Returns how many serials were written.
+pub fn release_csv<W: Write>(
+    records: &[DeviceRecord],
+    organization: Option<&str>,
+    mut writer: W,
+) -> io::Result<usize> {
+    writeln!(writer, "{ASM_HEADER}")?;
+    let mut written = 0;
+    for record in records {
+        let Some(owner) = assigned_elsewhere(record) else {
+            continue;
+        };
+        if organization.is_some_and(|o| !o.trim().eq_ignore_ascii_case(owner.trim())) {
+            continue;
+        }
+        if record.serial.is_empty() || !record.serial.chars().all(|c| c.is_ascii_alphanumeric()) {
+            warn!(serial = %record.serial, "not a serial number; left out of the release CSV");
             continue;
         }
         writeln!(writer, "{}", record.serial)?;
@@ -197,6 +238,45 @@ mod tests {
             2
         );
         assert_eq!(text(out), "DMPAAAAAAAA1\nDMPBBBBBBBB2\n");
+    }
+
+    #[test]
+    fn release_csv_lists_the_ipads_another_organisation_still_holds() {
+        let held = |serial: &str, org: &str| {
+            let mut r = done(serial);
+            r.attention(Attention::AssignedElsewhere {
+                organization: org.into(),
+            });
+            r
+        };
+        let mut locked = done("DMPLOCKED001");
+        locked.attention(Attention::ActivationLocked);
+        let records = vec![
+            done("DMPAAAAAAAA1"),
+            held("DMPSHELBY001", "Shelbyville Academy"),
+            locked,
+            held("DMPOGDEN0001", "Ogdenville High"),
+            held("DMPSHELBY002", "Shelbyville Academy"),
+        ];
+
+        let mut out = Vec::new();
+        assert_eq!(release_csv(&records, None, &mut out).expect("write"), 3);
+        assert_eq!(
+            text(out),
+            "Serial Number\nDMPSHELBY001\nDMPOGDEN0001\nDMPSHELBY002\n"
+        );
+
+        let mut out = Vec::new();
+        let n = release_csv(&records, Some("shelbyville academy"), &mut out).expect("write");
+        assert_eq!(n, 2);
+        assert_eq!(text(out), "Serial Number\nDMPSHELBY001\nDMPSHELBY002\n");
+
+        let mut out = Vec::new();
+        assert_eq!(
+            release_csv(&[done("DMPAAAAAAAA1")], None, &mut out).expect("write"),
+            0
+        );
+        assert_eq!(text(out), "Serial Number\n");
     }
 
     #[test]

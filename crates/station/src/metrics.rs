@@ -112,7 +112,7 @@ pub fn render(inputs: &Inputs<'_>) -> Result<String, prometheus::Error> {
         let n = inputs
             .records
             .iter()
-            .filter(|r| r.outcome == Outcome::NeedsAttention(reason))
+            .filter(|r| matches!(&r.outcome, Outcome::NeedsAttention(a) if *a == reason))
             .count();
         attention.with_label_values(&[&word(&reason)]).set(n as i64);
     }

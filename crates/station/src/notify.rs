@@ -134,7 +134,7 @@ pub fn event_for(kind: Kind, s: &DeviceStatus, summary: Summary, station: Option
             model: s.model.clone(),
             name: s.name.clone(),
         }),
-        reason: s.attention,
+        reason: s.attention.clone(),
         message: Some(s.message.clone()),
         summary,
     }
@@ -346,30 +346,28 @@ mod tests {
     fn which_lines_are_events() {
         use crate::record::Attention as A;
         type Line = (Light, Option<A>);
-        let (working, done, failed) = (
-            (Light::Working, None),
-            (Light::Done, None),
-            (Light::Failed, None),
-        );
-        let prompt = (Light::Attention, Some(A::TrustPrompt));
-        let locked = (Light::Attention, Some(A::Locked));
-        let rows: &[(Option<Line>, Line, Option<Kind>)] = &[
-            (None, done, Some(Kind::Done)),
-            (Some(working), done, Some(Kind::Done)),
-            (Some(done), done, None),
-            (Some(working), prompt, Some(Kind::Attention)),
-            (Some(prompt), prompt, None),
-            (Some(prompt), locked, Some(Kind::Attention)),
-            (Some(working), failed, Some(Kind::Failed)),
-            (Some((Light::Ready, None)), working, None),
-            (Some(working), (Light::Unplugged, None), None),
+        let working = || (Light::Working, None);
+        let done = || (Light::Done, None);
+        let failed = || (Light::Failed, None);
+        let prompt = || (Light::Attention, Some(A::TrustPrompt));
+        let locked = || (Light::Attention, Some(A::Locked));
+        let rows: Vec<(Option<Line>, Line, Option<Kind>)> = vec![
+            (None, done(), Some(Kind::Done)),
+            (Some(working()), done(), Some(Kind::Done)),
+            (Some(done()), done(), None),
+            (Some(working()), prompt(), Some(Kind::Attention)),
+            (Some(prompt()), prompt(), None),
+            (Some(prompt()), locked(), Some(Kind::Attention)),
+            (Some(working()), failed(), Some(Kind::Failed)),
+            (Some((Light::Ready, None)), working(), None),
+            (Some(working()), (Light::Unplugged, None), None),
             (None, (Light::Waiting, None), None),
         ];
         for (before, (light, attention), want) in rows {
             let before = before.map(|(l, a)| status(l, a));
             assert_eq!(
-                device_event(before.as_ref(), &status(*light, *attention)),
-                *want,
+                device_event(before.as_ref(), &status(light, attention.clone())),
+                want,
                 "{before:?} → {light:?} {attention:?}"
             );
         }

@@ -151,7 +151,11 @@ impl std::fmt::Display for Step {
 }
 
 /// Why a device is stuck until a person does something, with what that person must do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Unit variants are stored as a string (`"locked"`); one carrying data as an object
+/// (`{"assigned_elsewhere": {"organization": "…"}}`), so ledgers written before a variant was
+/// added still load. Nothing here may hold a secret: it is shown, logged and exported.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Attention {
     /// A passcode is set and the iPad is locked: pairing is refused until it is unlocked.
@@ -175,20 +179,24 @@ pub enum Attention {
     RecoveryMode,
     /// Apple School Manager does not hold this serial: the organization does not own it (yet).
     NotInOrganization,
+    /// Still assigned in another organisation's Apple School Manager: activation gave it their
+    /// cloud configuration. Only they can release it (erasing it would not help: it gets the
+    /// same configuration at the next activation).
+    AssignedElsewhere { organization: String },
 }
 
 impl Attention {
     /// Whether this attention is an erase the policy refused: the iPad is set up by someone
     /// else and erasing it is the only way on. Recorded against [`Step::Erased`], as "not
     /// erased".
-    pub fn is_refused_erase(self) -> bool {
+    pub fn is_refused_erase(&self) -> bool {
         matches!(self, Attention::AlreadySetUp | Attention::SupervisedByOther)
     }
 
     /// The command that moves the iPad on once the operator has decided (or dealt with the
     /// cause), for the iPad `target` names (a serial, or `--slot N`). `None` when the iPad
     /// moves on by itself (Trust tapped, unlocked, replugged).
-    pub fn command(self, target: &str) -> Option<String> {
+    pub fn command(&self, target: &str) -> Option<String> {
         match self {
             Attention::AlreadySetUp | Attention::SupervisedByOther => {
                 Some(format!("to erase it: cartprep erase {target}"))
@@ -196,7 +204,8 @@ impl Attention {
             Attention::ActivationLocked
             | Attention::AssignedToAde
             | Attention::NotAssignedToAde
-            | Attention::NotInOrganization => Some(format!("then: cartprep retry {target}")),
+            | Attention::NotInOrganization
+            | Attention::AssignedElsewhere { .. } => Some(format!("then: cartprep retry {target}")),
             Attention::Locked
             | Attention::TrustPrompt
             | Attention::TrustDenied
@@ -205,8 +214,8 @@ impl Attention {
     }
 
     /// The instruction shown to the operator, in words a volunteer understands.
-    pub fn message(self) -> &'static str {
-        match self {
+    pub fn message(&self) -> std::borrow::Cow<'static, str> {
+        let text = match self {
             Attention::Locked => "unlock the iPad (passcode)",
             Attention::TrustPrompt => "tap Trust on the iPad",
             Attention::TrustDenied => {
@@ -227,13 +236,20 @@ impl Attention {
             Attention::NotInOrganization => {
                 "not in your Apple School Manager: ask the seller or the previous owner"
             }
-        }
+            Attention::AssignedElsewhere { organization } => {
+                return format!(
+                    "assigned to {organization} in Apple School Manager: ask them to release it"
+                )
+                .into();
+            }
+        };
+        text.into()
     }
 }
 
 impl std::fmt::Display for Attention {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.message())
+        f.write_str(&self.message())
     }
 }
 
@@ -403,6 +419,10 @@ pub struct DeviceRecord {
     /// An erase an operator asked for (`cartprep erase`) and not yet carried out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub erase_request: Option<EraseRequest>,
+    /// Its MDM enrollment as last read from the iPad: "enrolled in …", or why not. Absent from
+    /// ledgers written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<String>,
 }
 
 /// An operator's request to erase an iPad: who, why, when.
@@ -455,6 +475,7 @@ impl DeviceRecord {
             erase_reason: None,
             asm: None,
             erase_request: None,
+            enrollment: None,
         }
     }
 
@@ -499,14 +520,9 @@ impl DeviceRecord {
         } else {
             self.attempted_step()
         };
+        let note = attention.message().into_owned();
         self.outcome = Outcome::NeedsAttention(attention);
-        self.push(
-            step,
-            at_ms,
-            Some(attention.message().to_owned()),
-            None,
-            EventKind::Attention,
-        );
+        self.push(step, at_ms, Some(note), None, EventKind::Attention);
     }
 
     /// Adds a note to the history against the last completed step, without changing where the
@@ -649,6 +665,41 @@ mod tests {
             Attention::TrustDenied.message(),
             "\u{201c}Don\u{2019}t Trust\u{201d} was tapped: unplug, replug, tap Trust"
         );
+    }
+
+    #[test]
+    fn another_organisation_is_named_and_stored_as_an_object() {
+        let a = Attention::AssignedElsewhere {
+            organization: "Shelbyville Academy".into(),
+        };
+        assert_eq!(
+            a.message(),
+            "assigned to Shelbyville Academy in Apple School Manager: ask them to release it"
+        );
+        let json = serde_json::to_string(&Outcome::NeedsAttention(a.clone())).unwrap();
+        assert_eq!(
+            json,
+            r#"{"needs_attention":{"assigned_elsewhere":{"organization":"Shelbyville Academy"}}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Outcome>(&json).unwrap(),
+            Outcome::NeedsAttention(a)
+        );
+        // Unit variants keep their old form.
+        assert_eq!(
+            serde_json::to_string(&Attention::Locked).unwrap(),
+            r#""locked""#
+        );
+    }
+
+    #[test]
+    fn a_record_written_before_enrollment_was_recorded_still_loads() {
+        let mut r = DeviceRecord::new_at("S1", "U1", 1_000);
+        r.enrollment = Some("enrolled in Demo MDM".into());
+        let mut json: serde_json::Value = serde_json::to_value(&r).unwrap();
+        json.as_object_mut().unwrap().remove("enrollment");
+        let old: DeviceRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(old.enrollment, None);
     }
 
     #[test]

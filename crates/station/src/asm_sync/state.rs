@@ -149,7 +149,7 @@ pub fn verdict(
         }
         (MdmMode::Manual, AsmLookup::NotInOrganization) => Verdict::Warn {
             attention: Attention::NotInOrganization,
-            note: Attention::NotInOrganization.message().to_owned(),
+            note: Attention::NotInOrganization.message().into_owned(),
         },
         (MdmMode::Ade, AsmLookup::InOrganization { server_id, .. })
             if our_server_id.is_some() && server_id.as_deref() != our_server_id =>

@@ -78,6 +78,9 @@ pub struct CloudFacts {
     pub source: Option<u64>,
     /// `OrganizationName`.
     pub organization: Option<String>,
+    /// `CloudConfigurationUIComplete`: the device sets it when Setup Assistant has gone past
+    /// the configuration (and, with a `ConfigurationURL`, the mandatory enrollment).
+    pub setup_complete: bool,
 }
 
 impl CloudFacts {
@@ -106,6 +109,10 @@ impl CloudFacts {
                 .get("OrganizationName")
                 .and_then(Value::as_string)
                 .map(str::to_owned),
+            setup_complete: dict
+                .get("CloudConfigurationUIComplete")
+                .and_then(Value::as_boolean)
+                == Some(true),
         }
     }
 
@@ -123,6 +130,65 @@ pub struct ConfigFacts {
     pub cloud: Option<CloudFacts>,
     /// Our Wi-Fi profile is in its profile list.
     pub wifi_installed: bool,
+    /// Its MDM enrollment, from the cloud configuration and the profile list.
+    pub enrollment: Enrollment,
+}
+
+/// Where the iPad stands with its MDM. The device enrolls at the end of Setup Assistant by
+/// fetching its `ConfigurationURL`; the enrollment is mandatory (`IsMandatory`), so Setup
+/// Assistant completes only once the MDM profile is installed (`docs/protocol.md` §7).
+/// `GetProfileList` does not say which profile is the MDM's: on an iPad we prepared, a profile
+/// other than our Wi-Fi one, present once Setup Assistant completed, is the enrollment's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Enrollment {
+    /// No cloud configuration, or one without a `ConfigurationURL`.
+    #[default]
+    NoEnrollmentUrl,
+    /// Still in Setup Assistant: the enrollment happens at its end.
+    SetupNotFinished,
+    /// Setup Assistant completed and the MDM's profile (this display name) is installed.
+    Enrolled { profile: String },
+    /// Setup Assistant completed but no profile besides ours is installed.
+    NoMdmProfile,
+}
+
+impl Enrollment {
+    /// Reads the enrollment from the cloud configuration and the installed profiles
+    /// (identifier, display name), leaving out our Wi-Fi profile.
+    pub fn from_facts(
+        cloud: Option<&CloudFacts>,
+        profiles: &[(String, Option<String>)],
+        wifi_identifier: &str,
+    ) -> Enrollment {
+        let Some(cloud) = cloud.filter(|c| c.configuration_url.is_some()) else {
+            return Enrollment::NoEnrollmentUrl;
+        };
+        if !cloud.setup_complete {
+            return Enrollment::SetupNotFinished;
+        }
+        match profiles.iter().find(|(id, _)| id != wifi_identifier) {
+            Some((id, name)) => Enrollment::Enrolled {
+                profile: name.clone().unwrap_or_else(|| id.clone()),
+            },
+            None => Enrollment::NoMdmProfile,
+        }
+    }
+
+    /// What the ledger records: "enrolled in <MDM>", or why not.
+    pub fn describe(&self, mdm_name: &str) -> String {
+        match self {
+            Enrollment::NoEnrollmentUrl => "not enrolled: no MDM enrollment URL on the iPad".into(),
+            Enrollment::SetupNotFinished => {
+                "not enrolled yet: Setup Assistant not finished on the iPad".into()
+            }
+            Enrollment::Enrolled { profile } => {
+                format!("enrolled in {mdm_name} (profile \u{201c}{profile}\u{201d})")
+            }
+            Enrollment::NoMdmProfile => {
+                "not enrolled: Setup Assistant finished but no MDM profile is installed".into()
+            }
+        }
+    }
 }
 
 /// Everything the plan is made from.
@@ -195,8 +261,15 @@ pub async fn read_config(
         mc.flush().await?;
         let cloud = mc.get_cloud_configuration().await?;
         let profiles = mc.get_profile_list().await?;
+        let cloud = cloud.as_ref().map(CloudFacts::from_dict);
+        let installed: Vec<(String, Option<String>)> = profiles
+            .profiles
+            .iter()
+            .map(|p| (p.identifier.clone(), p.display_name.clone()))
+            .collect();
         Ok(ConfigFacts {
-            cloud: cloud.as_ref().map(CloudFacts::from_dict),
+            enrollment: Enrollment::from_facts(cloud.as_ref(), &installed, wifi_identifier),
+            cloud,
             wifi_installed: profiles.get(wifi_identifier).is_some(),
         })
     })
@@ -246,11 +319,72 @@ mod tests {
                 configuration_url: Some("https://mdm.example.org/enroll".into()),
                 source: Some(2),
                 organization: Some("Springfield".into()),
+                setup_complete: false,
             }
         );
         assert!(facts.supervised_by(Some(&[1, 2, 3])));
         assert!(!facts.supervised_by(Some(&[9])));
         assert!(!facts.supervised_by(None));
+    }
+
+    #[test]
+    fn the_enrollment_is_read_from_setup_completion_and_the_profiles_besides_ours() {
+        const WIFI: &str = "org.example.wifi";
+        let cloud = |url: bool, complete: bool| CloudFacts {
+            configuration_url: url.then(|| "https://mdm.example.org/enroll".into()),
+            setup_complete: complete,
+            ..CloudFacts::default()
+        };
+        let wifi = (WIFI.to_owned(), Some("Wi-Fi".to_owned()));
+        let mdm = ("com.example.mdm".to_owned(), Some("Example MDM".to_owned()));
+        let unnamed = ("com.example.unnamed".to_owned(), None);
+        type Installed = Vec<(String, Option<String>)>;
+        let cases: Vec<(Option<CloudFacts>, Installed, Enrollment)> = vec![
+            (None, vec![], Enrollment::NoEnrollmentUrl),
+            (
+                Some(cloud(false, true)),
+                vec![mdm.clone()],
+                Enrollment::NoEnrollmentUrl,
+            ),
+            (
+                Some(cloud(true, false)),
+                vec![wifi.clone()],
+                Enrollment::SetupNotFinished,
+            ),
+            (
+                Some(cloud(true, true)),
+                vec![wifi.clone(), mdm.clone()],
+                Enrollment::Enrolled {
+                    profile: "Example MDM".into(),
+                },
+            ),
+            (
+                Some(cloud(true, true)),
+                vec![unnamed.clone()],
+                Enrollment::Enrolled {
+                    profile: "com.example.unnamed".into(),
+                },
+            ),
+            (
+                Some(cloud(true, true)),
+                vec![wifi.clone()],
+                Enrollment::NoMdmProfile,
+            ),
+        ];
+        for (cloud, profiles, expected) in cases {
+            assert_eq!(
+                Enrollment::from_facts(cloud.as_ref(), &profiles, WIFI),
+                expected,
+                "{cloud:?} {profiles:?}"
+            );
+        }
+        assert_eq!(
+            Enrollment::Enrolled {
+                profile: "Example MDM".into()
+            }
+            .describe("Demo MDM"),
+            "enrolled in Demo MDM (profile \u{201c}Example MDM\u{201d})"
+        );
     }
 
     #[test]

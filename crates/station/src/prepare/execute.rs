@@ -7,7 +7,7 @@ use plist::Value;
 
 use super::assess::{self, Assessment, DeviceFacts, PublicFacts};
 use super::error::{StepError, retrying};
-use super::plan::{Action, Plan, PlannedStep, Wanted, plan};
+use super::plan::{Action, Plan, PlannedStep, Wanted, assigned_elsewhere, plan};
 use super::progress::Reporter;
 use super::{Context, JobEnd, Plugged, model_name, save};
 use crate::asm_sync::Verdict;
@@ -81,7 +81,7 @@ impl<'a> Identified<'a> {
         let verdict = asm.on_identified(&mut self.record, mode).await;
         let note = match &verdict {
             Verdict::Continue { note } | Verdict::Warn { note, .. } => note.clone(),
-            Verdict::Stop(a) => a.message().to_owned(),
+            Verdict::Stop(a) => a.message().into_owned(),
         };
         self.record.remark(note);
         save(&self.ctx.ledger, &self.record, Event::Update).await?;
@@ -132,6 +132,7 @@ impl<'a> Identified<'a> {
         let requested = self.record.erase_request.as_ref().map(|r| r.describe());
         let wanted = Wanted {
             mode: self.settings.config.mdm.mode,
+            organization: &self.settings.config.organization.name,
             certificate,
             enrollment_url: &self.settings.config.mdm.enrollment_url,
             name: &name,
@@ -145,11 +146,17 @@ impl<'a> Identified<'a> {
             self.record.erase_request = None;
             save(&self.ctx.ledger, &self.record, Event::Update).await?;
         }
+        if !matches!(decided, Plan::Attention(_)) {
+            self.record.enrollment = Some(self.enrollment_note(assessment.config.as_ref()));
+        }
         match decided {
             Plan::AlreadyDone => {
                 self.record.name = Some(name);
-                self.finish(Some("already prepared with these settings: not touched"))
-                    .await?;
+                let note = format!(
+                    "already prepared with these settings: not touched; {}",
+                    self.enrollment_note(assessment.config.as_ref())
+                );
+                self.finish(Some(&note)).await?;
                 Ok(JobEnd::Done { already: true })
             }
             Plan::Erase { reason } => self.erase(&provider, reason, reporter).await,
@@ -157,6 +164,9 @@ impl<'a> Identified<'a> {
             Plan::Prepare(steps) => {
                 for step in steps {
                     self.run_step(&step, &provider, &name, reporter).await?;
+                    if step.actions.contains(&Action::Activate) {
+                        self.check_assignment(&provider, &wanted).await?;
+                    }
                 }
                 let prepared = self.prepared_as(&name);
                 self.finish(Some(&prepared)).await?;
@@ -331,6 +341,29 @@ impl<'a> Identified<'a> {
         Ok(JobEnd::Erasing)
     }
 
+    /// After activation: an iPad still assigned in another organisation's Apple School Manager
+    /// has just received their configuration, and nothing we do can replace it.
+    async fn check_assignment(
+        &self,
+        provider: &lockdown::UsbmuxProvider,
+        wanted: &Wanted<'_>,
+    ) -> Result<(), StepError> {
+        let config = assess::read_config(provider, &self.settings.wifi.identifier).await?;
+        match assigned_elsewhere(config.cloud.as_ref(), wanted, &self.record) {
+            Some(attention) => Err(StepError::Attention(attention)),
+            None => Ok(()),
+        }
+    }
+
+    /// "enrolled in <MDM>", or why not, from what the assessment read (an iPad not activated
+    /// yet is still in Setup Assistant).
+    fn enrollment_note(&self, config: Option<&assess::ConfigFacts>) -> String {
+        let enrollment = config
+            .map(|c| c.enrollment.clone())
+            .unwrap_or(assess::Enrollment::SetupNotFinished);
+        enrollment.describe(&self.settings.config.mdm.name)
+    }
+
     /// Records a completed step.
     async fn advance(&mut self, step: Step, note: Option<String>) -> Result<(), StepError> {
         self.record.advance(step, note);
@@ -467,9 +500,9 @@ pub(super) async fn record_end(
             reporter.show(Light::Done, None, msg);
         }
         JobEnd::Attention(a) => {
-            record.attention(*a);
+            record.attention(a.clone());
             let _ = ledger.save(record, Event::Attention).await;
-            reporter.attention(*a, Some(record.attempted_step()));
+            reporter.attention(a.clone(), Some(record.attempted_step()));
         }
         JobEnd::Failed(e) => {
             record.fail(e.clone());

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | not activated (new, or erased) | prepare everything, activation first |
 //! | prepared by us, same settings, our Wi-Fi, our name | already done: not touched |
+//! | given another organisation's configuration by Apple School Manager | attention: they must release it |
 //! | set up by someone else, or by us with another MDM | erase if the policy allows, else attention |
 //! | ours with other settings (or a step missing) | prepare what is missing |
 //! | activated, nothing set up | prepare from supervision on |
@@ -22,6 +23,8 @@ use super::assess::{Assessment, CloudFacts};
 #[derive(Debug, Clone)]
 pub struct Wanted<'a> {
     pub mode: MdmMode,
+    /// Our organisation's name (`organization.name`).
+    pub organization: &'a str,
     /// Our supervision certificate (DER); `None` in ADE mode without an identity.
     pub certificate: Option<&'a [u8]>,
     pub enrollment_url: &'a str,
@@ -90,6 +93,9 @@ pub fn plan(a: &Assessment, wanted: &Wanted<'_>, record: &DeviceRecord) -> Plan 
         };
     }
     let cloud = config.cloud.as_ref();
+    if let Some(attention) = assigned_elsewhere(cloud, wanted, record) {
+        return Plan::Attention(attention);
+    }
     let ours = cloud.is_some_and(|c| c.supervised_by(wanted.certificate));
     let prepared_by_us = cloud.is_some_and(|c| prepared_by_us(c, wanted));
     let same_settings = record
@@ -109,6 +115,51 @@ pub fn plan(a: &Assessment, wanted: &Wanted<'_>, record: &DeviceRecord) -> Plan 
         };
     }
     Plan::Prepare(steps(wanted.mode, true, cloud, config.wifi_installed))
+}
+
+/// Whether the iPad's configuration came from another organisation's Apple School Manager: it
+/// was applied from ADE (`ConfigurationSource` 1, which only the device writes), names an
+/// organisation that is not ours, and does not enroll in our MDM. Such an iPad gets the same
+/// configuration again after an erase, so only its release by that organisation helps.
+/// Decided after activation too (activation is when the device learns its assignment).
+///
+/// A configuration on an iPad our pipeline prepared (the ledger has it done since its last
+/// erase: ADE mode, whatever name our Apple School Manager gives the organisation) is ours.
+/// In ADE mode an iPad assigned to our MDM server gets its configuration at activation on a
+/// real device; `organization.name` should then match the name in Apple School Manager, or
+/// `mdm.enrollment_url` the profile's URL, for it not to be taken for another organisation's.
+pub fn assigned_elsewhere(
+    cloud: Option<&CloudFacts>,
+    wanted: &Wanted<'_>,
+    record: &DeviceRecord,
+) -> Option<Attention> {
+    let cloud = cloud?;
+    if prepared_since_last_erase(record) {
+        return None;
+    }
+    let organization = cloud.organization.as_deref()?.trim();
+    let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
+    let elsewhere = cloud.source == Some(1)
+        && !organization.is_empty()
+        && !same(organization, wanted.organization)
+        && cloud
+            .configuration_url
+            .as_deref()
+            .is_none_or(|u| !same(u, wanted.enrollment_url));
+    elsewhere.then(|| Attention::AssignedElsewhere {
+        organization: organization.to_owned(),
+    })
+}
+
+/// Whether the ledger has the iPad prepared (a `Done` step) since it was last erased.
+fn prepared_since_last_erase(record: &DeviceRecord) -> bool {
+    record
+        .history
+        .iter()
+        .rev()
+        .filter(|e| e.error.is_none())
+        .take_while(|e| e.step != Step::Erased)
+        .any(|e| e.step == Step::Done)
 }
 
 /// Whether a cloud configuration is the one our settings write.
@@ -199,6 +250,7 @@ mod tests {
     fn wanted(mode: MdmMode, erase: &ErasePolicy) -> Wanted<'_> {
         Wanted {
             mode,
+            organization: "Springfield Elementary",
             certificate: Some(OURS),
             enrollment_url: URL,
             name: NAME,
@@ -233,6 +285,7 @@ mod tests {
             config: Some(ConfigFacts {
                 cloud,
                 wifi_installed,
+                ..ConfigFacts::default()
             }),
         }
     }
@@ -244,6 +297,7 @@ mod tests {
             configuration_url: Some(url.into()),
             source: Some(2),
             organization: Some("Somebody".into()),
+            ..CloudFacts::default()
         }
     }
 
@@ -496,6 +550,113 @@ mod tests {
             [ApplyAdeConfiguration, Name],
             "Wi-Fi already there"
         );
+    }
+
+    /// What Apple School Manager applies: `ConfigurationSource` 1, an organisation, a URL.
+    fn from_asm(organization: Option<&str>, url: &str) -> CloudFacts {
+        CloudFacts {
+            supervised: true,
+            source: Some(1),
+            organization: organization.map(str::to_owned),
+            configuration_url: Some(url.into()),
+            ..CloudFacts::default()
+        }
+    }
+
+    #[test]
+    fn an_ipad_another_organisation_has_not_released_needs_them_whatever_the_erase_policy() {
+        let elsewhere = |org: &str| {
+            Plan::Attention(Attention::AssignedElsewhere {
+                organization: org.into(),
+            })
+        };
+        let their_url = "https://mdm.shelbyville.example/enroll";
+        let everything = rules(true, &[SERIAL]);
+        // (mode, configuration, erase policy, plan)
+        let cases: Vec<(MdmMode, CloudFacts, &ErasePolicy, Plan)> = vec![
+            (
+                MdmMode::Manual,
+                from_asm(Some("Shelbyville Academy"), their_url),
+                &everything,
+                elsewhere("Shelbyville Academy"),
+            ),
+            (
+                MdmMode::Ade,
+                from_asm(Some(" Shelbyville Academy "), their_url),
+                &everything,
+                elsewhere("Shelbyville Academy"),
+            ),
+            // Our own organisation's assignment, named as ours or enrolling in our MDM.
+            (
+                MdmMode::Ade,
+                from_asm(Some("springfield elementary"), their_url),
+                &everything,
+                Plan::Prepare(vec![]),
+            ),
+            (
+                MdmMode::Ade,
+                from_asm(Some("Springfield School District"), URL),
+                &everything,
+                Plan::Prepare(vec![]),
+            ),
+            // Nothing says whose it is: the other rules decide.
+            (
+                MdmMode::Ade,
+                from_asm(None, their_url),
+                &everything,
+                Plan::Prepare(vec![]),
+            ),
+            // Written by a host (Configurator), not by Apple School Manager: erase may help.
+            (
+                MdmMode::Manual,
+                CloudFacts {
+                    source: Some(2),
+                    ..from_asm(Some("Shelbyville Academy"), their_url)
+                },
+                &everything,
+                Plan::Erase {
+                    reason: "serial is on erase.allow_serials".into(),
+                },
+            ),
+        ];
+        for (mode, cloud, policy, expected) in cases {
+            let w = wanted(mode, policy);
+            let got = plan(
+                &activated(Some(cloud.clone()), true, NAME),
+                &w,
+                &record(None),
+            );
+            let got = match got {
+                Plan::Prepare(_) | Plan::AlreadyDone => Plan::Prepare(vec![]),
+                other => other,
+            };
+            assert_eq!(got, expected, "{mode:?} {cloud:?}");
+            assert_eq!(
+                assigned_elsewhere(Some(&cloud), &w, &record(None)).is_some(),
+                matches!(expected, Plan::Attention(_)),
+                "the rule alone, {cloud:?}"
+            );
+        }
+        let w = wanted(MdmMode::Ade, &everything);
+        assert_eq!(assigned_elsewhere(None, &w, &record(None)), None);
+        // Prepared by our own pipeline (ADE mode: the ledger has it done): ours, whatever our
+        // Apple School Manager calls the organisation.
+        let mut r = record(Some("fp-now"));
+        let shelbyville = from_asm(Some("Shelbyville Academy"), their_url);
+        r.begin_attempt();
+        r.advance(Step::Activated, None);
+        assert!(assigned_elsewhere(Some(&shelbyville), &w, &r).is_some());
+        r.advance(Step::Done, None);
+        assert_eq!(assigned_elsewhere(Some(&shelbyville), &w, &r), None);
+        // Plugged in again: a new attempt starts over from pairing, and it is still ours.
+        r.begin_attempt();
+        r.advance(Step::Paired, None);
+        r.advance(Step::Identified, None);
+        assert_eq!(assigned_elsewhere(Some(&shelbyville), &w, &r), None);
+        // Erased since: its next configuration is looked at again.
+        r.advance(Step::Erased, None);
+        r.advance(Step::Activated, None);
+        assert!(assigned_elsewhere(Some(&shelbyville), &w, &r).is_some());
     }
 
     #[test]

@@ -157,15 +157,15 @@ impl Reporter {
     pub fn attention(&mut self, attention: Attention, step: Option<Step>) {
         self.status.light = Light::Attention;
         self.status.current = step;
-        self.status.message = attention.message().to_owned();
+        self.status.message = attention.message().into_owned();
         self.status.since_ms = crate::clock::now_ms();
-        self.status.attention = Some(attention);
         let target = match (&self.status.serial, &self.status.slot) {
             (Some(serial), _) => serial.clone(),
             (None, Some(slot)) => format!("--slot {slot}"),
             (None, None) => "SERIAL".into(),
         };
         self.status.action = attention.command(&target);
+        self.status.attention = Some(attention);
         self.publish();
     }
 
