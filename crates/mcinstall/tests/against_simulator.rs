@@ -15,8 +15,9 @@ seed = 21
 model = "iPad12,1"
 activated = true
 
-[[device]]            # 2: fresh, not activated
+[[device]]            # 2: fresh, not activated, with lockdownd's MCInstall rule switched off
 activated = false
+mcinstall_before_activation = true
 
 [[device]]            # 3: set up by a user: a cloud configuration exists
 activated = true
@@ -32,6 +33,8 @@ ade_configuration_url = "https://mdm.example.org/enroll"
 [[device]]            # 5: fresh, activated: erased in a test
 activated = true
 erase_reattach_ms = 300
+
+[[device]]            # 6: out of the box: not activated, lockdownd's rules as they are
 "#;
 
 async fn mcinstall(cart: &Cart, slot: u32) -> McInstallClient {
@@ -259,6 +262,22 @@ async fn escalation_failures_are_typed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockdownd_refuses_mcinstall_until_the_ipad_is_activated() {
+    let cart = Cart::start(SCENARIO).await;
+    let (provider, _) = cart.provider(6).await;
+    match McInstallClient::connect(&provider).await {
+        Err(McInstallError::Lockdown(lockdown::LockdownError::Device { request, name })) => {
+            assert_eq!((request, name.as_str()), ("StartService", "InvalidService"))
+        }
+        other => panic!("expected InvalidService, got {other:?}"),
+    }
+    // Activation (here set directly; the activation flow has its own tests) opens it.
+    cart.sim.cart.device(6).unwrap().state().activated = true;
+    let mut mc = McInstallClient::connect(&provider).await.unwrap();
+    assert_eq!(mc.get_cloud_configuration().await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_state_refusals_33003_14002_33004() {
     let cart = Cart::start(SCENARIO).await;
     let identity = new_identity("Springfield Elementary");
@@ -417,15 +436,19 @@ async fn erase_device_succeeds_and_the_ipad_comes_back_fresh() {
         ),
         "{outcome:?}"
     );
-    // Back on USB after the reset (a new DeviceID), in Setup Assistant, with no
-    // configuration; it pairs again.
+    // Back on USB after the reset (a new DeviceID), in Setup Assistant, unactivated (so
+    // lockdownd refuses MCInstall again), with no configuration; it pairs again.
     let device = cart.device_after_reattach(5, before).await;
     let (session, record) = lockdown::trusted_session(device, None, Duration::from_secs(10))
         .await
         .unwrap();
-    let mut mc = McInstallClient::connect(&session.provider(record))
-        .await
-        .unwrap();
+    let provider = session.provider(record);
+    assert!(matches!(
+        McInstallClient::connect(&provider).await,
+        Err(McInstallError::Lockdown(lockdown::LockdownError::Device { name, .. })) if name == "InvalidService"
+    ));
+    cart.sim.cart.device(5).unwrap().state().activated = true;
+    let mut mc = McInstallClient::connect(&provider).await.unwrap();
     assert_eq!(mc.get_cloud_configuration().await.unwrap(), None);
 }
 

@@ -47,6 +47,8 @@ pub struct DeviceSpec {
     pub activation_lock: bool,
     /// How long an erased iPad takes to come back on USB.
     pub erase_reattach: Duration,
+    /// Device rules a scenario may switch or tune (`crate::device_rules`).
+    pub rules: crate::device_rules::DeviceRules,
 }
 
 /// What Apple's servers hand an ADE-assigned iPad (its DEP profile).

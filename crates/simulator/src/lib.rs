@@ -9,6 +9,7 @@ pub mod cart;
 pub mod catalogue;
 pub mod cms_verify;
 pub mod control;
+pub mod device_rules;
 pub mod error;
 pub mod faults;
 pub mod files;
@@ -125,6 +126,7 @@ impl Simulator {
                     }),
                     activation_lock: entry.activation_lock,
                     erase_reattach: Duration::from_millis(entry.erase_reattach_ms.unwrap_or(2000)),
+                    rules: device_rules::DeviceRules::from_entry(entry),
                 },
                 {
                     let state = DeviceState::new(

@@ -571,6 +571,11 @@ fn start_service(ipad: &VirtualIpad, session: Option<&Session>, req: &Dictionary
     let Some(session) = session else {
         return error(NAME, "SessionInactive");
     };
+    if refused_before_activation(ipad, name) {
+        let mut d = error(NAME, "InvalidService");
+        d.insert("Service".into(), name.into());
+        return d;
+    }
     let mut pending = ipad.pending_services();
     let port = loop {
         let candidate = 49152 + (u16::from_be_bytes(crate::rng::random_bytes::<2>()) % 16000);
@@ -591,4 +596,12 @@ fn start_service(ipad: &VirtualIpad, session: Option<&Session>, req: &Dictionary
     d.insert("Port".into(), u64::from(port).into());
     d.insert("Service".into(), name.into());
     d
+}
+
+/// lockdownd starts some services only on an activated device; whether MCInstall is one is not
+/// shown anywhere, so the simulator takes the stricter answer (`docs/fidelity.md` §4).
+fn refused_before_activation(ipad: &VirtualIpad, service: &str) -> bool {
+    service == services::MCINSTALL
+        && ipad.spec.rules.mcinstall_needs_activation
+        && !ipad.state().activated
 }

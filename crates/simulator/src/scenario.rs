@@ -20,6 +20,9 @@
 //! ade_organization = "…"         # with ade: the organisation of its DEP profile
 //! ade_configuration_url = "…"    # with ade: the MDM enrollment URL of its DEP profile
 //! erase_reattach_ms = 2000       # after EraseDevice, back on USB this much later
+//! mcinstall_before_activation = false  # true: lockdownd starts MCInstall while unactivated
+//! ade_apply_ms = 5000            # DownloadAndApplyCloudConfiguration takes this long
+//! migration_wait_replies = 0     # MCInstall answers this many requests "wait" (data migration)
 //!
 //! [[timeline]]
 //! at_ms = 1500
@@ -94,6 +97,12 @@ pub struct DeviceEntry {
     pub ade_organization: Option<String>,
     pub ade_configuration_url: Option<String>,
     pub erase_reattach_ms: Option<u64>,
+    /// Turns off the rule "lockdownd refuses MCInstall on an unactivated iPad".
+    #[serde(default)]
+    pub mcinstall_before_activation: bool,
+    pub ade_apply_ms: Option<u64>,
+    #[serde(default)]
+    pub migration_wait_replies: u32,
 }
 
 impl DeviceEntry {
