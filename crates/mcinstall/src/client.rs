@@ -26,7 +26,15 @@ pub struct Timeouts {
     pub reply: Duration,
     /// The reply to `ProceedWithKeybagMigration` (the device waits up to 300 s for the keybag).
     pub keybag_migration: Duration,
+    /// The reply to `DownloadAndApplyCloudConfiguration`: the device fetches its configuration
+    /// from Apple and then from the MDM (SCEP included) before answering, which takes seconds
+    /// to minutes (`docs/protocol.md` §3.3).
+    pub cloud_configuration_download: Duration,
 }
+
+/// The least [`Timeouts::cloud_configuration_download`] worth using: a shorter deadline would
+/// give up on a device that is still fetching (issue 8: at least 180 s).
+pub const MIN_CLOUD_CONFIGURATION_DOWNLOAD: Duration = Duration::from_secs(180);
 
 impl Default for Timeouts {
     fn default() -> Self {
@@ -34,6 +42,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(30),
             reply: Duration::from_secs(30),
             keybag_migration: Duration::from_secs(330),
+            cloud_configuration_download: Duration::from_secs(300),
         }
     }
 }
@@ -364,7 +373,9 @@ impl McInstallClient {
         self.request("SetCloudConfiguration", d).await.map(drop)
     }
 
-    /// `DownloadAndApplyCloudConfiguration` (the ADE path), with optional MDM credentials.
+    /// `DownloadAndApplyCloudConfiguration` (the ADE path), with optional MDM credentials,
+    /// within [`Timeouts::cloud_configuration_download`]. Not worth re-sending blindly after a
+    /// timeout: the device may still be applying it (read `GetCloudConfiguration` first).
     pub async fn download_and_apply_cloud_configuration(
         &mut self,
         username: Option<&str>,
@@ -377,7 +388,8 @@ impl McInstallClient {
         if let Some(p) = password {
             d.insert("MDMPassword".into(), p.into());
         }
-        self.request("DownloadAndApplyCloudConfiguration", d)
+        let after = self.timeouts.cloud_configuration_download;
+        self.request_within("DownloadAndApplyCloudConfiguration", d, after)
             .await
             .map(drop)
     }

@@ -24,11 +24,12 @@ activated = true
 setup_done = true
 pairing = "accept"
 
-[[device]]            # 4: assigned to ADE in Apple School Manager
+[[device]]            # 4: assigned to ADE in Apple School Manager; its download takes 1.5 s
 activated = true
 ade = true
 ade_organization = "Springfield Schools"
 ade_configuration_url = "https://mdm.example.org/enroll"
+ade_apply_ms = 1500
 
 [[device]]            # 5: fresh, activated: erased in a test
 activated = true
@@ -316,7 +317,18 @@ async fn device_state_refusals_33003_14002_33004() {
         }
         other => panic!("expected MustUseAde, got {other:?}"),
     }
-    // The ADE path: the device fetches its own configuration.
+    // The ADE path: the device needs a network (a Wi-Fi profile), then fetches its own
+    // configuration, which takes its time.
+    match ade.download_and_apply_cloud_configuration(None, None).await {
+        Err(McInstallError::Device { chain, .. }) => {
+            assert_eq!(chain[0].code, Some(-1009));
+            assert_eq!(chain[0].domain.as_deref(), Some("NSURLErrorDomain"));
+        }
+        other => panic!("expected the offline error, got {other:?}"),
+    }
+    ade.install_profile(&wifi_profile("org.springfield.wifi", "Springfield"))
+        .await
+        .unwrap();
     ade.download_and_apply_cloud_configuration(None, None)
         .await
         .unwrap();
@@ -333,13 +345,17 @@ async fn device_state_refusals_33003_14002_33004() {
     // DownloadAndApplyCloudConfiguration on an iPad that is not assigned: a general error,
     // with the device's chain.
     let mut fresh = mcinstall(&cart, 1).await;
+    fresh
+        .install_profile(&wifi_profile("org.springfield.wifi", "Springfield"))
+        .await
+        .unwrap();
     match fresh
         .download_and_apply_cloud_configuration(Some("teacher"), Some("secret"))
         .await
     {
         Err(McInstallError::Device { status, chain, .. }) => {
             assert_eq!(status, "Error");
-            assert!(!chain.is_empty());
+            assert_eq!(chain[0].code, Some(33005));
         }
         other => panic!("expected a device error, got {other:?}"),
     }
@@ -546,4 +562,44 @@ action = "drop"
         mc.erase_device(false, true).await.unwrap(),
         EraseOutcome::ConnectionClosed
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ade_download_takes_its_time_and_a_short_deadline_gives_up_on_it() {
+    assert!(
+        Timeouts::default().cloud_configuration_download
+            >= mcinstall::MIN_CLOUD_CONFIGURATION_DOWNLOAD,
+        "the default deadline outlasts a slow ADE download"
+    );
+    let cart = Cart::start(SCENARIO).await;
+    let (provider, _) = cart.provider(4).await;
+    let timeouts = Timeouts {
+        cloud_configuration_download: Duration::from_millis(300),
+        ..Timeouts::default()
+    };
+    let mut mc = McInstallClient::connect_with_timeouts(&provider, timeouts)
+        .await
+        .unwrap();
+    mc.install_profile(&wifi_profile("org.springfield.wifi", "Springfield"))
+        .await
+        .unwrap();
+    match mc.download_and_apply_cloud_configuration(None, None).await {
+        Err(McInstallError::Timeout { request, after }) => {
+            assert_eq!(request, "DownloadAndApplyCloudConfiguration");
+            assert_eq!(after, Duration::from_millis(300));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // The device finishes the download it started; a new connection finds it applied.
+    let mut mc = McInstallClient::connect(&provider).await.unwrap();
+    let mut held = None;
+    for _ in 0..40 {
+        held = mc.get_cloud_configuration().await.unwrap();
+        if held.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let held = held.expect("the configuration arrives once the device is done");
+    assert_eq!(held["ConfigurationSource"].as_unsigned_integer(), Some(1));
 }

@@ -161,6 +161,10 @@ pub async fn serve(mut link: Link, stream: BoxStream) {
             }
             Some(FaultAction::Delay { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
             Some(FaultAction::Error { name: e }) => forced_error = Some(e),
+            Some(FaultAction::ErrorAfter { name: e }) => {
+                let _ = handle(&link.ipad, &mut session, &name, &request);
+                forced_error = Some(e);
+            }
             None => {}
         }
         if !link.ipad.spec.latency.is_zero() {

@@ -88,10 +88,24 @@ pub async fn serve(mut link: Link, mut stream: BoxStream) {
                 let _ = plist_service::write(&mut stream, &status(&name)).await;
                 continue;
             }
+            Some(FaultAction::ErrorAfter { name }) => {
+                let _ = handle(&link, &mut conn, &kind, &request);
+                let _ = plist_service::write(&mut stream, &status(&name)).await;
+                continue;
+            }
             None => {}
         }
         if !link.ipad.spec.latency.is_zero() {
             tokio::time::sleep(link.ipad.spec.latency).await;
+        }
+        if kind == "DownloadAndApplyCloudConfiguration" && fetches_from_apple(&link.ipad.state()) {
+            // The device asks Apple, then the MDM, before it answers (docs/fidelity.md §6).
+            let takes = link.ipad.spec.rules.ade_apply;
+            tokio::select! {
+                biased;
+                _ = link.gone() => return,
+                _ = tokio::time::sleep(takes) => {}
+            }
         }
         let (answer, after) = handle(&link, &mut conn, &kind, &request);
         if plist_service::write(&mut stream, &answer).await.is_err() {
@@ -479,13 +493,37 @@ fn set_cloud_configuration(
     acknowledged()
 }
 
-fn download_and_apply(ipad: &crate::ipad::VirtualIpad, state: &mut DeviceState) -> Dictionary {
-    if state
-        .profiles
+fn has_payload(profiles: &[Profile], payload_type: &str) -> bool {
+    profiles
         .iter()
-        .any(|p| p.payload_types.iter().any(|t| t == "com.apple.mdm"))
-    {
+        .any(|p| p.payload_types.iter().any(|t| t == payload_type))
+}
+
+/// Whether the device has a way onto the network in Setup Assistant: a Wi-Fi profile the host
+/// sent, installed or (on an unsupervised iPad, in this simulator) downloaded. The simulator
+/// has no other network (no tethering, no cellular iPads).
+fn has_wifi(state: &DeviceState) -> bool {
+    has_payload(&state.profiles, WIFI_PAYLOAD) || has_payload(&state.downloaded, WIFI_PAYLOAD)
+}
+
+const WIFI_PAYLOAD: &str = "com.apple.wifi.managed";
+
+/// `DownloadAndApplyCloudConfiguration` goes to Apple (and takes its time) unless an MDM
+/// profile is installed already or the device has no network.
+fn fetches_from_apple(state: &DeviceState) -> bool {
+    !has_payload(&state.profiles, "com.apple.mdm") && has_wifi(state)
+}
+
+fn download_and_apply(ipad: &crate::ipad::VirtualIpad, state: &mut DeviceState) -> Dictionary {
+    if has_payload(&state.profiles, "com.apple.mdm") {
         return acknowledged();
+    }
+    if !has_wifi(state) {
+        return failure(
+            -1009,
+            "NSURLErrorDomain",
+            "The Internet connection appears to be offline.",
+        );
     }
     let Some(ade) = &ipad.spec.ade else {
         return failure(

@@ -19,6 +19,7 @@
 //! Journaled order: detected → paired → identified → assessed → [erased] → activated →
 //! supervised → escalated → Wi-Fi installed → named → done.
 
+pub mod ade;
 pub mod assess;
 pub mod error;
 pub mod execute;
