@@ -324,10 +324,10 @@ if [[ -n "${INTEROP_EXTRA:-}" ]]; then
 
     # Stage 1's iPads are unactivated: lockdownd refuses MCInstall (docs/fidelity.md §4).
     run pmd3-profile-list-1 "$PMD3" profile list --udid "$U1"
-    check "pymobiledevice3 profile list on an unactivated iPad fails with InvalidService, slot 1" 'rc != 0 and "InvalidService" in err'
+    check "pymobiledevice3 profile list on an unactivated iPad fails (StartService MCInstall -> InvalidService: \"Failed to start service\"), slot 1" 'rc != 0 and "Failed to start service" in err'
 
     run pmd3-cloud-config-1 "$PMD3" profile cloud-configuration --udid "$U1"
-    check "pymobiledevice3 profile cloud-configuration on an unactivated iPad fails with InvalidService, slot 1" 'rc != 0 and "InvalidService" in err'
+    check "pymobiledevice3 profile cloud-configuration on an unactivated iPad fails (StartService MCInstall -> InvalidService: \"Failed to start service\"), slot 1" 'rc != 0 and "Failed to start service" in err'
 fi
 
 # ---------------------------------------------------------------- stage 2: supervision

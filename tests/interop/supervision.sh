@@ -214,11 +214,11 @@ check "stage 1 iPad: profile supervise on an unactivated device fails (its activ
 # lockdownd refuses MCInstall on an unactivated iPad (docs/fidelity.md §4).
 run s1-cloud-config-unactivated "${ON1[@]}" "$PMD3" profile cloud-configuration --udid "$UA"
 check "stage 1 iPad: profile cloud-configuration on the unactivated iPad fails: StartService MCInstall -> InvalidService" \
-    'rc != 0 and "InvalidService" in err'
+    'rc != 0 and "Failed to start service" in err'
 
 run s1-profile-list-unactivated "${ON1[@]}" "$PMD3" profile list --udid "$UA"
 check "stage 1 iPad: profile list on the unactivated iPad fails: StartService MCInstall -> InvalidService" \
-    'rc != 0 and "InvalidService" in err'
+    'rc != 0 and "Failed to start service" in err'
 
 run s1-activation-state-after "${ON1[@]}" "$PMD3" activation state --udid "$UA"
 check "stage 1 iPad: still Unactivated after the failed supervise" 'rc == 0 and out == "Unactivated\n"'
@@ -283,11 +283,11 @@ check "stage 2: after the erase ideviceinfo -k ActivationState agrees (Unactivat
 # crates/mcinstall/tests/against_simulator.rs.
 run s2-cloud-config-after-erase "$PMD3" profile cloud-configuration --udid "$S1"
 check "stage 2: after the erase profile cloud-configuration fails: StartService MCInstall -> InvalidService" \
-    'rc != 0 and "InvalidService" in err'
+    'rc != 0 and "Failed to start service" in err'
 
 run s2-profile-list-after-erase "$PMD3" profile list --udid "$S1"
 check "stage 2: after the erase profile list fails: StartService MCInstall -> InvalidService" \
-    'rc != 0 and "InvalidService" in err'
+    'rc != 0 and "Failed to start service" in err'
 
 run s2-cloud-config-2-after-erase "$PMD3" profile cloud-configuration --udid "$S2"
 check "stage 2: slot 2 keeps its cloud configuration after slot 1's erase" \

@@ -114,6 +114,8 @@ pub struct DeviceState {
     pub pairing_challenge: Option<(Vec<u8>, Vec<u8>)>,
     /// The nonce of the activation session in progress (mobileactivationd).
     pub activation_session: Option<Vec<u8>>,
+    /// MCInstall requests still to be answered "wait" (a data migration pending since boot).
+    pub migration_waits_left: u32,
 }
 
 impl DeviceState {
@@ -138,6 +140,7 @@ impl DeviceState {
             wifi_power: true,
             pairing_challenge: None,
             activation_session: None,
+            migration_waits_left: 0,
         }
     }
 
@@ -160,7 +163,7 @@ impl DeviceState {
         self.cloud_config
             .as_ref()
             .and_then(|c| c.get("IsSupervised"))
-            .and_then(plist::Value::as_boolean)
+            .and_then(flag)
             .unwrap_or(false)
     }
 
@@ -178,8 +181,22 @@ impl DeviceState {
         self.cloud_config
             .as_ref()
             .and_then(|c| c.get("AllowPairing"))
-            .and_then(plist::Value::as_boolean)
+            .and_then(flag)
             == Some(false)
+    }
+}
+
+/// A cloud configuration flag as profiled reads it: an NSNumber, so a plist boolean or an
+/// integer (0 is false). A device stored and reported `AllowPairing: 1` sent by go-ios
+/// (danielpaulus/go-ios#655, #657; `docs/fidelity.md` §6).
+pub fn flag(v: &plist::Value) -> Option<bool> {
+    match v {
+        plist::Value::Boolean(b) => Some(*b),
+        plist::Value::Integer(i) => i
+            .as_signed()
+            .map(|n| n != 0)
+            .or_else(|| i.as_unsigned().map(|n| n != 0)),
+        _ => None,
     }
 }
 

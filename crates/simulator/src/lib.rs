@@ -129,12 +129,13 @@ impl Simulator {
                     rules: device_rules::DeviceRules::from_entry(entry),
                 },
                 {
-                    let state = DeviceState::new(
+                    let mut state = DeviceState::new(
                         entry.name.clone().unwrap_or_else(|| "iPad".into()),
                         entry.activated.unwrap_or(config.activated),
                         false,
                         entry.passcode,
                     );
+                    state.migration_waits_left = entry.migration_wait_replies;
                     if entry.setup_done {
                         state.with_setup_done()
                     } else {
