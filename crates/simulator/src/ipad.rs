@@ -116,6 +116,8 @@ pub struct DeviceState {
     pub activation_session: Option<Vec<u8>>,
     /// MCInstall requests still to be answered "wait" (a data migration pending since boot).
     pub migration_waits_left: u32,
+    /// The HostID of every Pair request received, in order (for tests of host behaviour).
+    pub pair_request_host_ids: Vec<String>,
 }
 
 impl DeviceState {
@@ -141,6 +143,7 @@ impl DeviceState {
             pairing_challenge: None,
             activation_session: None,
             migration_waits_left: 0,
+            pair_request_host_ids: Vec::new(),
         }
     }
 

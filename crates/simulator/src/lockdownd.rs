@@ -450,6 +450,7 @@ fn pair(ipad: &VirtualIpad, req: &Dictionary) -> Dictionary {
     let Some(host_id) = record.get("HostID").and_then(Value::as_string) else {
         return error(NAME, "MissingHostID");
     };
+    ipad.state().pair_request_host_ids.push(host_id.to_owned());
     let pem = |k: &str| {
         record
             .get(k)
