@@ -373,7 +373,10 @@ async fn start_service_hands_out_a_port_with_tls() {
         .await
         .unwrap();
     // (Slot 1 is unactivated: MCInstall would be refused, mobileactivationd is not.)
-    let (port, ssl) = s.start_service("com.apple.mobileactivationd").await.unwrap();
+    let (port, ssl) = s
+        .start_service("com.apple.mobileactivationd")
+        .await
+        .unwrap();
     assert!(port >= 49152);
     assert!(ssl);
     match s.start_service("com.apple.no.such.service").await {

@@ -118,6 +118,9 @@ pub struct DeviceState {
     pub migration_waits_left: u32,
     /// The HostID of every Pair request received, in order (for tests of host behaviour).
     pub pair_request_host_ids: Vec<String>,
+    /// Rebooted into recovery mode (lockdownd `EnterRecovery`): off usbmuxd, on the USB bus with
+    /// the recovery product ID.
+    pub in_recovery: bool,
 }
 
 impl DeviceState {
@@ -144,6 +147,7 @@ impl DeviceState {
             activation_session: None,
             migration_waits_left: 0,
             pair_request_host_ids: Vec::new(),
+            in_recovery: false,
         }
     }
 

@@ -29,14 +29,23 @@ pub struct Link {
     pub faults: Arc<Mutex<FaultBook>>,
     /// The simulated Apple whose activation records the device trusts.
     pub authority: Arc<crate::activation::ActivationAuthority>,
-    /// Where EraseDevice asks the cart to reset this slot.
-    pub erase: tokio::sync::mpsc::UnboundedSender<u32>,
+    /// Where EraseDevice and EnterRecovery ask the cart to reset this slot.
+    pub erase: tokio::sync::mpsc::UnboundedSender<(u32, crate::cart::Reset)>,
 }
 
 impl Link {
     /// Asks the cart to erase this device: it drops off USB, is wiped, and comes back.
     pub fn request_erase(&self) {
-        let _ = self.erase.send(self.ipad.spec.slot);
+        let _ = self
+            .erase
+            .send((self.ipad.spec.slot, crate::cart::Reset::Erase));
+    }
+
+    /// Asks the cart to reboot this device into recovery mode.
+    pub fn request_recovery(&self) {
+        let _ = self
+            .erase
+            .send((self.ipad.spec.slot, crate::cart::Reset::Recovery));
     }
 
     pub fn fault(&self, request: &str) -> Option<FaultAction> {
@@ -106,6 +115,8 @@ enum Then {
     StartTls(String),
     StopTls,
     Close,
+    /// EnterRecovery: the reply goes out, then the device reboots into recovery mode.
+    Recovery,
 }
 
 fn reply(request: &str) -> Dictionary {
@@ -180,6 +191,10 @@ pub async fn serve(mut link: Link, stream: BoxStream) {
         conn = match (then, conn) {
             (Then::Continue, c) => c,
             (Then::Close, _) => return,
+            (Then::Recovery, _) => {
+                link.request_recovery();
+                return;
+            }
             (Then::StartTls(host_id), Conn::Plain(s)) => {
                 match start_tls(&link.ipad, &host_id, s).await {
                     Some(tls) => Conn::Tls(Box::new(tls)),
@@ -306,6 +321,10 @@ fn handle(
             }
         }
         "StartService" => cont(start_service(ipad, session.as_ref(), req)),
+        // pymobiledevice3 and idevice send it in a paired session and expect the plain reply;
+        // the device then reboots into recovery (docs/fidelity.md §3).
+        "EnterRecovery" if session.is_some() => (reply(name), Then::Recovery),
+        "EnterRecovery" => cont(error(name, "SessionInactive")),
         "Goodbye" => (reply(name), Then::Close),
         _ => cont(error(name, "InvalidRequest")),
     }
