@@ -121,6 +121,8 @@ pub struct DeviceState {
     /// Rebooted into recovery mode (lockdownd `EnterRecovery`): off usbmuxd, on the USB bus with
     /// the recovery product ID.
     pub in_recovery: bool,
+    /// The device clock minus the host's, in seconds (set by `SetValue TimeIntervalSince1970`).
+    pub clock_offset: f64,
 }
 
 impl DeviceState {
@@ -148,6 +150,7 @@ impl DeviceState {
             migration_waits_left: 0,
             pair_request_host_ids: Vec::new(),
             in_recovery: false,
+            clock_offset: 0.0,
         }
     }
 

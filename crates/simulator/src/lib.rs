@@ -22,6 +22,7 @@ pub mod scenario;
 pub mod services;
 pub mod tls;
 pub mod usbmuxd;
+pub mod value_rules;
 pub mod values;
 
 use std::path::PathBuf;

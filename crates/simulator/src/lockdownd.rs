@@ -15,6 +15,7 @@ use crate::faults::{FaultAction, FaultBook};
 use crate::ipad::{PairedHost, PairingBehavior, PendingService, VirtualIpad};
 use crate::services;
 use crate::tls::{self, BoxStream, Prefixed, RecordBounded, TrustedHost};
+use crate::value_rules;
 use crate::values;
 
 pub const PORT: u16 = usbmux::LOCKDOWN_PORT;
@@ -348,6 +349,14 @@ fn echo_key_domain(d: &mut Dictionary, req: &Dictionary) {
 }
 
 fn get_value(ipad: &VirtualIpad, trusted: bool, req: &Dictionary) -> Dictionary {
+    // A Key or Domain that is there but not a string names nothing: refused rather than read as
+    // absent (which would answer the whole domain).
+    if ["Key", "Domain"]
+        .iter()
+        .any(|k| req.get(*k).is_some_and(|v| v.as_string().is_none()))
+    {
+        return with_echo(error("GetValue", "InvalidRequest"), req);
+    }
     let key = req.get("Key").and_then(Value::as_string);
     let domain = req.get("Domain").and_then(Value::as_string);
     let state = ipad.state();
@@ -399,16 +408,26 @@ fn set_value(ipad: &VirtualIpad, trusted: bool, req: &Dictionary) -> Dictionary 
             .as_string()
             .filter(|v| !v.is_empty())
             .map(|v| state.device_name = v.into()),
-        (None, "TimeZone", true) => value.as_string().map(|v| state.time_zone = v.into()),
+        // An IANA zone name only; the offset lockdownd reports follows it (values.rs).
+        (None, "TimeZone", true) => value
+            .as_string()
+            .filter(|v| value_rules::is_time_zone(v))
+            .map(|v| state.time_zone = v.into()),
+        // go-ios sets the clock this way before activation (`docs/fidelity.md` §3).
+        (None, "TimeIntervalSince1970", true) => {
+            value_rules::time_interval(value).map(|t| state.clock_offset = t - values::now())
+        }
         (None, "Uses24HourClock", true) => value.as_boolean().map(|v| state.uses_24h_clock = v),
         // Hosts confirm activation with it (pymobiledevice3, libideviceactivation).
         (None, "ActivationStateAcknowledged", true) => value.as_boolean().map(|_| ()),
-        (Some(values::INTERNATIONAL), "Language", true) => {
-            value.as_string().map(|v| state.language = v.into())
-        }
-        (Some(values::INTERNATIONAL), "Locale", true) => {
-            value.as_string().map(|v| state.locale = v.into())
-        }
+        (Some(values::INTERNATIONAL), "Language", true) => value
+            .as_string()
+            .filter(|v| value_rules::is_language(v))
+            .map(|v| state.language = v.into()),
+        (Some(values::INTERNATIONAL), "Locale", true) => value
+            .as_string()
+            .filter(|v| value_rules::is_locale(v))
+            .map(|v| state.locale = v.into()),
         (Some(dom), k, true) if values::WRITABLE_DOMAINS.contains(&dom) => {
             state
                 .extra_domains
@@ -424,7 +443,7 @@ fn set_value(ipad: &VirtualIpad, trusted: bool, req: &Dictionary) -> Dictionary 
     };
     match ok {
         Some(()) => with_echo(reply(NAME), req),
-        // Right key, wrong plist type.
+        // Right key, wrong plist type or a value the device does not take.
         None => with_echo(error(NAME, "SetProhibited"), req),
     }
 }
