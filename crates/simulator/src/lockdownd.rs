@@ -353,7 +353,7 @@ fn get_value(ipad: &VirtualIpad, trusted: bool, req: &Dictionary) -> Dictionary 
     // absent (which would answer the whole domain).
     if ["Key", "Domain"]
         .iter()
-        .any(|k| req.get(*k).is_some_and(|v| v.as_string().is_none()))
+        .any(|k| req.get(k).is_some_and(|v| v.as_string().is_none()))
     {
         return with_echo(error("GetValue", "InvalidRequest"), req);
     }
