@@ -27,6 +27,10 @@ pub struct SimArgs {
     /// Start the iPads activated (still in Setup Assistant), as after an erase and activation.
     #[arg(long)]
     activated: bool,
+    /// Let lockdownd start MCInstall on unactivated iPads (the simulator refuses it by default,
+    /// see docs/fidelity.md); for clients that read profiles before activating.
+    #[arg(long)]
+    mcinstall_before_activation: bool,
 }
 
 /// One line on standard output; an error (the reader went away) ends the caller's printing.
@@ -40,6 +44,12 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
         None if args.devices == 0 => return Err(bad_input("--devices must be at least 1")),
         None => simulator::Scenario::uniform(args.devices),
     };
+    let mut scenario = scenario;
+    if args.mcinstall_before_activation {
+        for d in &mut scenario.devices {
+            d.mcinstall_before_activation = true;
+        }
+    }
     let listen_args = if args.listen.is_empty() {
         vec!["127.0.0.1:27015".to_owned()]
     } else {

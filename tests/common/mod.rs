@@ -487,3 +487,29 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The virtual cart's USB bus as it is now (`simulator::bus::devices`): plugged iPads in normal
+/// mode, iPads that rebooted into recovery with their recovery product ID.
+pub struct SimBus(pub Arc<simulator::Cart>);
+
+impl station::slots::Topology for SimBus {
+    fn unavailable(&self) -> Option<&str> {
+        None
+    }
+
+    fn apple_devices(&self) -> Vec<AppleUsbDevice> {
+        simulator::bus::devices(&self.0)
+            .into_iter()
+            .filter_map(|d| {
+                Some(AppleUsbDevice {
+                    chain: d.port.chain,
+                    bus: d.port.bus,
+                    address: d.port.address,
+                    product_id: d.product_id,
+                    mode: UsbMode::from_product_id(d.product_id)?,
+                    serial: Some(d.serial),
+                })
+            })
+            .collect()
+    }
+}

@@ -6,6 +6,7 @@ pub mod activation;
 pub mod error;
 pub mod pair_records;
 pub mod pairing;
+mod pending_pair;
 pub mod provider;
 pub mod services;
 pub mod session;

@@ -1,17 +1,21 @@
-//! Pairing: one `Pair` attempt at a time (idevice's `pair_once`), retried while the iPad shows
-//! "Trust This Computer?", up to a deadline; the record is then saved through usbmuxd
+//! Pairing: one `Pair` request, generated once and sent again while the iPad shows "Trust This
+//! Computer?", up to a deadline (and kept for the next call while the prompt is pending); the record is then saved through usbmuxd
 //! (SavePairRecord, so other tools and Linux usbmuxd see it) and in our own state folder.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use idevice::pairing_file::PairingFile;
 use plist::Value;
-use rsa::pkcs1::DecodeRsaPublicKey;
 use usbmux::UsbmuxClient;
 
 use crate::error::LockdownError;
 use crate::pair_records::{self, PairRecordStore};
+use crate::pending_pair;
 use crate::session::DeviceSession;
+use crate::supervised_pairing::{
+    PairReply, complete_record, generate_record, options, pair_exchange, pair_request,
+};
 
 /// How long to wait for someone to tap "Trust" by default.
 pub const DEFAULT_TRUST_WAIT: Duration = Duration::from_secs(120);
@@ -35,27 +39,10 @@ pub fn new_host_id() -> String {
     )
 }
 
-/// Checks DevicePublicKey before idevice builds certificates from it (idevice panics on a
-/// malformed one).
-async fn check_device_public_key(session: &mut DeviceSession) -> Result<(), LockdownError> {
-    let value = session.get_value(Some("DevicePublicKey"), None).await?;
-    let pem = match &value {
-        Value::Data(d) => std::str::from_utf8(d)
-            .map_err(|_| LockdownError::MalformedReply("DevicePublicKey is not PEM text".into()))?,
-        _ => {
-            return Err(LockdownError::MalformedReply(
-                "DevicePublicKey is not data".into(),
-            ));
-        }
-    };
-    rsa::RsaPublicKey::from_pkcs1_pem(pem)
-        .map(|_| ())
-        .map_err(|e| {
-            LockdownError::MalformedReply(format!("DevicePublicKey is not a PKCS#1 RSA key: {e}"))
-        })
-}
-
-/// Pairs, retrying while the trust prompt is pending, until `trust_wait` has passed.
+/// Pairs, sending the same request again while the trust prompt is pending, until
+/// `trust_wait` has passed. A request left pending by an earlier call for this iPad (same
+/// `DevicePublicKey`) is sent again as it was, HostID included, instead of a new one
+/// (`pending_pair`); `host_id` and `system_buid` only go into a new request.
 pub async fn pair(
     session: &mut DeviceSession,
     host_id: &str,
@@ -63,28 +50,65 @@ pub async fn pair(
     host_name: Option<&str>,
     trust_wait: Duration,
 ) -> Result<PairingFile, LockdownError> {
-    check_device_public_key(session).await?;
+    let device_key = match session.get_value(Some("DevicePublicKey"), None).await? {
+        Value::Data(d) => d,
+        _ => {
+            return Err(LockdownError::MalformedReply(
+                "DevicePublicKey is not data".into(),
+            ));
+        }
+    };
+    let udid = session.device.udid.clone();
+    let record = match pending_pair::reuse(&udid, &device_key) {
+        Some(record) => record,
+        None => {
+            let wifi_mac = match session.get_value(Some("WiFiAddress"), None).await? {
+                Value::String(s) => s,
+                _ => {
+                    return Err(LockdownError::MalformedReply(
+                        "WiFiAddress is not a string".into(),
+                    ));
+                }
+            };
+            let (host_id, buid) = (host_id.to_owned(), system_buid.to_owned());
+            let record = tokio::task::spawn_blocking(move || {
+                generate_record(&device_key, &host_id, &buid, &wifi_mac)
+            })
+            .await
+            .map_err(|e| LockdownError::PairRecord(format!("key generation task: {e}")))??;
+            Arc::new(record)
+        }
+    };
+    let request = pair_request(
+        &record,
+        host_name,
+        options([("ExtendedPairingErrors", Value::Boolean(true))]),
+    );
     let started = Instant::now();
     loop {
-        let timeout = session.timeout();
-        let attempt = crate::session::timed(
-            "Pair",
-            timeout,
-            session.client().pair_once(host_id, system_buid, host_name),
-        )
-        .await;
-        match attempt {
-            Ok(mut record) => {
-                record.udid = Some(session.device.udid.clone());
-                return Ok(record);
+        match pair_exchange(session, &request).await {
+            Ok(PairReply::Escrow(bag)) => {
+                pending_pair::forget(&udid);
+                return complete_record(&record, bag, &udid);
+            }
+            Ok(PairReply::Challenge(_)) => {
+                pending_pair::forget(&udid);
+                return Err(LockdownError::Device {
+                    request: "Pair",
+                    name: "MCChallengeRequired".into(),
+                });
             }
             Err(LockdownError::Device { name, .. }) if name == "PairingDialogResponsePending" => {
                 if started.elapsed() + RETRY_EVERY > trust_wait {
+                    pending_pair::keep(&udid, record);
                     return Err(LockdownError::TrustPromptUnanswered(trust_wait));
                 }
                 tokio::time::sleep(RETRY_EVERY).await;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                pending_pair::forget(&udid);
+                return Err(e);
+            }
         }
     }
 }

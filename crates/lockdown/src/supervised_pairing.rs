@@ -104,9 +104,9 @@ pub(crate) fn lockdown_error(request: &'static str, name: &str) -> LockdownError
 // Pair record generation.
 
 /// A freshly generated pair record, before the device has accepted it.
-struct NewRecord {
+pub(crate) struct NewRecord {
     /// What goes into the `Pair` request's `PairRecord` (no private key).
-    sent: Dictionary,
+    pub(crate) sent: Dictionary,
     /// The host (= root) private key, PKCS#8 PEM.
     private_key_pem: Vec<u8>,
 }
@@ -141,7 +141,7 @@ fn cert_pem(
 }
 
 /// Generates the key and certificates (CPU-heavy: run off the async threads).
-fn generate_record(
+pub(crate) fn generate_record(
     device_public_key_pem: &[u8],
     host_id: &str,
     system_buid: &str,
@@ -183,7 +183,7 @@ fn generate_record(
 }
 
 /// The stored record: what was sent plus the private keys, the escrow bag and the UDID.
-fn complete_record(
+pub(crate) fn complete_record(
     record: &NewRecord,
     escrow_bag: Vec<u8>,
     udid: &str,
@@ -205,7 +205,11 @@ fn complete_record(
     pair_records::parse(&bytes)
 }
 
-fn pair_request(record: &NewRecord, host_name: Option<&str>, options: Dictionary) -> Dictionary {
+pub(crate) fn pair_request(
+    record: &NewRecord,
+    host_name: Option<&str>,
+    options: Dictionary,
+) -> Dictionary {
     let mut req = Dictionary::new();
     req.insert("Label".into(), LABEL.into());
     req.insert("Request".into(), "Pair".into());
@@ -219,12 +223,12 @@ fn pair_request(record: &NewRecord, host_name: Option<&str>, options: Dictionary
 }
 
 /// What one `Pair` exchange came to.
-enum PairReply {
+pub(crate) enum PairReply {
     Escrow(Vec<u8>),
     Challenge(Vec<u8>),
 }
 
-async fn pair_exchange(
+pub(crate) async fn pair_exchange(
     session: &mut DeviceSession,
     request: &Dictionary,
 ) -> Result<PairReply, LockdownError> {
@@ -267,7 +271,7 @@ async fn pair_exchange(
     }
 }
 
-fn options(entries: [(&str, Value); 2]) -> Dictionary {
+pub(crate) fn options<const N: usize>(entries: [(&str, Value); N]) -> Dictionary {
     entries
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

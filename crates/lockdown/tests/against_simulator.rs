@@ -169,6 +169,46 @@ async fn trust_prompt_is_retried_until_the_user_taps_trust() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_trust_prompt_is_pending_one_pairing_request_is_sent_again() {
+    let cart = Cart::start(SCENARIO).await;
+    // Asks twice: the first call gives up after one "pending", the second after another, the
+    // third is trusted. Each call asks again as the station does while showing "tap Trust".
+    let mut outcomes = Vec::new();
+    let record = loop {
+        match lockdown::trusted_session(
+            cart.device(2).await,
+            Some(&cart.store),
+            Duration::from_millis(500),
+        )
+        .await
+        {
+            Ok((_, record)) => break record,
+            Err(e) => {
+                assert!(
+                    matches!(e, LockdownError::TrustPromptUnanswered(_)),
+                    "{e:?}"
+                );
+                outcomes.push(e);
+                assert!(outcomes.len() < 5, "trusted after two prompts");
+            }
+        }
+    };
+    let sent = cart
+        .sim
+        .cart
+        .device(2)
+        .unwrap()
+        .state()
+        .pair_request_host_ids
+        .clone();
+    assert_eq!(sent.len(), 3, "two pending answers, then trusted: {sent:?}");
+    assert!(
+        sent.iter().all(|h| *h == record.host_id),
+        "one HostID: {sent:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_typed_errors() {
     let cart = Cart::start(SCENARIO).await;
     let wait = Duration::from_secs(3);
@@ -427,7 +467,11 @@ async fn start_service_hands_out_a_port_with_tls() {
     let (mut s, _) = lockdown::trusted_session(cart.device(1).await, None, Duration::from_secs(10))
         .await
         .unwrap();
-    let (port, ssl) = s.start_service("com.apple.mobile.MCInstall").await.unwrap();
+    // (Slot 1 is unactivated: MCInstall would be refused, mobileactivationd is not.)
+    let (port, ssl) = s
+        .start_service("com.apple.mobileactivationd")
+        .await
+        .unwrap();
     assert!(port >= 49152);
     assert!(ssl);
     match s.start_service("com.apple.no.such.service").await {

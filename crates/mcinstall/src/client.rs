@@ -9,7 +9,7 @@ use idevice::{Idevice, IdeviceError, IdeviceService};
 use lockdown::ChallengeSigner;
 use plist::{Dictionary, Value};
 
-use crate::error::{McInstallError, check_reply};
+use crate::error::{McInstallError, check_reply, is_wait_reply};
 use crate::profile_list::{self, ProfileList};
 
 /// The lockdown service name.
@@ -26,7 +26,21 @@ pub struct Timeouts {
     pub reply: Duration,
     /// The reply to `ProceedWithKeybagMigration` (the device waits up to 300 s for the keybag).
     pub keybag_migration: Duration,
+    /// The reply to `DownloadAndApplyCloudConfiguration`: the device fetches its configuration
+    /// from Apple and then from the MDM (SCEP included) before answering, which takes seconds
+    /// to minutes (`docs/protocol.md` §3.3).
+    pub cloud_configuration_download: Duration,
+    /// How long a request is sent again while the device answers "wait" (a data migration
+    /// pending since boot, [`crate::error::is_wait_reply`]).
+    pub migration_wait: Duration,
 }
+
+/// The pause between a "wait" reply and sending the request again.
+pub const WAIT_PAUSE: Duration = Duration::from_millis(500);
+
+/// The least [`Timeouts::cloud_configuration_download`] worth using: a shorter deadline would
+/// give up on a device that is still fetching (issue 8: at least 180 s).
+pub const MIN_CLOUD_CONFIGURATION_DOWNLOAD: Duration = Duration::from_secs(180);
 
 impl Default for Timeouts {
     fn default() -> Self {
@@ -34,6 +48,8 @@ impl Default for Timeouts {
             connect: Duration::from_secs(30),
             reply: Duration::from_secs(30),
             keybag_migration: Duration::from_secs(330),
+            cloud_configuration_download: Duration::from_secs(300),
+            migration_wait: Duration::from_secs(120),
         }
     }
 }
@@ -279,9 +295,27 @@ impl McInstallClient {
         for (k, v) in fields {
             message.insert(k, v);
         }
-        let reply = self.exchange(kind, &message, after).await?;
-        check_reply(kind, &reply)?;
-        Ok(reply)
+        let mut waited = Duration::ZERO;
+        loop {
+            let reply = self.exchange(kind, &message, after).await?;
+            if !is_wait_reply(&reply) {
+                check_reply(kind, &reply)?;
+                return Ok(reply);
+            }
+            // The device did not run the request: send it again once it is ready.
+            if waited >= self.timeouts.migration_wait {
+                return Err(McInstallError::StillWaiting {
+                    request: kind,
+                    waited,
+                });
+            }
+            tracing::info!(
+                request = kind,
+                "the device asks to wait (data migration pending)"
+            );
+            tokio::time::sleep(WAIT_PAUSE).await;
+            waited += WAIT_PAUSE;
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -363,7 +397,9 @@ impl McInstallClient {
         self.request("SetCloudConfiguration", d).await.map(drop)
     }
 
-    /// `DownloadAndApplyCloudConfiguration` (the ADE path), with optional MDM credentials.
+    /// `DownloadAndApplyCloudConfiguration` (the ADE path), with optional MDM credentials,
+    /// within [`Timeouts::cloud_configuration_download`]. Not worth re-sending blindly after a
+    /// timeout: the device may still be applying it (read `GetCloudConfiguration` first).
     pub async fn download_and_apply_cloud_configuration(
         &mut self,
         username: Option<&str>,
@@ -376,7 +412,8 @@ impl McInstallClient {
         if let Some(p) = password {
             d.insert("MDMPassword".into(), p.into());
         }
-        self.request("DownloadAndApplyCloudConfiguration", d)
+        let after = self.timeouts.cloud_configuration_download;
+        self.request_within("DownloadAndApplyCloudConfiguration", d, after)
             .await
             .map(drop)
     }

@@ -82,6 +82,15 @@ pub enum McInstallError {
         request: &'static str,
         reason: String,
     },
+    /// The device kept answering "wait" (a data migration pending since boot) for longer than
+    /// the client waits.
+    #[error(
+        "the device asked to wait (a data migration is pending: unlock the iPad) and still did after {waited:?} of {request}"
+    )]
+    StillWaiting {
+        request: &'static str,
+        waited: Duration,
+    },
     #[error("the device did not answer {request} within {after:?}")]
     Timeout {
         request: &'static str,
@@ -107,6 +116,7 @@ impl McInstallError {
     pub fn is_transient(&self) -> bool {
         match self {
             McInstallError::Timeout { .. }
+            | McInstallError::StillWaiting { .. }
             | McInstallError::ConnectionClosed { .. }
             | McInstallError::Connection { .. } => true,
             McInstallError::Lockdown(l) => l.is_transient(),
@@ -201,6 +211,32 @@ fn known(entry: &ChainEntry, description: &str) -> Option<McInstallError> {
 }
 
 /// Checks a reply: `Ok` when `Status == "Acknowledged"`, else the typed error.
+/// The statuses the device is known to send (`docs/protocol.md` §3.4).
+const KNOWN_STATUSES: [&str; 5] = [
+    "Acknowledged",
+    "Error",
+    "CommandFormatError",
+    "CertificateRejected",
+    "SignedRequestRejected",
+];
+
+/// Whether `reply` is the daemon's "wait until preboard is finished" answer: when a data
+/// migration is pending and the iPad was not unlocked since boot, mc_mobile_tunnel reads the
+/// request, answers a fixed dictionary instead of running it, and reads the next one (iOS 26.1
+/// decompile, `MMTConnection executeNextCommand`; `docs/fidelity.md` §5). That dictionary's
+/// content is not recoverable, so a reply that is neither a known status nor carries an
+/// `ErrorChain` counts as it: the request was not run and may be sent again.
+pub fn is_wait_reply(reply: &Dictionary) -> bool {
+    if reply.contains_key("ErrorChain") {
+        return false;
+    }
+    match reply.get("Status") {
+        None => true,
+        Some(Value::String(s)) => !KNOWN_STATUSES.contains(&s.as_str()),
+        Some(_) => false,
+    }
+}
+
 pub fn check_reply(request: &'static str, reply: &Dictionary) -> Result<(), McInstallError> {
     let status = match reply.get("Status") {
         Some(Value::String(s)) => s.as_str(),
@@ -273,6 +309,35 @@ pub fn check_reply(request: &'static str, reply: &Dictionary) -> Result<(), McIn
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_neither_known_nor_an_error_chain_is_the_wait_reply() {
+        let reply = |status: Option<Value>, chain: bool| {
+            let mut d = Dictionary::new();
+            if let Some(s) = status {
+                d.insert("Status".into(), s);
+            }
+            if chain {
+                d.insert("ErrorChain".into(), Value::Array(vec![]));
+            }
+            d
+        };
+        let s = |t: &str| Some(Value::String(t.into()));
+        for (case, want) in [
+            (reply(None, false), true),
+            (reply(s("Waiting"), false), true),
+            (reply(s("Acknowledged"), false), false),
+            (reply(s("Error"), false), false),
+            (reply(s("CommandFormatError"), false), false),
+            (reply(s("CertificateRejected"), false), false),
+            (reply(s("SignedRequestRejected"), false), false),
+            (reply(s("Waiting"), true), false),
+            (reply(None, true), false),
+            (reply(Some(Value::Integer(1.into())), false), false),
+        ] {
+            assert_eq!(is_wait_reply(&case), want, "{case:?}");
+        }
+    }
 
     fn failure(code: Value, domain: &str, text: &str) -> Dictionary {
         let mut entry = Dictionary::new();

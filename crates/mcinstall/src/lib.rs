@@ -14,7 +14,9 @@ pub mod client;
 pub mod error;
 pub mod profile_list;
 
-pub use client::{EraseOutcome, McInstallClient, SERVICE_NAME, Timeouts};
+pub use client::{
+    EraseOutcome, MIN_CLOUD_CONFIGURATION_DOWNLOAD, McInstallClient, SERVICE_NAME, Timeouts,
+};
 pub use error::{ChainEntry, McInstallError};
 pub use lockdown::ChallengeSigner;
 pub use profile_list::{InstalledProfile, ProfileList};

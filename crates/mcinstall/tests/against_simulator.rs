@@ -15,23 +15,27 @@ seed = 21
 model = "iPad12,1"
 activated = true
 
-[[device]]            # 2: fresh, not activated
+[[device]]            # 2: fresh, not activated, with lockdownd's MCInstall rule switched off
 activated = false
+mcinstall_before_activation = true
 
 [[device]]            # 3: set up by a user: a cloud configuration exists
 activated = true
 setup_done = true
 pairing = "accept"
 
-[[device]]            # 4: assigned to ADE in Apple School Manager
+[[device]]            # 4: assigned to ADE in Apple School Manager; its download takes 1.5 s
 activated = true
 ade = true
 ade_organization = "Springfield Schools"
 ade_configuration_url = "https://mdm.example.org/enroll"
+ade_apply_ms = 1500
 
 [[device]]            # 5: fresh, activated: erased in a test
 activated = true
 erase_reattach_ms = 300
+
+[[device]]            # 6: out of the box: not activated, lockdownd's rules as they are
 "#;
 
 async fn mcinstall(cart: &Cart, slot: u32) -> McInstallClient {
@@ -259,6 +263,22 @@ async fn escalation_failures_are_typed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockdownd_refuses_mcinstall_until_the_ipad_is_activated() {
+    let cart = Cart::start(SCENARIO).await;
+    let (provider, _) = cart.provider(6).await;
+    match McInstallClient::connect(&provider).await {
+        Err(McInstallError::Lockdown(lockdown::LockdownError::Device { request, name })) => {
+            assert_eq!((request, name.as_str()), ("StartService", "InvalidService"))
+        }
+        other => panic!("expected InvalidService, got {other:?}"),
+    }
+    // Activation (here set directly; the activation flow has its own tests) opens it.
+    cart.sim.cart.device(6).unwrap().state().activated = true;
+    let mut mc = McInstallClient::connect(&provider).await.unwrap();
+    assert_eq!(mc.get_cloud_configuration().await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_state_refusals_33003_14002_33004() {
     let cart = Cart::start(SCENARIO).await;
     let identity = new_identity("Springfield Elementary");
@@ -297,7 +317,18 @@ async fn device_state_refusals_33003_14002_33004() {
         }
         other => panic!("expected MustUseAde, got {other:?}"),
     }
-    // The ADE path: the device fetches its own configuration.
+    // The ADE path: the device needs a network (a Wi-Fi profile), then fetches its own
+    // configuration, which takes its time.
+    match ade.download_and_apply_cloud_configuration(None, None).await {
+        Err(McInstallError::Device { chain, .. }) => {
+            assert_eq!(chain[0].code, Some(-1009));
+            assert_eq!(chain[0].domain.as_deref(), Some("NSURLErrorDomain"));
+        }
+        other => panic!("expected the offline error, got {other:?}"),
+    }
+    ade.install_profile(&wifi_profile("org.springfield.wifi", "Springfield"))
+        .await
+        .unwrap();
     ade.download_and_apply_cloud_configuration(None, None)
         .await
         .unwrap();
@@ -314,13 +345,17 @@ async fn device_state_refusals_33003_14002_33004() {
     // DownloadAndApplyCloudConfiguration on an iPad that is not assigned: a general error,
     // with the device's chain.
     let mut fresh = mcinstall(&cart, 1).await;
+    fresh
+        .install_profile(&wifi_profile("org.springfield.wifi", "Springfield"))
+        .await
+        .unwrap();
     match fresh
         .download_and_apply_cloud_configuration(Some("teacher"), Some("secret"))
         .await
     {
         Err(McInstallError::Device { status, chain, .. }) => {
             assert_eq!(status, "Error");
-            assert!(!chain.is_empty());
+            assert_eq!(chain[0].code, Some(33005));
         }
         other => panic!("expected a device error, got {other:?}"),
     }
@@ -417,15 +452,19 @@ async fn erase_device_succeeds_and_the_ipad_comes_back_fresh() {
         ),
         "{outcome:?}"
     );
-    // Back on USB after the reset (a new DeviceID), in Setup Assistant, with no
-    // configuration; it pairs again.
+    // Back on USB after the reset (a new DeviceID), in Setup Assistant, unactivated (so
+    // lockdownd refuses MCInstall again), with no configuration; it pairs again.
     let device = cart.device_after_reattach(5, before).await;
     let (session, record) = lockdown::trusted_session(device, None, Duration::from_secs(10))
         .await
         .unwrap();
-    let mut mc = McInstallClient::connect(&session.provider(record))
-        .await
-        .unwrap();
+    let provider = session.provider(record);
+    assert!(matches!(
+        McInstallClient::connect(&provider).await,
+        Err(McInstallError::Lockdown(lockdown::LockdownError::Device { name, .. })) if name == "InvalidService"
+    ));
+    cart.sim.cart.device(5).unwrap().state().activated = true;
+    let mut mc = McInstallClient::connect(&provider).await.unwrap();
     assert_eq!(mc.get_cloud_configuration().await.unwrap(), None);
 }
 
@@ -523,4 +562,44 @@ action = "drop"
         mc.erase_device(false, true).await.unwrap(),
         EraseOutcome::ConnectionClosed
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ade_download_takes_its_time_and_a_short_deadline_gives_up_on_it() {
+    assert!(
+        Timeouts::default().cloud_configuration_download
+            >= mcinstall::MIN_CLOUD_CONFIGURATION_DOWNLOAD,
+        "the default deadline outlasts a slow ADE download"
+    );
+    let cart = Cart::start(SCENARIO).await;
+    let (provider, _) = cart.provider(4).await;
+    let timeouts = Timeouts {
+        cloud_configuration_download: Duration::from_millis(300),
+        ..Timeouts::default()
+    };
+    let mut mc = McInstallClient::connect_with_timeouts(&provider, timeouts)
+        .await
+        .unwrap();
+    mc.install_profile(&wifi_profile("org.springfield.wifi", "Springfield"))
+        .await
+        .unwrap();
+    match mc.download_and_apply_cloud_configuration(None, None).await {
+        Err(McInstallError::Timeout { request, after }) => {
+            assert_eq!(request, "DownloadAndApplyCloudConfiguration");
+            assert_eq!(after, Duration::from_millis(300));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // The device finishes the download it started; a new connection finds it applied.
+    let mut mc = McInstallClient::connect(&provider).await.unwrap();
+    let mut held = None;
+    for _ in 0..40 {
+        held = mc.get_cloud_configuration().await.unwrap();
+        if held.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let held = held.expect("the configuration arrives once the device is done");
+    assert_eq!(held["ConfigurationSource"].as_unsigned_integer(), Some(1));
 }

@@ -2,8 +2,13 @@
 //! (`docs/protocol.md` §5.3).
 //!
 //! Minimal, and completed by the device: `AllowPairing`, `IsSupervised`, `OrganizationName`,
-//! `OrganizationMagic`, `SkipSetup`; when supervising `SupervisorHostCertificates`; the optional
-//! organisation strings; and for MDM enrollment `ConfigurationURL` (+ `AnchorCertificates`).
+//! `OrganizationMagic`, `SkipSetup`; when supervising `SupervisorHostCertificates` and
+//! `IsMultiUser: false`; the optional organisation strings; and for MDM enrollment
+//! `ConfigurationURL` (+ `AnchorCertificates`). Each key's source is in `docs/protocol.md` §5.3:
+//! - `IsMultiUser: false` when supervising, as pymobiledevice3 (`supervise`) and go-ios
+//!   (danielpaulus/go-ios#657) send it: a supervised iPad that supports Shared iPad keeps the
+//!   key, and `false` says plainly that the cart's iPads are single-user; an unsupervised one
+//!   drops it (iOS's `MCCloudConfigurationWriter _updateCloudConfigDetails:`).
 //!
 //! Deliberately never sent:
 //! - `CloudConfigurationUIComplete` / `ConfigurationWasApplied`: the device sets both itself when
@@ -190,6 +195,7 @@ impl CloudConfigBuilder {
                 "SupervisorHostCertificates".into(),
                 data_array(&self.supervisor_certificates),
             );
+            dict.insert("IsMultiUser".into(), Value::Boolean(false));
         }
         dict.insert(
             "OrganizationName".into(),
@@ -314,12 +320,14 @@ mod tests {
             set(&[
                 "AllowPairing",
                 "IsSupervised",
+                "IsMultiUser",
                 "SupervisorHostCertificates",
                 "OrganizationName",
                 "OrganizationMagic",
                 "SkipSetup",
             ])
         );
+        assert_eq!(dict["IsMultiUser"].as_boolean(), Some(false));
         assert_eq!(dict["AllowPairing"].as_boolean(), Some(true));
         assert_eq!(dict["IsSupervised"].as_boolean(), Some(true));
         let certs = dict["SupervisorHostCertificates"]
@@ -377,6 +385,7 @@ mod tests {
             set(&[
                 "AllowPairing",
                 "IsSupervised",
+                "IsMultiUser",
                 "SupervisorHostCertificates",
                 "OrganizationName",
                 "OrganizationMagic",

@@ -1,11 +1,16 @@
 //! Setup Assistant skip keys (`SkipSetup`, `docs/protocol.md` §5.5).
 //!
 //! The catalogue holds Apple's list (the 2024-10 `skipkeys.yaml`, versions are the iOS/iPadOS
-//! introduction) and the newer keys go-ios and pymobiledevice3 send. Keys without a documented
-//! version are treated as present on every version: the device only type-checks the array and
-//! ignores names it does not know, so sending one early is harmless. Both spellings
+//! introduction) and the newer keys go-ios and pymobiledevice3 send. Both spellings
 //! `OSShowCase` (go-ios) and `OSShowcase` (pymobiledevice3) are kept until Apple's page settles
 //! it. Keys for macOS or tvOS only are in the table, marked, and never chosen for an iPad.
+//!
+//! "all" is every iPad key on every version, deprecated and future ones included, as the proven
+//! tools send it (go-ios `skipAllSetup`, pymobiledevice3 `supervise`: one fixed list whatever the
+//! device runs): the device only type-checks the array and ignores names it does not know
+//! (`docs/protocol.md` §5.5), so a key sent early or late is harmless, while a wrong guess of a
+//! pane's first version would leave that pane on screen. The versions stay in the table as
+//! documentation.
 
 use std::fmt;
 use std::str::FromStr;
@@ -353,25 +358,26 @@ pub enum SkipKeysError {
 
 /// The `SkipSetup` array for an iPad running `ios_version` (e.g. `"18.5"`).
 ///
-/// `All` gives every iPad key introduced at or before that version and not deprecated at or
-/// before it, in catalogue order. A `List` is returned as given (duplicates removed), whatever
-/// the version — sending a key the device does not know is harmless — after checking every name
-/// against the catalogue: unknown names, and keys for other platforms only, are all reported in
-/// [`UnknownKeys`] with a "did you mean" suggestion where one is close.
+/// `All` gives every iPad key of the catalogue, in catalogue order, whatever the version (see
+/// the module comment); the version is still checked, as a sign of a bad device record. A
+/// `List` is returned as given (duplicates removed), whatever the version — sending a key the
+/// device does not know is harmless — after checking every name against the catalogue: unknown
+/// names, and keys for other platforms only, are all reported in [`UnknownKeys`] with a "did
+/// you mean" suggestion where one is close.
 pub fn expand(selection: &SkipSelection, ios_version: &str) -> Result<Vec<String>, SkipKeysError> {
     let version: IosVersion = ios_version.parse()?;
     Ok(expand_for(selection, version)?)
 }
 
-/// [`expand`] with an already parsed version.
+/// [`expand`] with an already parsed version (which `All` does not depend on).
 pub fn expand_for(
     selection: &SkipSelection,
-    version: IosVersion,
+    _version: IosVersion,
 ) -> Result<Vec<String>, UnknownKeys> {
     match selection {
         SkipSelection::All => Ok(CATALOGUE
             .iter()
-            .filter(|k| applies(k, version))
+            .filter(|k| k.platforms.contains(Platforms::IOS))
             .map(|k| k.key.to_owned())
             .collect()),
         SkipSelection::List(names) => {
@@ -404,7 +410,8 @@ pub fn expand_for(
     }
 }
 
-/// True when the key is an iPad key present on `version`.
+/// True when the key is an iPad key whose pane exists on `version`, by the catalogue's dates
+/// (documentation: `All` sends every iPad key regardless).
 pub fn applies(key: &SkipKey, version: IosVersion) -> bool {
     key.platforms.contains(Platforms::IOS)
         && key.introduced.is_none_or(|i| i <= version)
@@ -484,38 +491,30 @@ mod tests {
     }
 
     #[test]
-    fn all_depends_on_the_version() {
-        let v18_5 = all("18.5");
-        let v17_6_1 = all("17.6.1");
+    fn all_is_every_ipad_key_on_every_version_as_the_proven_tools_send_it() {
         let v26 = all("26.0");
         let has = |list: &[String], key: &str| list.iter().any(|k| k == key);
-
-        // Introduced keys.
-        assert!(has(&v18_5, "Intelligence") && !has(&v17_6_1, "Intelligence"));
-        assert!(has(&v18_5, "CameraButton") && !has(&v17_6_1, "CameraButton"));
-        assert!(!has(&all("18.1"), "WebContentFiltering"));
-        assert!(has(&all("18.1.1"), "WebContentFiltering"));
-        assert!(has(&v17_6_1, "EnableLockdownMode") && !has(&all("17.0"), "EnableLockdownMode"));
-        assert!(has(&v26, "OSShowCase") && has(&v26, "OSShowcase") && has(&v26, "Tips"));
-        assert!(!has(&v18_5, "Tips") && !has(&v26, "LiquidGlass"));
-        assert!(has(&all("27.0"), "LiquidGlass"));
-        // "All versions" keys.
-        for key in [
-            "AppleID",
-            "Diagnostics",
-            "Location",
-            "Passcode",
-            "Restore",
-            "Siri",
-            "TOS",
-        ] {
-            assert!(has(&all("8.0"), key) && has(&v26, key), "{key}");
+        for version in ["15.7", "16.7.10", "17.6.1", "18.5", "26.0", "27.0"] {
+            assert_eq!(all(version), v26, "the same list on {version}");
         }
-        // Deprecated keys: present before, absent from the deprecation version.
-        assert!(has(&all("16.7"), "Zoom") && !has(&all("17.0"), "Zoom"));
-        assert!(has(&all("14.8"), "DisplayTone") && !has(&all("15.0"), "DisplayTone"));
-        assert!(!has(&all("9.3.1"), "DisplayTone") && has(&all("9.3.2"), "DisplayTone"));
-        assert!(has(&all("13.0"), "OnBoarding") && !has(&all("14.0"), "OnBoarding"));
+        // Keys newer than the device, keys its release no longer has, and undated ones: the
+        // device ignores names it does not know.
+        for key in [
+            "Intelligence",
+            "CameraButton",
+            "WebContentFiltering",
+            "LiquidGlass",
+            "Zoom",
+            "DisplayTone",
+            "HomeButtonSensitivity",
+            "OnBoarding",
+            "AppleID",
+            "WiFi",
+            "OSShowCase",
+            "OSShowcase",
+        ] {
+            assert!(has(&all("15.7"), key), "{key}");
+        }
         // Other platforms never.
         for key in [
             "Accessibility",
@@ -531,12 +530,72 @@ mod tests {
         ] {
             assert!(!has(&v26, key), "{key}");
         }
-        // No duplicates, catalogue order.
+        // Every key go-ios's skipAllSetup sends for iOS is in it.
+        for key in [
+            "AccessibilityAppearance",
+            "ActionButton",
+            "Android",
+            "Appearance",
+            "AppStore",
+            "Avatar",
+            "Biometric",
+            "CloudStorage",
+            "DeviceProtection",
+            "DeviceToDeviceMigration",
+            "Diagnostics",
+            "Display",
+            "EnableLockdownMode",
+            "ExpressLanguage",
+            "iMessageAndFaceTime",
+            "IntendedUser",
+            "Keyboard",
+            "Language",
+            "LanguageAndLocale",
+            "Location",
+            "LockdownMode",
+            "MessagingActivationUsingPhoneNumber",
+            "Multitasking",
+            "Passcode",
+            "Payment",
+            "PreferredLanguage",
+            "Privacy",
+            "Region",
+            "Registration",
+            "Restore",
+            "RestoreCompleted",
+            "Safety",
+            "ScreenTime",
+            "SIMSetup",
+            "Siri",
+            "SoftwareUpdate",
+            "SpokenLanguage",
+            "TermsOfAddress",
+            "Tone",
+            "TOS",
+            "TouchID",
+            "TrueToneDisplay",
+            "UnlockWithWatch",
+            "UpdateCompleted",
+            "WatchMigration",
+            "Welcome",
+        ] {
+            assert!(has(&v26, key), "{key}");
+        }
+        // No duplicates.
         let mut sorted = v26.clone();
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), v26.len());
-        assert!(v26.len() > v18_5.len() && v18_5.len() > v17_6_1.len());
+    }
+
+    #[test]
+    fn the_catalogue_dates_still_say_when_each_pane_exists() {
+        let key = |k| lookup(k).expect(k);
+        let at = |v: &str| v.parse::<IosVersion>().expect(v);
+        assert!(applies(key("Zoom"), at("16.7")) && !applies(key("Zoom"), at("17.0")));
+        assert!(!applies(key("Intelligence"), at("17.6.1")));
+        assert!(applies(key("Intelligence"), at("18.0")));
+        assert!(!applies(key("FileVault"), at("26.0")));
     }
 
     #[test]

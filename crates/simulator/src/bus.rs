@@ -51,6 +51,53 @@ pub fn port_chain(slot: u32) -> String {
     format!("{BUS}-{HUB_PORT}.{slot}")
 }
 
+/// The USB product ID of any device in recovery mode (Apple's iBoot "Recovery Mode" IDs are
+/// 0x1280–0x1283; 0x1281 is the one iPads of this catalogue show).
+pub const RECOVERY_PRODUCT_ID: u16 = 0x1281;
+
+/// An Apple device on the cart's bus as the host's USB stack sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusDevice {
+    pub port: UsbPort,
+    pub product_id: u16,
+    /// The iSerialNumber string: the UDID without hyphen in normal mode; in recovery mode
+    /// iBoot's `CPID:… CPRV:… ECID:… SRNM:[…]` form.
+    pub serial: String,
+    pub recovery: bool,
+}
+
+/// Every plugged iPad and every iPad in recovery mode, as the bus shows them now (an iPad
+/// unplugged from the cart is on neither).
+pub fn devices(cart: &crate::Cart) -> Vec<BusDevice> {
+    cart.slots()
+        .into_iter()
+        .filter_map(|(ipad, device_id)| {
+            let recovery = ipad.state().in_recovery;
+            if device_id.is_none() && !recovery {
+                return None;
+            }
+            let spec = &ipad.spec;
+            let (product_id, serial) = if recovery {
+                (
+                    RECOVERY_PRODUCT_ID,
+                    format!(
+                        "CPID:{:04X} CPRV:11 ECID:{:016X} SRNM:[{}]",
+                        spec.model.chip_id, spec.identity.ecid, spec.identity.serial_number
+                    ),
+                )
+            } else {
+                (spec.model.usb_product_id, spec.identity.usb_serial())
+            };
+            Some(BusDevice {
+                port: spec.usb.clone(),
+                product_id,
+                serial,
+                recovery,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,8 +96,17 @@ pub struct Cart {
     pub authority: Arc<crate::activation::ActivationAuthority>,
     /// Where device keys are kept (a new one after an erase).
     pub keys_dir: Option<std::path::PathBuf>,
-    erase_tx: tokio::sync::mpsc::UnboundedSender<u32>,
-    erase_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<u32>>>,
+    erase_tx: tokio::sync::mpsc::UnboundedSender<(u32, Reset)>,
+    erase_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(u32, Reset)>>>,
+}
+
+/// What a device asks the cart to do to it after its reply went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reset {
+    /// MCInstall EraseDevice: wiped, back on USB new.
+    Erase,
+    /// lockdownd EnterRecovery: reboots into recovery mode.
+    Recovery,
 }
 
 impl Cart {
@@ -287,7 +296,30 @@ impl Cart {
         self.plug(slot).map(|_| ())
     }
 
-    /// Serves erase requests from devices until the cart is dropped; call once.
+    /// The iPad reboots into recovery mode: it leaves usbmuxd (Listen clients hear `Detached`)
+    /// and shows on the USB bus with the recovery product ID ([`crate::bus::devices`]) until
+    /// [`Cart::leave_recovery`].
+    pub fn enter_recovery(&self, slot: u32) -> Result<(), CartError> {
+        let ipad = self
+            .device(slot)
+            .ok_or(CartError::NoSuchSlot(slot))?
+            .clone();
+        let _ = self.unplug(slot);
+        ipad.state().in_recovery = true;
+        Ok(())
+    }
+
+    /// Out of recovery (a restore, or `irecovery -n`): the iPad boots and comes back on usbmuxd.
+    pub fn leave_recovery(&self, slot: u32) -> Result<u32, CartError> {
+        let ipad = self
+            .device(slot)
+            .ok_or(CartError::NoSuchSlot(slot))?
+            .clone();
+        ipad.state().in_recovery = false;
+        self.plug(slot)
+    }
+
+    /// Serves erase and recovery requests from devices until the cart is dropped; call once.
     pub fn spawn_eraser(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
         let mut rx = self
             .erase_rx
@@ -296,13 +328,22 @@ impl Cart {
             .take()?;
         let cart = Arc::downgrade(self);
         Some(tokio::spawn(async move {
-            while let Some(slot) = rx.recv().await {
+            while let Some((slot, reset)) = rx.recv().await {
                 let Some(cart) = cart.upgrade() else { return };
-                tokio::spawn(async move {
-                    if let Err(e) = cart.erase(slot).await {
-                        tracing::warn!("erase of slot {slot}: {e}");
+                match reset {
+                    Reset::Erase => {
+                        tokio::spawn(async move {
+                            if let Err(e) = cart.erase(slot).await {
+                                tracing::warn!("erase of slot {slot}: {e}");
+                            }
+                        });
                     }
-                });
+                    Reset::Recovery => {
+                        if let Err(e) = cart.enter_recovery(slot) {
+                            tracing::warn!("recovery of slot {slot}: {e}");
+                        }
+                    }
+                }
             }
         }))
     }

@@ -20,6 +20,10 @@ pub enum FaultAction {
     Deep,
     /// Answer with this lockdownd error name.
     Error { name: String },
+    /// Do what was asked, then answer with this error name instead of the normal reply (a
+    /// device whose reply misreports, as `cfgutil install-profile` before setup is reported
+    /// to: `docs/fidelity.md` §6).
+    ErrorAfter { name: String },
 }
 
 /// One rule: on the `nth` occurrence (1-based; 0 = every time) of `request` on the device in
@@ -35,8 +39,8 @@ pub struct FaultRule {
     pub action: FaultAction,
 }
 
-/// The TOML form: `action = "drop" | "delay" | "malformed" | "deep" | "error"`, with `ms` for delay and
-/// `name` for error.
+/// The TOML form: `action = "drop" | "delay" | "malformed" | "deep" | "error" | "error_after"`,
+/// with `ms` for delay and `name` for the errors.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
@@ -61,7 +65,11 @@ impl TryFrom<RawRule> for FaultRule {
             ("delay", None, _) => return Err("action \"delay\" needs ms = …".into()),
             ("error", None, Some(name)) => FaultAction::Error { name },
             ("error", _, None) => return Err("action \"error\" needs name = \"…\"".into()),
-            ("drop" | "malformed" | "deep" | "delay" | "error", _, _) => {
+            ("error_after", None, Some(name)) => FaultAction::ErrorAfter { name },
+            ("error_after", _, None) => {
+                return Err("action \"error_after\" needs name = \"…\"".into());
+            }
+            ("drop" | "malformed" | "deep" | "delay" | "error" | "error_after", _, _) => {
                 return Err(format!(
                     "action {:?} takes no such option (ms goes with delay, name with error)",
                     r.action
@@ -69,7 +77,7 @@ impl TryFrom<RawRule> for FaultRule {
             }
             (other, _, _) => {
                 return Err(format!(
-                    "unknown action {other:?} (drop, delay, malformed, deep, error)"
+                    "unknown action {other:?} (drop, delay, malformed, deep, error, error_after)"
                 ));
             }
         };

@@ -50,6 +50,8 @@ pub struct DeviceSpec {
     pub activation_lock: bool,
     /// How long an erased iPad takes to come back on USB.
     pub erase_reattach: Duration,
+    /// Device rules a scenario may switch or tune (`crate::device_rules`).
+    pub rules: crate::device_rules::DeviceRules,
 }
 
 /// What Apple's servers hand an ADE-assigned iPad (its DEP profile).
@@ -117,6 +119,15 @@ pub struct DeviceState {
     pub activation_session: Option<Vec<u8>>,
     /// The MDM enrollment at the end of Setup Assistant: done, or why it failed.
     pub enrollment: Option<crate::enrollment::Enrollment>,
+    /// MCInstall requests still to be answered "wait" (a data migration pending since boot).
+    pub migration_waits_left: u32,
+    /// The HostID of every Pair request received, in order (for tests of host behaviour).
+    pub pair_request_host_ids: Vec<String>,
+    /// Rebooted into recovery mode (lockdownd `EnterRecovery`): off usbmuxd, on the USB bus with
+    /// the recovery product ID.
+    pub in_recovery: bool,
+    /// The device clock minus the host's, in seconds (set by `SetValue TimeIntervalSince1970`).
+    pub clock_offset: f64,
 }
 
 impl DeviceState {
@@ -142,6 +153,10 @@ impl DeviceState {
             pairing_challenge: None,
             activation_session: None,
             enrollment: None,
+            migration_waits_left: 0,
+            pair_request_host_ids: Vec::new(),
+            in_recovery: false,
+            clock_offset: 0.0,
         }
     }
 
@@ -164,7 +179,7 @@ impl DeviceState {
         self.cloud_config
             .as_ref()
             .and_then(|c| c.get("IsSupervised"))
-            .and_then(plist::Value::as_boolean)
+            .and_then(flag)
             .unwrap_or(false)
     }
 
@@ -182,7 +197,7 @@ impl DeviceState {
         self.cloud_config
             .as_ref()
             .and_then(|c| c.get("AllowPairing"))
-            .and_then(plist::Value::as_boolean)
+            .and_then(flag)
             == Some(false)
     }
 }
@@ -204,6 +219,20 @@ pub fn other_organization_configuration(organization: &str) -> plist::Dictionary
     cc.insert("OrganizationName".into(), organization.into());
     cc.insert("SkipSetup".into(), plist::Value::Array(vec![]));
     cc
+}
+
+/// A cloud configuration flag as profiled reads it: an NSNumber, so a plist boolean or an
+/// integer (0 is false). A device stored and reported `AllowPairing: 1` sent by go-ios
+/// (danielpaulus/go-ios#655, #657; `docs/fidelity.md` §6).
+pub fn flag(v: &plist::Value) -> Option<bool> {
+    match v {
+        plist::Value::Boolean(b) => Some(*b),
+        plist::Value::Integer(i) => i
+            .as_signed()
+            .map(|n| n != 0)
+            .or_else(|| i.as_unsigned().map(|n| n != 0)),
+        _ => None,
+    }
 }
 
 /// A service port handed out by StartService, waiting for its one usbmuxd Connect.

@@ -11,6 +11,7 @@ pub mod catalogue;
 pub mod cms_sign;
 pub mod cms_verify;
 pub mod control;
+pub mod device_rules;
 pub mod enrollment;
 pub mod error;
 pub mod faults;
@@ -26,6 +27,7 @@ pub mod services;
 pub mod tls;
 pub mod untrusted;
 pub mod usbmuxd;
+pub mod value_rules;
 pub mod values;
 
 use std::path::PathBuf;
@@ -135,14 +137,16 @@ impl Simulator {
                     other_organization: entry.other_organization.clone(),
                     activation_lock: entry.activation_lock,
                     erase_reattach: Duration::from_millis(entry.erase_reattach_ms.unwrap_or(2000)),
+                    rules: device_rules::DeviceRules::from_entry(entry),
                 },
                 {
-                    let state = DeviceState::new(
+                    let mut state = DeviceState::new(
                         entry.name.clone().unwrap_or_else(|| "iPad".into()),
                         entry.activated.unwrap_or(config.activated),
                         false,
                         entry.passcode,
                     );
+                    state.migration_waits_left = entry.migration_wait_replies;
                     if entry.setup_done {
                         state.with_setup_done()
                     } else {

@@ -15,6 +15,7 @@ use crate::faults::{self, FaultAction, FaultBook};
 use crate::ipad::{PairedHost, PairingBehavior, PendingService, VirtualIpad};
 use crate::services;
 use crate::tls::{self, BoxStream, Prefixed, RecordBounded, TrustedHost};
+use crate::value_rules;
 use crate::values;
 
 pub const PORT: u16 = usbmux::LOCKDOWN_PORT;
@@ -29,14 +30,23 @@ pub struct Link {
     pub faults: Arc<Mutex<FaultBook>>,
     /// The simulated Apple whose activation records the device trusts.
     pub authority: Arc<crate::activation::ActivationAuthority>,
-    /// Where EraseDevice asks the cart to reset this slot.
-    pub erase: tokio::sync::mpsc::UnboundedSender<u32>,
+    /// Where EraseDevice and EnterRecovery ask the cart to reset this slot.
+    pub erase: tokio::sync::mpsc::UnboundedSender<(u32, crate::cart::Reset)>,
 }
 
 impl Link {
     /// Asks the cart to erase this device: it drops off USB, is wiped, and comes back.
     pub fn request_erase(&self) {
-        let _ = self.erase.send(self.ipad.spec.slot);
+        let _ = self
+            .erase
+            .send((self.ipad.spec.slot, crate::cart::Reset::Erase));
+    }
+
+    /// Asks the cart to reboot this device into recovery mode.
+    pub fn request_recovery(&self) {
+        let _ = self
+            .erase
+            .send((self.ipad.spec.slot, crate::cart::Reset::Recovery));
     }
 
     pub fn fault(&self, request: &str) -> Option<FaultAction> {
@@ -106,6 +116,8 @@ enum Then {
     StartTls(String),
     StopTls,
     Close,
+    /// EnterRecovery: the reply goes out, then the device reboots into recovery mode.
+    Recovery,
 }
 
 fn reply(request: &str) -> Dictionary {
@@ -163,6 +175,10 @@ pub async fn serve(mut link: Link, stream: BoxStream) {
             Some(FaultAction::Deep) => deep = true,
             Some(FaultAction::Delay { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
             Some(FaultAction::Error { name: e }) => forced_error = Some(e),
+            Some(FaultAction::ErrorAfter { name: e }) => {
+                let _ = handle(&link.ipad, &mut session, &name, &request);
+                forced_error = Some(e);
+            }
             None => {}
         }
         if !link.ipad.spec.latency.is_zero() {
@@ -189,6 +205,10 @@ pub async fn serve(mut link: Link, stream: BoxStream) {
         conn = match (then, conn) {
             (Then::Continue, c) => c,
             (Then::Close, _) => return,
+            (Then::Recovery, _) => {
+                link.request_recovery();
+                return;
+            }
             (Then::StartTls(host_id), Conn::Plain(s)) => {
                 match start_tls(&link.ipad, &host_id, s).await {
                     Some(tls) => Conn::Tls(Box::new(tls)),
@@ -315,6 +335,10 @@ fn handle(
             }
         }
         "StartService" => cont(start_service(ipad, session.as_ref(), req)),
+        // pymobiledevice3 and idevice send it in a paired session and expect the plain reply;
+        // the device then reboots into recovery (docs/fidelity.md §3).
+        "EnterRecovery" if session.is_some() => (reply(name), Then::Recovery),
+        "EnterRecovery" => cont(error(name, "SessionInactive")),
         "Goodbye" => (reply(name), Then::Close),
         _ => cont(error(name, "InvalidRequest")),
     }
@@ -338,6 +362,14 @@ fn echo_key_domain(d: &mut Dictionary, req: &Dictionary) {
 }
 
 fn get_value(ipad: &VirtualIpad, trusted: bool, req: &Dictionary) -> Dictionary {
+    // A Key or Domain that is there but not a string names nothing: refused rather than read as
+    // absent (which would answer the whole domain).
+    if ["Key", "Domain"]
+        .iter()
+        .any(|k| req.get(k).is_some_and(|v| v.as_string().is_none()))
+    {
+        return with_echo(error("GetValue", "InvalidRequest"), req);
+    }
     let key = req.get("Key").and_then(Value::as_string);
     let domain = req.get("Domain").and_then(Value::as_string);
     let state = ipad.state();
@@ -389,16 +421,26 @@ fn set_value(ipad: &VirtualIpad, trusted: bool, req: &Dictionary) -> Dictionary 
             .as_string()
             .filter(|v| !v.is_empty())
             .map(|v| state.device_name = v.into()),
-        (None, "TimeZone", true) => value.as_string().map(|v| state.time_zone = v.into()),
+        // An IANA zone name only; the offset lockdownd reports follows it (values.rs).
+        (None, "TimeZone", true) => value
+            .as_string()
+            .filter(|v| value_rules::is_time_zone(v))
+            .map(|v| state.time_zone = v.into()),
+        // go-ios sets the clock this way before activation (`docs/fidelity.md` §3).
+        (None, "TimeIntervalSince1970", true) => {
+            value_rules::time_interval(value).map(|t| state.clock_offset = t - values::now())
+        }
         (None, "Uses24HourClock", true) => value.as_boolean().map(|v| state.uses_24h_clock = v),
         // Hosts confirm activation with it (pymobiledevice3, libideviceactivation).
         (None, "ActivationStateAcknowledged", true) => value.as_boolean().map(|_| ()),
-        (Some(values::INTERNATIONAL), "Language", true) => {
-            value.as_string().map(|v| state.language = v.into())
-        }
-        (Some(values::INTERNATIONAL), "Locale", true) => {
-            value.as_string().map(|v| state.locale = v.into())
-        }
+        (Some(values::INTERNATIONAL), "Language", true) => value
+            .as_string()
+            .filter(|v| value_rules::is_language(v))
+            .map(|v| state.language = v.into()),
+        (Some(values::INTERNATIONAL), "Locale", true) => value
+            .as_string()
+            .filter(|v| value_rules::is_locale(v))
+            .map(|v| state.locale = v.into()),
         (Some(dom), k, true) if values::WRITABLE_DOMAINS.contains(&dom) => {
             state
                 .extra_domains
@@ -414,7 +456,7 @@ fn set_value(ipad: &VirtualIpad, trusted: bool, req: &Dictionary) -> Dictionary 
     };
     match ok {
         Some(()) => with_echo(reply(NAME), req),
-        // Right key, wrong plist type.
+        // Right key, wrong plist type or a value the device does not take.
         None => with_echo(error(NAME, "SetProhibited"), req),
     }
 }
@@ -459,6 +501,7 @@ fn pair(ipad: &VirtualIpad, req: &Dictionary) -> Dictionary {
     let Some(host_id) = record.get("HostID").and_then(Value::as_string) else {
         return error(NAME, "MissingHostID");
     };
+    ipad.state().pair_request_host_ids.push(host_id.to_owned());
     let pem = |k: &str| {
         record
             .get(k)
@@ -584,6 +627,11 @@ fn start_service(ipad: &VirtualIpad, session: Option<&Session>, req: &Dictionary
     let Some(session) = session else {
         return error(NAME, "SessionInactive");
     };
+    if refused_before_activation(ipad, name) {
+        let mut d = error(NAME, "InvalidService");
+        d.insert("Service".into(), name.into());
+        return d;
+    }
     let mut pending = ipad.pending_services();
     let port = loop {
         let candidate = 49152 + (u16::from_be_bytes(crate::rng::random_bytes::<2>()) % 16000);
@@ -604,4 +652,12 @@ fn start_service(ipad: &VirtualIpad, session: Option<&Session>, req: &Dictionary
     d.insert("Port".into(), u64::from(port).into());
     d.insert("Service".into(), name.into());
     d
+}
+
+/// lockdownd starts some services only on an activated device; whether MCInstall is one is not
+/// shown anywhere, so the simulator takes the stricter answer (`docs/fidelity.md` §4).
+fn refused_before_activation(ipad: &VirtualIpad, service: &str) -> bool {
+    service == services::MCINSTALL
+        && ipad.spec.rules.mcinstall_needs_activation
+        && !ipad.state().activated
 }

@@ -90,10 +90,34 @@ pub async fn serve(mut link: Link, mut stream: BoxStream) {
                 let _ = plist_service::write(&mut stream, &status(&name)).await;
                 continue;
             }
+            Some(FaultAction::ErrorAfter { name }) => {
+                let _ = handle(&link, &mut conn, &kind, &request);
+                let _ = plist_service::write(&mut stream, &status(&name)).await;
+                continue;
+            }
             None => {}
         }
         if !link.ipad.spec.latency.is_zero() {
             tokio::time::sleep(link.ipad.spec.latency).await;
+        }
+        if take_migration_wait(&mut link.ipad.state()) {
+            // Read but not run; the daemon goes on to read the next request.
+            if plist_service::write(&mut stream, &migration_wait_reply())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
+        if kind == "DownloadAndApplyCloudConfiguration" && fetches_from_apple(&link.ipad.state()) {
+            // The device asks Apple, then the MDM, before it answers (docs/fidelity.md §6).
+            let takes = link.ipad.spec.rules.ade_apply;
+            tokio::select! {
+                biased;
+                _ = link.gone() => return,
+                _ = tokio::time::sleep(takes) => {}
+            }
         }
         let (answer, after) = handle(&link, &mut conn, &kind, &request);
         if deep {
@@ -149,8 +173,9 @@ fn handle(link: &Link, conn: &mut Connection, kind: &str, req: &Dictionary) -> (
                 d.insert("Challenge".into(), Value::Data(challenge));
                 d
             }
-            Some(_) => status("CertificateRejected"),
-            None => status("CommandFormatError"),
+            // A missing certificate is looked up like any other and not found (IOS-tunnel
+            // `_commandEscalate:completionBlock:`).
+            Some(_) | None => status("CertificateRejected"),
         },
         "EscalateResponse" => {
             // The challenge is spent whatever happens.
@@ -178,8 +203,9 @@ fn handle(link: &Link, conn: &mut Connection, kind: &str, req: &Dictionary) -> (
                         }
                     }
                 }
-                (_, None) => status("CommandFormatError"),
-                (None, Some(_)) => status("SignedRequestRejected"),
+                // No signature fails the CMS check like a bad one (IOS-tunnel
+                // `_commandEscalateResponse:completionBlock:`).
+                (_, None) | (None, Some(_)) => status("SignedRequestRejected"),
             }
         }
         "ProceedWithKeybagMigration" if conn.escalated => acknowledged(),
@@ -422,7 +448,7 @@ fn valid_types(cc: &Dictionary) -> bool {
     let data_arrays = ["SupervisorHostCertificates", "AnchorCertificates"];
     bools
         .iter()
-        .all(|k| cc.get(k).is_none_or(|v| v.as_boolean().is_some()))
+        .all(|k| cc.get(k).is_none_or(|v| crate::ipad::flag(v).is_some()))
         && strings
             .iter()
             .all(|k| cc.get(k).is_none_or(|v| v.as_string().is_some()))
@@ -478,12 +504,17 @@ fn set_cloud_configuration(
             "Activation indicates device must be configured using DEP.",
         );
     }
-    let supervised = cc.get("IsSupervised").and_then(Value::as_boolean) == Some(true);
+    // profiled's rewrite (IOS-ccwriter `_updateCloudConfigDetails:`): IsMultiUser stays only on
+    // a supervised iPad (iPads support Shared iPad), and AwaitDeviceConfigured is cleared only
+    // when an unsupervised configuration asked for it.
+    let supervised = cc.get("IsSupervised").and_then(crate::ipad::flag) == Some(true);
     if !supervised {
-        cc.insert("AwaitDeviceConfigured".into(), false.into());
+        if cc.get("AwaitDeviceConfigured").and_then(crate::ipad::flag) == Some(true) {
+            cc.insert("AwaitDeviceConfigured".into(), false.into());
+        }
         cc.remove("IsMultiUser");
     }
-    if cc.get("AllowPairing").and_then(Value::as_boolean) == Some(false) {
+    if cc.get("AllowPairing").and_then(crate::ipad::flag) == Some(false) {
         // Saving such a configuration deletes every lockdown pairing record.
         state.hosts.clear();
     }
@@ -491,13 +522,54 @@ fn set_cloud_configuration(
     acknowledged()
 }
 
-fn download_and_apply(ipad: &crate::ipad::VirtualIpad, state: &mut DeviceState) -> Dictionary {
-    if state
-        .profiles
+/// Whether this request gets the "wait until preboard is finished" reply: a data migration is
+/// pending and the iPad was not unlocked since boot (iOS 26.1 decompile, `MMTConnection
+/// executeNextCommand`; the scenario's `migration_wait_replies` says for how many requests).
+fn take_migration_wait(state: &mut DeviceState) -> bool {
+    if state.migration_waits_left == 0 {
+        return false;
+    }
+    state.migration_waits_left -= 1;
+    true
+}
+
+/// The daemon sends a fixed dictionary whose content the decompile does not show; the simulator
+/// sends an empty one, which proven clients would read as neither success nor a known error.
+fn migration_wait_reply() -> Dictionary {
+    Dictionary::new()
+}
+
+fn has_payload(profiles: &[Profile], payload_type: &str) -> bool {
+    profiles
         .iter()
-        .any(|p| p.payload_types.iter().any(|t| t == "com.apple.mdm"))
-    {
+        .any(|p| p.payload_types.iter().any(|t| t == payload_type))
+}
+
+/// Whether the device has a way onto the network in Setup Assistant: a Wi-Fi profile the host
+/// sent, installed or (on an unsupervised iPad, in this simulator) downloaded. The simulator
+/// has no other network (no tethering, no cellular iPads).
+fn has_wifi(state: &DeviceState) -> bool {
+    has_payload(&state.profiles, WIFI_PAYLOAD) || has_payload(&state.downloaded, WIFI_PAYLOAD)
+}
+
+const WIFI_PAYLOAD: &str = "com.apple.wifi.managed";
+
+/// `DownloadAndApplyCloudConfiguration` goes to Apple (and takes its time) unless an MDM
+/// profile is installed already or the device has no network.
+fn fetches_from_apple(state: &DeviceState) -> bool {
+    !has_payload(&state.profiles, "com.apple.mdm") && has_wifi(state)
+}
+
+fn download_and_apply(ipad: &crate::ipad::VirtualIpad, state: &mut DeviceState) -> Dictionary {
+    if has_payload(&state.profiles, "com.apple.mdm") {
         return acknowledged();
+    }
+    if !has_wifi(state) {
+        return failure(
+            -1009,
+            "NSURLErrorDomain",
+            "The Internet connection appears to be offline.",
+        );
     }
     let Some(ade) = &ipad.spec.ade else {
         return failure(

@@ -22,6 +22,9 @@
 //! other_organization = "…"       # still assigned in another organisation's Apple School
 //!                                # Manager: activation gives it their cloud configuration
 //! erase_reattach_ms = 2000       # after EraseDevice, back on USB this much later
+//! mcinstall_before_activation = false  # true: lockdownd starts MCInstall while unactivated
+//! ade_apply_ms = 5000            # DownloadAndApplyCloudConfiguration takes this long
+//! migration_wait_replies = 0     # MCInstall answers this many requests "wait" (data migration)
 //!
 //! [[timeline]]
 //! at_ms = 1500
@@ -98,6 +101,12 @@ pub struct DeviceEntry {
     pub ade_configuration_url: Option<String>,
     pub other_organization: Option<String>,
     pub erase_reattach_ms: Option<u64>,
+    /// Turns off the rule "lockdownd refuses MCInstall on an unactivated iPad".
+    #[serde(default)]
+    pub mcinstall_before_activation: bool,
+    pub ade_apply_ms: Option<u64>,
+    #[serde(default)]
+    pub migration_wait_replies: u32,
 }
 
 impl DeviceEntry {

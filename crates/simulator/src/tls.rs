@@ -330,3 +330,89 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 pub fn certificate_public_key(cert_der: &[u8]) -> Option<Vec<u8>> {
     rsa_public_key(cert_der).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsa::RsaPrivateKey;
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    use rsa::signature::{SignatureEncoding, Signer};
+    use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+    use x509_cert::certificate::Version;
+    use x509_cert::der::asn1::BitString;
+    use x509_cert::name::Name;
+    use x509_cert::serial_number::SerialNumber;
+    use x509_cert::spki::SubjectPublicKeyInfoOwned;
+    use x509_cert::time::Validity;
+
+    fn key() -> RsaPrivateKey {
+        RsaPrivateKey::new(&mut rand_core::OsRng, 2048).expect("a key")
+    }
+
+    /// An X.509 v1 certificate (no extensions) for `subject`, signed by `issuer`, as older
+    /// pairing tools make them.
+    fn v1_certificate(issuer: &RsaPrivateKey, subject: &RsaPrivateKey) -> Vec<u8> {
+        let signer = rsa::pkcs1v15::SigningKey::<rsa::sha2::Sha256>::new(issuer.clone());
+        let spki = SubjectPublicKeyInfoOwned::from_key(subject.to_public_key()).expect("spki");
+        let v3 = CertificateBuilder::new(
+            Profile::Root,
+            SerialNumber::new(&[1]).expect("serial"),
+            Validity::from_now(std::time::Duration::from_secs(3600)).expect("validity"),
+            Name::default(),
+            spki,
+            &signer,
+        )
+        .expect("builder")
+        .build::<rsa::pkcs1v15::Signature>()
+        .expect("certificate");
+        let mut tbs = v3.tbs_certificate.clone();
+        tbs.version = Version::V1;
+        tbs.extensions = None;
+        let signature = signer.sign(&tbs.to_der().expect("tbs")).to_vec();
+        Certificate {
+            tbs_certificate: tbs,
+            signature_algorithm: v3.signature_algorithm,
+            signature: BitString::from_bytes(&signature).expect("bits"),
+        }
+        .to_der()
+        .expect("der")
+    }
+
+    #[test]
+    fn x509_v1_host_certificates_are_accepted_like_v3_ones() {
+        let (root_key, host_key, stranger_key) = (key(), key(), key());
+        let root = v1_certificate(&root_key, &root_key);
+        let host = v1_certificate(&root_key, &host_key);
+        assert_eq!(
+            Certificate::from_der(&host)
+                .expect("parses")
+                .tbs_certificate
+                .version,
+            Version::V1
+        );
+        let verifier = PairedHostVerifier {
+            host: TrustedHost {
+                host_cert_der: host.clone(),
+                root_cert_der: root.clone(),
+            },
+        };
+        let verify = |der: &[u8]| {
+            verifier
+                .verify_client_cert(&CertificateDer::from(der.to_vec()), &[], UnixTime::now())
+                .is_ok()
+        };
+        assert!(verify(&host), "the stored host certificate");
+        assert!(verify(&root), "the stored root certificate");
+        assert!(signed_by(&host, &root), "signed by the root, v1 or not");
+        let stranger = v1_certificate(&stranger_key, &stranger_key);
+        assert!(!verify(&stranger), "another host's certificate");
+        // The handshake's signature check reads the key out of the v1 certificate.
+        let host_public = host_key
+            .to_public_key()
+            .to_pkcs1_der()
+            .expect("pkcs1")
+            .as_bytes()
+            .to_vec();
+        assert_eq!(certificate_public_key(&host), Some(host_public));
+    }
+}

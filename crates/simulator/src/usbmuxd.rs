@@ -153,10 +153,12 @@ pub async fn serve_client(cart: Arc<Cart>, mut stream: BoxStream) {
             Some(FaultAction::Delay { ms }) => {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await
             }
-            Some(FaultAction::Error { .. }) => match reply_in(proto, ResultCode::BAD_COMMAND) {
-                Some(f) if write(&mut stream, &f).await.is_ok() => continue,
-                _ => return,
-            },
+            Some(FaultAction::Error { .. } | FaultAction::ErrorAfter { .. }) => {
+                match reply_in(proto, ResultCode::BAD_COMMAND) {
+                    Some(f) if write(&mut stream, &f).await.is_ok() => continue,
+                    _ => return,
+                }
+            }
             None => {}
         }
         let result = |code: ResultCode| {

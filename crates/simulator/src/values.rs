@@ -41,13 +41,18 @@ const PUBLIC_KEYS: &[&str] = &[
 const PUBLIC_BY_KEY: &[&str] = &["DevicePublicKey", "WiFiAddress", "ActivationState"];
 
 /// Keys a host may set in the default domain.
-pub const WRITABLE_DEFAULT: &[&str] = &["DeviceName", "TimeZone", "Uses24HourClock"];
+pub const WRITABLE_DEFAULT: &[&str] = &[
+    "DeviceName",
+    "TimeZone",
+    "Uses24HourClock",
+    "TimeIntervalSince1970",
+];
 /// Keys a host may set in the international domain.
 pub const WRITABLE_INTERNATIONAL: &[&str] = &["Language", "Locale", "Keyboard"];
 /// Further domains a host may write to (wireless pairing switches and the like).
 pub const WRITABLE_DOMAINS: &[&str] = &["com.apple.mobile.wireless_lockdown"];
 
-fn now() -> f64 {
+pub fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -123,8 +128,11 @@ pub fn default_domain(ipad: &VirtualIpad, state: &DeviceState) -> Dictionary {
         "SupportedDeviceFamilies".into(),
         Value::Array(vec![Value::Integer(1.into()), Value::Integer(2.into())]),
     );
-    d.insert("TimeIntervalSince1970".into(), Value::Real(now()));
-    d.insert("TimeZoneOffsetFromUTC".into(), Value::Real(-18000.0));
+    let clock = now() + state.clock_offset;
+    d.insert("TimeIntervalSince1970".into(), Value::Real(clock));
+    // Follows the zone (and its summer time) at the device's clock.
+    let offset = crate::value_rules::offset_from_utc(&state.time_zone, clock as i64).unwrap_or(0.0);
+    d.insert("TimeZoneOffsetFromUTC".into(), Value::Real(offset));
     d
 }
 

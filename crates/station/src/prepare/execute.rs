@@ -13,7 +13,7 @@ use super::{Context, JobEnd, Plugged, model_name, save};
 use crate::asm_sync::Verdict;
 use crate::config::MdmMode;
 use crate::ledger::{Event, Ledger};
-use crate::record::{Attention, DeviceRecord, Step};
+use crate::record::{DeviceRecord, Step};
 use crate::settings::Settings;
 use crate::status::Light;
 
@@ -247,28 +247,8 @@ impl<'a> Identified<'a> {
                 })
                 .await
             }
-            Action::SendWifiBeforeSetup => {
-                retrying(|| async {
-                    let mut mc = McInstallClient::connect(provider).await?;
-                    mc.install_profile(&wifi.bytes).await?;
-                    Ok(())
-                })
-                .await
-            }
-            Action::ApplyAdeConfiguration => {
-                retrying(|| async {
-                    let mut mc = McInstallClient::connect(provider).await?;
-                    match mc.download_and_apply_cloud_configuration(None, None).await {
-                        Err(McInstallError::Device { ref chain, .. })
-                            if chain.first().is_some_and(|c| c.code == Some(33005)) =>
-                        {
-                            Err(StepError::Attention(Attention::NotAssignedToAde))
-                        }
-                        other => Ok(other?),
-                    }
-                })
-                .await
-            }
+            Action::SendWifiBeforeSetup => super::ade::send_wifi_before_setup(provider, wifi).await,
+            Action::ApplyAdeConfiguration => super::ade::apply_configuration(provider).await,
             Action::InstallWifiIfMissing => {
                 retrying(|| async {
                     // An unsupervised iPad only "downloads" a profile; once its ADE configuration

@@ -19,6 +19,7 @@
 //! Journaled order: detected → paired → identified → assessed → [erased] → activated →
 //! supervised → Wi-Fi installed (with the escalation it needs) → named → done.
 
+pub mod ade;
 pub mod assess;
 pub mod error;
 pub mod execute;
