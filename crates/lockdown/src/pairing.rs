@@ -1,4 +1,4 @@
-//! Pairing: one `Pair` attempt at a time (idevice's `pair_once`), retried while the iPad shows
+//! Pairing: one `Pair` attempt at a time (with the station's shared key, `crate::host_key`), retried while the iPad shows
 //! "Trust This Computer?", up to a deadline; the record is then saved through usbmuxd
 //! (SavePairRecord, so other tools and Linux usbmuxd see it) and in our own state folder.
 
@@ -35,9 +35,9 @@ pub fn new_host_id() -> String {
     )
 }
 
-/// Checks DevicePublicKey before idevice builds certificates from it (idevice panics on a
-/// malformed one).
-async fn check_device_public_key(session: &mut DeviceSession) -> Result<(), LockdownError> {
+/// Reads DevicePublicKey and checks it is a PKCS#1 RSA key before certificates are made for it;
+/// returns the PEM bytes.
+async fn check_device_public_key(session: &mut DeviceSession) -> Result<Vec<u8>, LockdownError> {
     let value = session.get_value(Some("DevicePublicKey"), None).await?;
     let pem = match &value {
         Value::Data(d) => std::str::from_utf8(d)
@@ -49,7 +49,7 @@ async fn check_device_public_key(session: &mut DeviceSession) -> Result<(), Lock
         }
     };
     rsa::RsaPublicKey::from_pkcs1_pem(pem)
-        .map(|_| ())
+        .map(|_| pem.as_bytes().to_vec())
         .map_err(|e| {
             LockdownError::MalformedReply(format!("DevicePublicKey is not a PKCS#1 RSA key: {e}"))
         })
@@ -63,21 +63,21 @@ pub async fn pair(
     host_name: Option<&str>,
     trust_wait: Duration,
 ) -> Result<PairingFile, LockdownError> {
-    check_device_public_key(session).await?;
+    let device_key = check_device_public_key(session).await?;
     let started = Instant::now();
     loop {
-        let timeout = session.timeout();
-        let attempt = crate::session::timed(
-            "Pair",
-            timeout,
-            session.client().pair_once(host_id, system_buid, host_name),
+        // Not idevice's pair_once: it generates an RSA key on the async runtime for every
+        // pairing (see crate::host_key).
+        let attempt = crate::supervised_pairing::pair_once(
+            session,
+            &device_key,
+            host_id,
+            system_buid,
+            host_name,
         )
         .await;
         match attempt {
-            Ok(mut record) => {
-                record.udid = Some(session.device.udid.clone());
-                return Ok(record);
-            }
+            Ok(record) => return Ok(record),
             Err(LockdownError::Device { name, .. }) if name == "PairingDialogResponsePending" => {
                 if started.elapsed() + RETRY_EVERY > trust_wait {
                     return Err(LockdownError::TrustPromptUnanswered(trust_wait));

@@ -140,8 +140,10 @@ fn cert_pem(
         .map_err(|e| e.to_string())
 }
 
-/// Generates the key and certificates (CPU-heavy: run off the async threads).
+/// The certificates for a new record, signed with `key` (two RSA signatures: a few
+/// milliseconds; the key itself comes from [`crate::host_key`]).
 fn generate_record(
+    key: &RsaPrivateKey,
     device_public_key_pem: &[u8],
     host_id: &str,
     system_buid: &str,
@@ -153,13 +155,11 @@ fn generate_record(
     let device_key = RsaPublicKey::from_pkcs1_pem(pem).map_err(|e| {
         LockdownError::MalformedReply(format!("DevicePublicKey is not a PKCS#1 RSA key: {e}"))
     })?;
-    let key = RsaPrivateKey::new(&mut rand_core::OsRng, 2048)
-        .map_err(|e| bad("key generation", e.to_string()))?;
-    let public = RsaPublicKey::from(&key);
-    let root = cert_pem(&key, &public, Name::default()).map_err(|e| bad("root certificate", e))?;
+    let public = RsaPublicKey::from(key);
+    let root = cert_pem(key, &public, Name::default()).map_err(|e| bad("root certificate", e))?;
     let device_name = Name::from_str("CN=Device").map_err(|e| bad("name", e.to_string()))?;
     let device =
-        cert_pem(&key, &device_key, device_name).map_err(|e| bad("device certificate", e))?;
+        cert_pem(key, &device_key, device_name).map_err(|e| bad("device certificate", e))?;
     let private_key_pem = key
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| bad("private key", e.to_string()))?
@@ -203,6 +203,66 @@ fn complete_record(
     plist::to_writer_xml(&mut bytes, &Value::Dictionary(full))
         .map_err(|e| LockdownError::PairRecord(e.to_string()))?;
     pair_records::parse(&bytes)
+}
+
+/// A new record with the station's shared key; the signatures run on a blocking thread too.
+async fn new_record(
+    device_public_key_pem: &[u8],
+    host_id: &str,
+    system_buid: &str,
+    wifi_mac: &str,
+) -> Result<NewRecord, LockdownError> {
+    let key = crate::host_key::shared().await?;
+    let (device_key, host_id, buid, wifi_mac) = (
+        device_public_key_pem.to_vec(),
+        host_id.to_owned(),
+        system_buid.to_owned(),
+        wifi_mac.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        generate_record(&key, &device_key, &host_id, &buid, &wifi_mac)
+    })
+    .await
+    .map_err(|e| LockdownError::PairRecord(format!("certificate task: {e}")))?
+}
+
+/// One plain `Pair` attempt (no supervisor certificate), with the record made from the
+/// station's shared key: what idevice's `pair_once` does, without generating a key on the
+/// async runtime and without asking again for the DevicePublicKey the caller already has.
+/// `PairingDialogResponsePending` and the other refusals come back as errors, for the caller
+/// to retry or report.
+pub(crate) async fn pair_once(
+    session: &mut DeviceSession,
+    device_public_key_pem: &[u8],
+    host_id: &str,
+    system_buid: &str,
+    host_name: Option<&str>,
+) -> Result<PairingFile, LockdownError> {
+    let wifi_mac = match session.get_value(Some("WiFiAddress"), None).await? {
+        Value::String(s) => s,
+        _ => {
+            return Err(LockdownError::MalformedReply(
+                "WiFiAddress is not a string".into(),
+            ));
+        }
+    };
+    let record = new_record(device_public_key_pem, host_id, system_buid, &wifi_mac).await?;
+    let request = pair_request(
+        &record,
+        host_name,
+        // What idevice's pair_once sends too.
+        options([("ExtendedPairingErrors", Value::Boolean(true))]),
+    );
+    match pair_exchange(session, &request).await? {
+        PairReply::Escrow(bag) => {
+            let udid = session.device.udid.clone();
+            complete_record(&record, bag, &udid)
+        }
+        PairReply::Challenge(_) => Err(LockdownError::Device {
+            request: "Pair",
+            name: "MCChallengeRequired".into(),
+        }),
+    }
 }
 
 fn pair_request(record: &NewRecord, host_name: Option<&str>, options: Dictionary) -> Dictionary {
@@ -267,7 +327,7 @@ async fn pair_exchange(
     }
 }
 
-fn options(entries: [(&str, Value); 2]) -> Dictionary {
+fn options<const N: usize>(entries: [(&str, Value); N]) -> Dictionary {
     entries
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -302,12 +362,7 @@ pub async fn pair_supervised(
             ));
         }
     };
-    let (host_id_owned, buid) = (host_id.to_owned(), system_buid.to_owned());
-    let record = tokio::task::spawn_blocking(move || {
-        generate_record(&device_key, &host_id_owned, &buid, &wifi_mac)
-    })
-    .await
-    .map_err(|e| LockdownError::PairRecord(format!("key generation task: {e}")))??;
+    let record = new_record(&device_key, host_id, system_buid, &wifi_mac).await?;
 
     let certificate = signer.certificate_der().to_vec();
     let started = Instant::now();
@@ -404,10 +459,12 @@ mod tests {
     #[test]
     fn generated_record_parses_with_idevice_and_keeps_keys_out_of_the_request() {
         let device = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let host = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
         let device_pem = RsaPublicKey::from(&device)
             .to_pkcs1_pem(LineEnding::LF)
             .unwrap();
         let record = generate_record(
+            &host,
             device_pem.as_bytes(),
             "00000000-0000-4000-8000-000000000000",
             "BUID",
@@ -445,7 +502,8 @@ mod tests {
 
     #[test]
     fn a_malformed_device_key_is_an_error_not_a_panic() {
-        let e = generate_record(b"not a key", "H", "B", "aa:bb:cc:dd:ee:ff");
+        let host = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let e = generate_record(&host, b"not a key", "H", "B", "aa:bb:cc:dd:ee:ff");
         assert!(matches!(e, Err(LockdownError::MalformedReply(_))), "{e:?}");
     }
 
