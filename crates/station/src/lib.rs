@@ -33,6 +33,7 @@ pub mod scheduler;
 pub mod settings;
 pub mod slots;
 pub mod status;
+pub mod usb_events;
 pub mod watch;
 
 pub use config::{ConfigError, Secret, StationConfig};
