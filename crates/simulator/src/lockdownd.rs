@@ -163,6 +163,7 @@ pub async fn serve(mut link: Link, stream: BoxStream) {
             Some(FaultAction::Error { name: e }) => forced_error = Some(e),
             None => {}
         }
+        link.ipad.traffic.reply();
         if !link.ipad.spec.latency.is_zero() {
             tokio::time::sleep(link.ipad.spec.latency).await;
         }
