@@ -20,6 +20,8 @@ pub struct Window {
     pub wakeups: u64,
     pub wakeups_per_s: f64,
     pub cpu_ms_per_min: f64,
+    /// Wake-ups in the window per thread name (only names that woke).
+    pub by_thread: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -48,9 +50,18 @@ impl Drop for Guard {
 
 fn watch(pid: u32, secs: u64) -> Window {
     let (s0, c0) = measure::process_activity(pid);
+    let b0 = measure::switches_by_thread(pid);
     let t = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let (s1, c1) = measure::process_activity(pid);
+    let by_thread = measure::switches_by_thread(pid)
+        .into_iter()
+        .map(|(k, v)| {
+            let d = v.saturating_sub(b0.get(&k).copied().unwrap_or(0));
+            (k, d)
+        })
+        .filter(|(_, d)| *d > 0)
+        .collect();
     let secs = t.elapsed().as_secs_f64();
     let wakeups = s1.saturating_sub(s0);
     Window {
@@ -58,6 +69,7 @@ fn watch(pid: u32, secs: u64) -> Window {
         wakeups,
         wakeups_per_s: wakeups as f64 / secs,
         cpu_ms_per_min: c1.saturating_sub(c0) as f64 / 1e6 * 60.0 / secs,
+        by_thread,
     }
 }
 

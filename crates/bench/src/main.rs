@@ -92,7 +92,8 @@ fn main() -> anyhow::Result<()> {
     };
     let anchor_n = if skip("anchor") { 0 } else { rounds * 2 };
     let ledger_n = if skip("ledger") { 0 } else { ledger::IPADS * 2 };
-    let zero = anchor_n + scaling + ledger_n;
+    // At least one: a simulator needs an iPad.
+    let zero = (anchor_n + scaling + ledger_n).max(1);
     let slow = anchor_n + scaling;
     eprintln!(
         "bench: starting the simulated cart ({zero} + {slow} iPads; first run makes their keys)"

@@ -70,6 +70,30 @@ pub fn process_activity(pid: u32) -> (u64, u64) {
     (switches, cpu)
 }
 
+/// Context switches per thread name (threads of one name summed).
+pub fn switches_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in tasks(Path::new(&format!("/proc/{pid}/task"))) {
+        let name = fs::read_to_string(t.join("comm"))
+            .map(|c| c.trim_end().to_owned())
+            .unwrap_or_default();
+        let n: u64 = fs::read_to_string(t.join("status"))
+            .map(|status| {
+                status
+                    .lines()
+                    .filter_map(|line| {
+                        line.strip_prefix("voluntary_ctxt_switches:")
+                            .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+                    })
+                    .filter_map(|v| v.trim().parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        *out.entry(name).or_insert(0) += n;
+    }
+    out
+}
+
 /// Names of a process's threads (what wakes, when something does).
 pub fn thread_names(pid: u32) -> Vec<String> {
     let mut names: Vec<String> = tasks(Path::new(&format!("/proc/{pid}/task")))

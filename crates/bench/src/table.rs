@@ -148,8 +148,15 @@ impl Table {
         ] {
             let _ = writeln!(
                 self.out,
-                "{what:<16} {:>6.1} s: {:>6.2} wake-ups/s, {:>8.3} ms CPU/min",
-                w.secs, w.wakeups_per_s, w.cpu_ms_per_min
+                "{what:<16} {:>6.1} s: {:>6.2} wake-ups/s, {:>8.3} ms CPU/min  {}",
+                w.secs,
+                w.wakeups_per_s,
+                w.cpu_ms_per_min,
+                w.by_thread
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         let _ = writeln!(

@@ -84,10 +84,19 @@ impl ConfigWatcher {
         let mut watcher = notify::recommended_watcher(
             move |result: notify::Result<notify::Event>| match result {
                 Ok(event) => {
-                    if event
-                        .paths
-                        .iter()
-                        .any(|p| p.file_name() == Some(file_name.as_os_str()))
+                    // Only changes: reading the file (our own reload) is an access event, and
+                    // reacting to it re-read the file every SETTLE for ever.
+                    let changes = matches!(
+                        event.kind,
+                        notify::EventKind::Create(_)
+                            | notify::EventKind::Modify(_)
+                            | notify::EventKind::Remove(_)
+                    );
+                    if changes
+                        && event
+                            .paths
+                            .iter()
+                            .any(|p| p.file_name() == Some(file_name.as_os_str()))
                     {
                         let _ = events_tx.send(());
                     }
