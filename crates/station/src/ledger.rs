@@ -140,6 +140,8 @@ pub enum LedgerError {
 /// The device ledger. Cheap to share behind an `Arc`; `save` may be called from many tasks.
 pub struct Ledger {
     db: sled::Db,
+    /// How much of the audit log the database holds (see `open`).
+    meta: sled::Tree,
     audit: Arc<Mutex<File>>,
     audit_path: PathBuf,
     state_dir: PathBuf,
@@ -173,6 +175,11 @@ struct AuditLineIn {
     event: Option<String>,
     record: DeviceRecord,
 }
+
+/// The sled tree of facts about the database itself, and its key for the audit log length
+/// the database is known to hold.
+const META_TREE: &str = "meta";
+const AUDIT_LEN_KEY: &[u8] = b"audit_len";
 
 /// Prefix of the key of an iPad known only by UDID.
 const UDID_PREFIX: &str = "udid:";
@@ -233,11 +240,30 @@ impl Ledger {
             }
         };
 
-        // Always reconcile with the audit log, not only after a failed open: it also repairs a
-        // crash between the log append and the sled write, a database deleted by hand, and a
-        // database that opened but silently lost records. Records are never deleted from the
-        // ledger, so everything in the log must be in the database.
-        let (latest, skipped) = read_audit(&audit_path)?;
+        // Reconcile with the audit log unless the database says it holds all of it: `save`
+        // records, with each write, how long the log was (the `meta` tree). Equal lengths mean
+        // a healthy database and an O(1) start; anything else (a crash between the log append
+        // and the sled write, a database deleted by hand or emptied by damage, a log written by
+        // an older version) replays the whole log, as before. Records are never deleted from
+        // the ledger, so everything in the log must be in the database.
+        let meta = db.open_tree(META_TREE)?;
+        let audit_len = audit
+            .metadata()
+            .map_err(|source| LedgerError::AuditRead {
+                path: audit_path.clone(),
+                source,
+            })?
+            .len();
+        let covered = meta
+            .get(AUDIT_LEN_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes);
+        let healthy = db.was_recovered() && covered == Some(audit_len);
+        let (latest, skipped) = if healthy {
+            (BTreeMap::new(), 0)
+        } else {
+            read_audit(&audit_path)?
+        };
         report.skipped_lines = skipped;
         if !db.was_recovered() && !latest.is_empty() {
             report.rebuilt = true;
@@ -252,14 +278,19 @@ impl Ledger {
         }
         // A provisional record (an iPad known only by UDID) the log says was replaced, but a
         // crash left in the database.
-        for key in db.scan_prefix(UDID_PREFIX.as_bytes()).keys() {
-            let key = key?;
-            if !latest.contains_key(String::from_utf8_lossy(&key).as_ref()) {
-                db.remove(&key)?;
-                report.repaired += 1;
+        if !healthy {
+            for key in db.scan_prefix(UDID_PREFIX.as_bytes()).keys() {
+                let key = key?;
+                if !latest.contains_key(String::from_utf8_lossy(&key).as_ref()) {
+                    db.remove(&key)?;
+                    report.repaired += 1;
+                }
             }
         }
-        if report.repaired > 0 {
+        if !healthy {
+            meta.insert(AUDIT_LEN_KEY, &audit_len.to_be_bytes())?;
+        }
+        if report.repaired > 0 || !healthy {
             db.flush()?;
         }
         if report.rebuilt || report.repaired > 0 || report.skipped_lines > 0 {
@@ -274,6 +305,7 @@ impl Ledger {
 
         let ledger = Ledger {
             db,
+            meta,
             audit: Arc::new(Mutex::new(audit)),
             audit_path,
             state_dir: state_dir.to_owned(),
@@ -304,12 +336,14 @@ impl Ledger {
         let audit = Arc::clone(&self.audit);
         let path = self.audit_path.clone();
         // Writing and fsyncing a file blocks; keep it off the async worker threads.
-        tokio::task::spawn_blocking(move || {
+        let audit_len = tokio::task::spawn_blocking(move || {
             let mut file = audit
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             file.write_all(&line)
                 .and_then(|()| file.sync_data())
+                .and_then(|()| file.metadata())
+                .map(|m| m.len())
                 .map_err(|source| LedgerError::AuditWrite { path, source })
         })
         .await??;
@@ -319,7 +353,15 @@ impl Ledger {
         } else {
             self.db.insert(key.as_bytes(), encoded)?;
         }
-        self.db.flush_async().await?;
+        // After the record: sled recovers a prefix of its log, so a length that survived a
+        // crash implies the record did.
+        self.meta.insert(AUDIT_LEN_KEY, &audit_len.to_be_bytes())?;
+        // A blocking flush on a blocking thread: sled's flush_async runs on sled's own thread
+        // pool, whose 7 threads then wake every second for ever.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| LedgerError::Db(sled::Error::Io(std::io::Error::other(e))))??;
         Ok(())
     }
 
