@@ -52,6 +52,8 @@ pub struct DeviceSession {
     client: LockdownClient,
     timeout: Duration,
     in_session: bool,
+    /// What StartSession said of the TLS version: services started in this session use it too.
+    legacy: bool,
 }
 
 impl std::fmt::Debug for DeviceSession {
@@ -87,6 +89,7 @@ impl DeviceSession {
             client: LockdownClient::new(idevice),
             timeout,
             in_session: false,
+            legacy: false,
         })
     }
 
@@ -155,7 +158,7 @@ impl DeviceSession {
 
     /// StartSession with the record's HostID, then TLS with its host certificate.
     pub async fn start_session(&mut self, record: &PairingFile) -> Result<(), LockdownError> {
-        timed(
+        self.legacy = timed(
             "StartSession",
             self.timeout,
             self.client.start_session(record),
@@ -180,6 +183,47 @@ impl DeviceSession {
             self.client.start_service(service),
         )
         .await
+    }
+
+    /// StartService in this session, then the service's own connection (TLS with `record`
+    /// when the device asks for it): one reply and one usbmux connection, where idevice's
+    /// `IdeviceService::connect` opens a new lockdown connection and session (and reads the
+    /// UDID) for every service.
+    pub async fn open_service(
+        &mut self,
+        service: &str,
+        record: &PairingFile,
+    ) -> Result<idevice::Idevice, LockdownError> {
+        let (port, ssl) = self.start_service(service).await?;
+        let mut idevice = tokio::time::timeout(
+            self.timeout,
+            connect_port(&self.device.addr, self.device.device_id, port, LABEL),
+        )
+        .await
+        .map_err(|_| LockdownError::Timeout {
+            operation: "Connect",
+            after: self.timeout,
+        })??;
+        if ssl {
+            timed(
+                "StartSession",
+                self.timeout,
+                idevice.start_session(record, self.legacy),
+            )
+            .await?;
+        }
+        Ok(idevice)
+    }
+
+    /// Every value of the default domain in one GetValue (no key): the public subset before a
+    /// session, all of them in one.
+    pub async fn get_all_values(&mut self) -> Result<plist::Dictionary, LockdownError> {
+        match self.get_value(None, None).await? {
+            Value::Dictionary(d) => Ok(d),
+            _ => Err(LockdownError::MalformedReply(
+                "GetValue with no key did not answer a dictionary".into(),
+            )),
+        }
     }
 
     /// A provider for idevice's service clients, bound to this device and record.
