@@ -129,7 +129,9 @@ impl Station {
             },
         )?;
         let deadline = Instant::now() + PATIENCE;
-        while !ready.load(Ordering::Acquire) {
+        // Ready: connected to usbmuxd, and the pairing key made (a station does that once, at
+        // start-up, in the background; the first iPad after a start would wait for it).
+        while !ready.load(Ordering::Acquire) || !lockdown::host_key::is_ready() {
             anyhow::ensure!(Instant::now() < deadline, "the station did not start");
             if thread.is_finished() {
                 return match thread.join() {

@@ -34,6 +34,11 @@ pub async fn shared() -> Result<Arc<RsaPrivateKey>, LockdownError> {
         .cloned()
 }
 
+/// Whether the key has been made (a station is ready to pair without waiting).
+pub fn is_ready() -> bool {
+    KEY.initialized()
+}
+
 /// Starts generating the pairing key in the background, so the first iPad does not wait for
 /// it (the daemon calls this at start-up). Needs a tokio runtime.
 pub fn prepare_in_background() {
