@@ -83,22 +83,19 @@ fn main() -> anyhow::Result<()> {
     let run_dir = tempfile::Builder::new().prefix("run-").tempdir_in(&work)?;
     let run = run_dir.path().to_owned();
 
-    // iPads needed per latency: the side-by-side rounds (two clients) and the scaling batches
-    // (N at once and one at a time), and the ledger phase at 0 ms.
-    let scaling: usize = if skip("scaling") {
-        0
-    } else {
-        ns.iter().sum::<usize>() * 2
+    // A simulator's USB bus holds at most simulator::bus::MAX_SLOTS (125) iPads, so each
+    // phase (each batch, in the scaling phase) gets a simulator of its own. The same seed gives
+    // the same iPads, so at most 125 device keys are ever made (and cached).
+    let fresh = |name: &str, zero: usize, slow: usize| {
+        eprintln!("bench: {name}: a simulated cart of {} iPads", zero + slow);
+        sim::Cart::start(
+            zero.max(1),
+            slow,
+            lat,
+            &run.join(format!("sim-{name}")),
+            &keys,
+        )
     };
-    let anchor_n = if skip("anchor") { 0 } else { rounds * 2 };
-    let ledger_n = if skip("ledger") { 0 } else { ledger::IPADS * 2 };
-    // At least one: a simulator needs an iPad.
-    let zero = (anchor_n + scaling + ledger_n).max(1);
-    let slow = anchor_n + scaling;
-    eprintln!(
-        "bench: starting the simulated cart ({zero} + {slow} iPads; first run makes their keys)"
-    );
-    let cart = sim::Cart::start(zero, slow, lat, &run.join("sim"), &keys)?;
 
     // One organisation identity for every station phase (made once, like an IT person does).
     let identity = work.join("identity");
@@ -109,6 +106,7 @@ fn main() -> anyhow::Result<()> {
     let mut table = table::Table::default();
 
     if !skip("anchor") {
+        let cart = fresh("side-by-side", rounds * 2, rounds * 2)?;
         let mut side = Vec::new();
         for ms in [0, lat] {
             let cfg = station::write_config(
@@ -145,10 +143,15 @@ fn main() -> anyhow::Result<()> {
                         })
                     {
                         // 1 at a time is 1 at once: measured once.
-                        cart.take(1, ms)?;
                         continue;
                     }
-                    let dir = run.join(format!("scale-{ms}-{n}-{at_once}"));
+                    let name = format!("scale-{ms}-{n}-{at_once}");
+                    let cart = if ms == 0 {
+                        fresh(&name, n, 0)?
+                    } else {
+                        fresh(&name, 0, n)?
+                    };
+                    let dir = run.join(&name);
                     let cfg = station::write_config(&dir, &identity, &cart.address(), at_once)?;
                     let mut b = station::batch(&cart, &cfg, &cart.take(n, ms)?, at_once)
                         .with_context(|| format!("{n} iPads, {at_once} at a time, {ms} ms"))?;
@@ -163,6 +166,7 @@ fn main() -> anyhow::Result<()> {
 
     if !skip("ledger") {
         let history = args.history.unwrap_or(if short { 1000 } else { 10_000 });
+        let cart = fresh("ledger", ledger::IPADS * 2, 0)?;
         let rows = ledger::run(&cart, &identity, &run.join("ledger"), history)?;
         table.ledger(&rows);
         report["ledger"] = json!(rows);
@@ -177,20 +181,27 @@ fn main() -> anyhow::Result<()> {
                 .join("cartprep"),
         };
         let secs = args.idle_secs.unwrap_or(if short { 5 } else { 60 });
-        let many = args.many.unwrap_or(if short { 40 } else { 1000 });
+        // One simulator holds 125 iPads: 10 first, then up to 115 more.
+        let many = args
+            .many
+            .unwrap_or(if short { 40 } else { 115 })
+            .min(simulator::bus::MAX_SLOTS as usize - 10);
         let idle = idle::run(&cartprep, &identity, &run.join("idle"), &keys, secs, many)?;
         table.idle(&idle);
         report["idle"] = json!(idle);
     }
 
     if !skip("sim") {
-        let n = if short { 100 } else { 1000 };
+        let n = if short {
+            100
+        } else {
+            simulator::bus::MAX_SLOTS as usize
+        };
         let s = idle::sim_start(&run.join("sim-scale"), &keys, n)?;
         table.sim(&s);
         report["simulator"] = json!(s);
     }
 
-    drop(cart);
     print!("{}", table.render());
     std::fs::write(&args.json, serde_json::to_vec_pretty(&report)?)?;
     eprintln!("bench: JSON written to {}", args.json.display());
