@@ -48,27 +48,31 @@ impl Drop for Guard {
     }
 }
 
+/// Watches `pid` for `secs`. Counted per thread, over the threads alive at both ends and the
+/// ones born in between (a thread that ended takes its counters with it, so a plain sum of
+/// the process's threads can go down).
 fn watch(pid: u32, secs: u64) -> Window {
-    let (s0, c0) = measure::process_activity(pid);
-    let b0 = measure::switches_by_thread(pid);
+    let before = measure::thread_activity(pid);
     let t = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
-    let (s1, c1) = measure::process_activity(pid);
-    let by_thread = measure::switches_by_thread(pid)
-        .into_iter()
-        .map(|(k, v)| {
-            let d = v.saturating_sub(b0.get(&k).copied().unwrap_or(0));
-            (k, d)
-        })
-        .filter(|(_, d)| *d > 0)
-        .collect();
+    let after = measure::thread_activity(pid);
     let secs = t.elapsed().as_secs_f64();
-    let wakeups = s1.saturating_sub(s0);
+    let mut by_thread = std::collections::BTreeMap::new();
+    let (mut wakeups, mut cpu) = (0, 0);
+    for (tid, (name, s1, c1)) in &after {
+        let (s0, c0) = before.get(tid).map(|(_, s, c)| (*s, *c)).unwrap_or((0, 0));
+        let (ds, dc) = (s1.saturating_sub(s0), c1.saturating_sub(c0));
+        wakeups += ds;
+        cpu += dc;
+        if ds > 0 {
+            *by_thread.entry(name.clone()).or_insert(0) += ds;
+        }
+    }
     Window {
         secs,
         wakeups,
         wakeups_per_s: wakeups as f64 / secs,
-        cpu_ms_per_min: c1.saturating_sub(c0) as f64 / 1e6 * 60.0 / secs,
+        cpu_ms_per_min: cpu as f64 / 1e6 * 60.0 / secs,
         by_thread,
     }
 }

@@ -49,35 +49,22 @@ fn tasks(dir: &Path) -> impl Iterator<Item = std::path::PathBuf> {
         .map(|e| e.path())
 }
 
-/// Another process's context switches (voluntary + involuntary, all threads) and CPU in
-/// nanoseconds: each switch is the process going to sleep or being woken.
-pub fn process_activity(pid: u32) -> (u64, u64) {
-    let mut switches = 0;
-    let mut cpu = 0;
-    for t in tasks(Path::new(&format!("/proc/{pid}/task"))) {
-        if let Ok(status) = fs::read_to_string(t.join("status")) {
-            for line in status.lines() {
-                if let Some(v) = line
-                    .strip_prefix("voluntary_ctxt_switches:")
-                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
-                {
-                    switches += v.trim().parse::<u64>().unwrap_or(0);
-                }
-            }
-        }
-        cpu += schedstat_ns(&t);
-    }
-    (switches, cpu)
-}
-
-/// Context switches per thread name (threads of one name summed).
-pub fn switches_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
+/// Per thread (by id) of another process: its name, context switches (voluntary +
+/// involuntary: each is the thread going to sleep or being pre-empted) and CPU nanoseconds.
+pub fn thread_activity(pid: u32) -> std::collections::BTreeMap<u32, (String, u64, u64)> {
     let mut out = std::collections::BTreeMap::new();
     for t in tasks(Path::new(&format!("/proc/{pid}/task"))) {
+        let Some(tid) = t
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
         let name = fs::read_to_string(t.join("comm"))
             .map(|c| c.trim_end().to_owned())
             .unwrap_or_default();
-        let n: u64 = fs::read_to_string(t.join("status"))
+        let switches: u64 = fs::read_to_string(t.join("status"))
             .map(|status| {
                 status
                     .lines()
@@ -89,7 +76,7 @@ pub fn switches_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
                     .sum()
             })
             .unwrap_or(0);
-        *out.entry(name).or_insert(0) += n;
+        out.insert(tid, (name, switches, schedstat_ns(&t)));
     }
     out
 }

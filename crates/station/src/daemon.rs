@@ -129,7 +129,8 @@ async fn open(settings: Arc<Settings>, board: &Board) -> Result<Opened, DaemonEr
             report.skipped_lines
         ));
     }
-    for mut r in ledger.list()? {
+    // From the index of records in progress, not a scan of every iPad ever prepared.
+    for mut r in ledger.working()? {
         if r.outcome == Outcome::Working {
             r.outcome = Outcome::Waiting;
             ledger.save(&r, Event::Update).await?;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::clock;
-use crate::record::DeviceRecord;
+use crate::record::{DeviceRecord, Outcome};
 
 /// Folder of the sled database inside the state folder.
 pub const DB_DIR: &str = "ledger.sled";
@@ -142,6 +142,8 @@ pub struct Ledger {
     db: sled::Db,
     /// How much of the audit log the database holds (see `open`).
     meta: sled::Tree,
+    /// Keys of the records being worked on (see [`Ledger::working`]).
+    working: sled::Tree,
     audit: Arc<Mutex<File>>,
     audit_path: PathBuf,
     state_dir: PathBuf,
@@ -180,6 +182,10 @@ struct AuditLineIn {
 /// the database is known to hold.
 const META_TREE: &str = "meta";
 const AUDIT_LEN_KEY: &[u8] = b"audit_len";
+/// The tree of the keys of records whose outcome is `Working` (work a stop interrupted), and
+/// the meta key saying it is complete.
+const WORKING_TREE: &str = "working";
+const WORKING_INDEXED_KEY: &[u8] = b"working_indexed";
 
 /// Prefix of the key of an iPad known only by UDID.
 const UDID_PREFIX: &str = "udid:";
@@ -290,6 +296,20 @@ impl Ledger {
         if !healthy {
             meta.insert(AUDIT_LEN_KEY, &audit_len.to_be_bytes())?;
         }
+        // The index of records in progress: rebuilt by one scan after a replay or when the
+        // database predates it, then kept by `save`.
+        let working = db.open_tree(WORKING_TREE)?;
+        if !healthy || meta.get(WORKING_INDEXED_KEY)?.is_none() {
+            working.clear()?;
+            for item in db.iter() {
+                let (key, value) = item?;
+                if decode(&String::from_utf8_lossy(&key), &value)?.outcome == Outcome::Working {
+                    working.insert(key, &[])?;
+                }
+            }
+            meta.insert(WORKING_INDEXED_KEY, &[1])?;
+            db.flush()?;
+        }
         if report.repaired > 0 || !healthy {
             db.flush()?;
         }
@@ -306,6 +326,7 @@ impl Ledger {
         let ledger = Ledger {
             db,
             meta,
+            working,
             audit: Arc::new(Mutex::new(audit)),
             audit_path,
             state_dir: state_dir.to_owned(),
@@ -352,6 +373,11 @@ impl Ledger {
             self.db.remove(key.as_bytes())?;
         } else {
             self.db.insert(key.as_bytes(), encoded)?;
+        }
+        if event != Event::Forget && record.outcome == Outcome::Working {
+            self.working.insert(key.as_bytes(), &[])?;
+        } else {
+            self.working.remove(key.as_bytes())?;
         }
         // After the record: sled recovers a prefix of its log, so a length that survived a
         // crash implies the record did.
@@ -417,6 +443,22 @@ impl Ledger {
     }
 
     /// Every record, oldest first (by first seen, then serial).
+    /// The records whose outcome is `Working` (a stop or a crash interrupted their work), from
+    /// an index: as fast with 10,000 iPads of history as with none.
+    pub fn working(&self) -> Result<Vec<DeviceRecord>, LedgerError> {
+        let mut records = Vec::new();
+        for key in self.working.iter().keys() {
+            let key = key?;
+            if let Some(value) = self.db.get(&key)? {
+                let record = decode(&String::from_utf8_lossy(&key), &value)?;
+                if record.outcome == Outcome::Working {
+                    records.push(record);
+                }
+            }
+        }
+        Ok(records)
+    }
+
     pub fn list(&self) -> Result<Vec<DeviceRecord>, LedgerError> {
         let mut records = self
             .db

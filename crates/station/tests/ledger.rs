@@ -409,3 +409,29 @@ async fn a_log_longer_than_the_database_knows_is_replayed() {
     assert_eq!(report.repaired, 1, "{report:?}");
     assert_eq!(ledger.list().expect("list").len(), 4);
 }
+
+#[tokio::test]
+async fn the_records_being_worked_on_are_found_without_a_scan_after_a_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let (ledger, _) = Ledger::open(dir.path()).expect("open");
+        save_three(&ledger).await;
+        let mut busy = record("DMPBUSY00001", 5_000);
+        busy.begin_attempt();
+        busy.advance(Step::Paired, None);
+        ledger.save(&busy, Event::Advance).await.expect("save");
+    }
+    let (ledger, _) = Ledger::open(dir.path()).expect("open");
+    let working: Vec<_> = ledger
+        .working()
+        .expect("working")
+        .into_iter()
+        .map(|r| r.serial)
+        .collect();
+    assert_eq!(working, ["DMPBUSY00001"]);
+
+    let mut busy = ledger.get("DMPBUSY00001").expect("get").expect("saved");
+    busy.outcome = Outcome::Waiting;
+    ledger.save(&busy, Event::Update).await.expect("save");
+    assert!(ledger.working().expect("working").is_empty());
+}
