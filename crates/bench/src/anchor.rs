@@ -59,8 +59,16 @@ pub fn run(cart: &Cart, python: &Path, work: &Path, ipads: &[Ipad]) -> anyhow::R
     let out: Out = serde_json::from_slice(&output.stdout).context("the anchor's JSON")?;
     anyhow::ensure!(out.ipads.len() == ipads.len(), "the anchor skipped iPads");
     let mut jobs = Vec::new();
-    for ((ipad, got), (r0, c0)) in ipads.iter().zip(out.ipads).zip(before) {
+    for (n, ((ipad, got), (r0, c0))) in ipads.iter().zip(out.ipads).zip(before).enumerate() {
         anyhow::ensure!(got.udid == ipad.udid, "the anchor reported another iPad");
+        // The same end state the station reaches: supervised and named.
+        let state = ipad.dev.state();
+        anyhow::ensure!(
+            state.is_supervised() && state.device_name == format!("Anchor {:02}", n + 1),
+            "the anchor did not prepare the iPad in slot {}",
+            ipad.slot
+        );
+        drop(state);
         let (r1, c1) = ipad.traffic();
         jobs.push(Job {
             wall_ms: got.wall_ms,
