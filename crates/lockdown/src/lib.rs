@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod error;
+pub mod host_key;
 pub mod pair_records;
 pub mod pairing;
 mod pending_pair;

@@ -13,9 +13,7 @@ use crate::error::LockdownError;
 use crate::pair_records::{self, PairRecordStore};
 use crate::pending_pair;
 use crate::session::DeviceSession;
-use crate::supervised_pairing::{
-    PairReply, complete_record, generate_record, options, pair_exchange, pair_request,
-};
+use crate::supervised_pairing::{PairReply, complete_record, options, pair_exchange, pair_request};
 
 /// How long to wait for someone to tap "Trust" by default.
 pub const DEFAULT_TRUST_WAIT: Duration = Duration::from_secs(120);
@@ -70,12 +68,11 @@ pub async fn pair(
                     ));
                 }
             };
-            let (host_id, buid) = (host_id.to_owned(), system_buid.to_owned());
-            let record = tokio::task::spawn_blocking(move || {
-                generate_record(&device_key, &host_id, &buid, &wifi_mac)
-            })
-            .await
-            .map_err(|e| LockdownError::PairRecord(format!("key generation task: {e}")))??;
+            // The station's shared key (`crate::host_key`); the certificates are signed on a
+            // blocking thread.
+            let record =
+                crate::supervised_pairing::new_record(&device_key, host_id, system_buid, &wifi_mac)
+                    .await?;
             Arc::new(record)
         }
     };

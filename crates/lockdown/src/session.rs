@@ -7,6 +7,7 @@ use std::time::Duration;
 use idevice::pairing_file::PairingFile;
 use idevice::services::lockdown::LockdownClient;
 use plist::Value;
+use usbmux::plist_guard::PlistGuard;
 use usbmux::{DeviceProperties, UsbmuxAddress};
 
 use crate::error::LockdownError;
@@ -176,6 +177,49 @@ impl DeviceSession {
             self.client.start_service(service),
         )
         .await
+    }
+
+    /// StartService in this session, then the service's own connection (TLS with `record`
+    /// when the device asks for it): one reply and one usbmux connection, where idevice's
+    /// `IdeviceService::connect` opens a new lockdown connection and session (and reads the
+    /// UDID) for every service.
+    pub async fn open_service(
+        &mut self,
+        service: &str,
+        record: &PairingFile,
+    ) -> Result<idevice::Idevice, LockdownError> {
+        let (port, ssl) = self.start_service(service).await?;
+        let idevice = tokio::time::timeout(
+            self.timeout,
+            connect_port(&self.device.addr, self.device.device_id, port, LABEL),
+        )
+        .await
+        .map_err(|_| LockdownError::Timeout {
+            operation: "Connect",
+            after: self.timeout,
+        })??;
+        // Replies are checked within bounds before idevice parses them, as on every other
+        // connection (`crate::services`).
+        let socket = idevice
+            .get_socket()
+            .ok_or_else(|| LockdownError::Idevice("the service connection is gone".into()))?;
+        Ok(if ssl {
+            let stream = crate::session_tls::connect(socket, record, self.timeout).await?;
+            idevice::Idevice::new(Box::new(PlistGuard::new(stream)), LABEL)
+        } else {
+            idevice::Idevice::new(Box::new(PlistGuard::new(socket)), LABEL)
+        })
+    }
+
+    /// Every value of the default domain in one GetValue (no key): the public subset before a
+    /// session, all of them in one.
+    pub async fn get_all_values(&mut self) -> Result<plist::Dictionary, LockdownError> {
+        match self.get_value(None, None).await? {
+            Value::Dictionary(d) => Ok(d),
+            _ => Err(LockdownError::MalformedReply(
+                "GetValue with no key did not answer a dictionary".into(),
+            )),
+        }
     }
 
     /// A provider for idevice's service clients, bound to this device and record.

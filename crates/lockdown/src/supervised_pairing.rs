@@ -140,8 +140,10 @@ fn cert_pem(
         .map_err(|e| e.to_string())
 }
 
-/// Generates the key and certificates (CPU-heavy: run off the async threads).
+/// The certificates for a new record, signed with `key` (two RSA signatures: a few
+/// milliseconds; the key itself comes from [`crate::host_key`]).
 pub(crate) fn generate_record(
+    key: &RsaPrivateKey,
     device_public_key_pem: &[u8],
     host_id: &str,
     system_buid: &str,
@@ -153,13 +155,11 @@ pub(crate) fn generate_record(
     let device_key = RsaPublicKey::from_pkcs1_pem(pem).map_err(|e| {
         LockdownError::MalformedReply(format!("DevicePublicKey is not a PKCS#1 RSA key: {e}"))
     })?;
-    let key = RsaPrivateKey::new(&mut rand_core::OsRng, 2048)
-        .map_err(|e| bad("key generation", e.to_string()))?;
-    let public = RsaPublicKey::from(&key);
-    let root = cert_pem(&key, &public, Name::default()).map_err(|e| bad("root certificate", e))?;
+    let public = RsaPublicKey::from(key);
+    let root = cert_pem(key, &public, Name::default()).map_err(|e| bad("root certificate", e))?;
     let device_name = Name::from_str("CN=Device").map_err(|e| bad("name", e.to_string()))?;
     let device =
-        cert_pem(&key, &device_key, device_name).map_err(|e| bad("device certificate", e))?;
+        cert_pem(key, &device_key, device_name).map_err(|e| bad("device certificate", e))?;
     let private_key_pem = key
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| bad("private key", e.to_string()))?
@@ -203,6 +203,27 @@ pub(crate) fn complete_record(
     plist::to_writer_xml(&mut bytes, &Value::Dictionary(full))
         .map_err(|e| LockdownError::PairRecord(e.to_string()))?;
     pair_records::parse(&bytes)
+}
+
+/// A new record with the station's shared key; the signatures run on a blocking thread too.
+pub(crate) async fn new_record(
+    device_public_key_pem: &[u8],
+    host_id: &str,
+    system_buid: &str,
+    wifi_mac: &str,
+) -> Result<NewRecord, LockdownError> {
+    let key = crate::host_key::shared().await?;
+    let (device_key, host_id, buid, wifi_mac) = (
+        device_public_key_pem.to_vec(),
+        host_id.to_owned(),
+        system_buid.to_owned(),
+        wifi_mac.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        generate_record(&key, &device_key, &host_id, &buid, &wifi_mac)
+    })
+    .await
+    .map_err(|e| LockdownError::PairRecord(format!("certificate task: {e}")))?
 }
 
 pub(crate) fn pair_request(
@@ -306,12 +327,7 @@ pub async fn pair_supervised(
             ));
         }
     };
-    let (host_id_owned, buid) = (host_id.to_owned(), system_buid.to_owned());
-    let record = tokio::task::spawn_blocking(move || {
-        generate_record(&device_key, &host_id_owned, &buid, &wifi_mac)
-    })
-    .await
-    .map_err(|e| LockdownError::PairRecord(format!("key generation task: {e}")))??;
+    let record = new_record(&device_key, host_id, system_buid, &wifi_mac).await?;
 
     let certificate = signer.certificate_der().to_vec();
     let started = Instant::now();
@@ -408,10 +424,12 @@ mod tests {
     #[test]
     fn generated_record_parses_with_idevice_and_keeps_keys_out_of_the_request() {
         let device = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let host = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
         let device_pem = RsaPublicKey::from(&device)
             .to_pkcs1_pem(LineEnding::LF)
             .unwrap();
         let record = generate_record(
+            &host,
             device_pem.as_bytes(),
             "00000000-0000-4000-8000-000000000000",
             "BUID",
@@ -449,7 +467,8 @@ mod tests {
 
     #[test]
     fn a_malformed_device_key_is_an_error_not_a_panic() {
-        let e = generate_record(b"not a key", "H", "B", "aa:bb:cc:dd:ee:ff");
+        let host = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let e = generate_record(&host, b"not a key", "H", "B", "aa:bb:cc:dd:ee:ff");
         assert!(matches!(e, Err(LockdownError::MalformedReply(_))), "{e:?}");
     }
 

@@ -117,6 +117,7 @@ pub async fn serve(mut link: Link, mut stream: BoxStream) {
     if let Some(crate::faults::FaultAction::Drop) = link.fault(&command) {
         return;
     }
+    link.ipad.traffic.reply();
     if !link.ipad.spec.latency.is_zero() {
         tokio::time::sleep(link.ipad.spec.latency).await;
     }

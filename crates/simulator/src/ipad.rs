@@ -279,6 +279,34 @@ pub struct VirtualIpad {
     keys: Mutex<DeviceKeys>,
     pub state: Mutex<DeviceState>,
     pub services: Mutex<HashMap<u16, PendingService>>,
+    /// What a client cost this iPad (for the benchmark): counted, never acted on.
+    pub traffic: Traffic,
+}
+
+/// Replies the device sent (each one a round trip a client waited on, with the scenario's
+/// latency) and usbmux connections made to it.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    replies: std::sync::atomic::AtomicU64,
+    connections: std::sync::atomic::AtomicU64,
+}
+
+impl Traffic {
+    pub fn reply(&self) {
+        self.replies
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn connection(&self) {
+        self.connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (replies, connections) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.replies.load(Relaxed), self.connections.load(Relaxed))
+    }
 }
 
 impl VirtualIpad {
@@ -288,6 +316,7 @@ impl VirtualIpad {
             keys: Mutex::new(DeviceKeys::new(&key)?),
             state: Mutex::new(state),
             services: Mutex::new(HashMap::new()),
+            traffic: Traffic::default(),
         })
     }
 

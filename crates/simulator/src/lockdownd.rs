@@ -181,6 +181,7 @@ pub async fn serve(mut link: Link, stream: BoxStream) {
             }
             None => {}
         }
+        link.ipad.traffic.reply();
         if !link.ipad.spec.latency.is_zero() {
             tokio::time::sleep(link.ipad.spec.latency).await;
         }

@@ -223,6 +223,7 @@ pub async fn serve_client(cart: Arc<Cart>, mut stream: BoxStream) {
                         _ => return,
                     }
                 };
+                link.ipad.traffic.connection();
                 let service = if port == lockdownd::PORT {
                     None
                 } else {

@@ -63,8 +63,6 @@ enum MuxEvent {
 /// First pause before reconnecting to usbmuxd, and the longest.
 const RECONNECT_FIRST: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
-/// How often the USB bus is looked at for iPads in recovery or DFU mode.
-const USB_SCAN: Duration = Duration::from_secs(5);
 /// How long background Apple School Manager assignments get when the daemon stops by itself.
 const ASM_SETTLE: Duration = Duration::from_secs(60);
 /// How long jobs finishing their last step get when the station is stopped by a signal.
@@ -135,7 +133,8 @@ async fn open(settings: Arc<Settings>, board: &Board) -> Result<Opened, DaemonEr
             report.skipped_lines
         ));
     }
-    for mut r in ledger.list()? {
+    // From the index of records in progress, not a scan of every iPad ever prepared.
+    for mut r in ledger.working()? {
         if r.outcome == Outcome::Working {
             r.outcome = Outcome::Waiting;
             ledger.save(&r, Event::Update).await?;
@@ -181,6 +180,8 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
     } = options;
     let config = settings.config.clone();
     let state_dir = config.state_dir.clone();
+    // The pairing key is made in the background while the rest starts (lockdown::host_key).
+    lockdown::host_key::prepare_in_background();
     let reloads = Reloads::start(watch_config, &settings, &board);
     let opened = open(Arc::new(settings), &board).await?;
     // `[web]` and `[notify]`; stopped when this returns (dropped).
@@ -211,7 +212,7 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
         addr: opened.addr,
         reloads,
         nudge,
-        usb_scan: tokio::time::interval(USB_SCAN),
+        usb_scan: crate::usb_events::UsbEvents::start(),
         topology,
         board: board.clone(),
         control: control_rx,
@@ -342,7 +343,7 @@ struct Events {
     addr: UsbmuxAddress,
     reloads: Reloads,
     nudge: Option<watch::Receiver<()>>,
-    usb_scan: tokio::time::Interval,
+    usb_scan: crate::usb_events::UsbEvents,
     topology: Arc<dyn Topology>,
     board: Board,
     /// The operator's commands (`control.sock`).
@@ -374,7 +375,7 @@ impl Events {
                 },
                 ended = scheduler.next_job_end() => scheduler.on_job_end(ended),
                 reload = self.reloads.next() => self.on_reload(scheduler, reload),
-                _ = self.usb_scan.tick() => scheduler.on_usb_devices(&self.topology.apple_devices()),
+                _ = self.usb_scan.next() => scheduler.on_usb_devices(&self.topology.apple_devices()),
                 _ = nudged(&mut self.nudge) => {}
                 _ = freed.notified() => {}
                 Some(command) = self.control.recv() => {
@@ -407,8 +408,12 @@ impl Events {
                 )));
                 scheduler.on_mux_down().await;
             }
-            MuxEvent::Device(DeviceEvent::Attached(props)) => scheduler.on_attached(props),
+            MuxEvent::Device(DeviceEvent::Attached(props)) => {
+                self.usb_scan.poke();
+                scheduler.on_attached(props)
+            }
             MuxEvent::Device(DeviceEvent::Detached { device_id }) => {
+                self.usb_scan.poke();
                 scheduler.on_detached(device_id).await
             }
             MuxEvent::Device(DeviceEvent::Paired { .. }) => {}

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::clock;
-use crate::record::DeviceRecord;
+use crate::record::{DeviceRecord, Outcome};
 
 /// Folder of the sled database inside the state folder.
 pub const DB_DIR: &str = "ledger.sled";
@@ -144,6 +144,10 @@ pub enum LedgerError {
 /// The device ledger. Cheap to share behind an `Arc`; `save` may be called from many tasks.
 pub struct Ledger {
     db: sled::Db,
+    /// How much of the audit log the database holds (see `open`).
+    meta: sled::Tree,
+    /// Keys of the records being worked on (see [`Ledger::working`]).
+    working: sled::Tree,
     audit: Arc<Mutex<File>>,
     audit_path: PathBuf,
     state_dir: PathBuf,
@@ -177,6 +181,15 @@ struct AuditLineIn {
     event: Option<String>,
     record: DeviceRecord,
 }
+
+/// The sled tree of facts about the database itself, and its key for the audit log length
+/// the database is known to hold.
+const META_TREE: &str = "meta";
+const AUDIT_LEN_KEY: &[u8] = b"audit_len";
+/// The tree of the keys of records whose outcome is `Working` (work a stop interrupted), and
+/// the meta key saying it is complete.
+const WORKING_TREE: &str = "working";
+const WORKING_INDEXED_KEY: &[u8] = b"working_indexed";
 
 /// Prefix of the key of an iPad known only by UDID.
 const UDID_PREFIX: &str = "udid:";
@@ -237,11 +250,30 @@ impl Ledger {
             }
         };
 
-        // Always reconcile with the audit log, not only after a failed open: it also repairs a
-        // crash between the log append and the sled write, a database deleted by hand, and a
-        // database that opened but silently lost records. Records are never deleted from the
-        // ledger, so everything in the log must be in the database.
-        let (latest, skipped) = read_audit(&audit_path)?;
+        // Reconcile with the audit log unless the database says it holds all of it: `save`
+        // records, with each write, how long the log was (the `meta` tree). Equal lengths mean
+        // a healthy database and an O(1) start; anything else (a crash between the log append
+        // and the sled write, a database deleted by hand or emptied by damage, a log written by
+        // an older version) replays the whole log, as before. Records are never deleted from
+        // the ledger, so everything in the log must be in the database.
+        let meta = db.open_tree(META_TREE)?;
+        let audit_len = audit
+            .metadata()
+            .map_err(|source| LedgerError::AuditRead {
+                path: audit_path.clone(),
+                source,
+            })?
+            .len();
+        let covered = meta
+            .get(AUDIT_LEN_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes);
+        let healthy = db.was_recovered() && covered == Some(audit_len);
+        let (latest, skipped) = if healthy {
+            (BTreeMap::new(), 0)
+        } else {
+            read_audit(&audit_path)?
+        };
         report.skipped_lines = skipped;
         if !db.was_recovered() && !latest.is_empty() {
             report.rebuilt = true;
@@ -256,14 +288,33 @@ impl Ledger {
         }
         // A provisional record (an iPad known only by UDID) the log says was replaced, but a
         // crash left in the database.
-        for key in db.scan_prefix(UDID_PREFIX.as_bytes()).keys() {
-            let key = key?;
-            if !latest.contains_key(String::from_utf8_lossy(&key).as_ref()) {
-                db.remove(&key)?;
-                report.repaired += 1;
+        if !healthy {
+            for key in db.scan_prefix(UDID_PREFIX.as_bytes()).keys() {
+                let key = key?;
+                if !latest.contains_key(String::from_utf8_lossy(&key).as_ref()) {
+                    db.remove(&key)?;
+                    report.repaired += 1;
+                }
             }
         }
-        if report.repaired > 0 {
+        if !healthy {
+            meta.insert(AUDIT_LEN_KEY, &audit_len.to_be_bytes())?;
+        }
+        // The index of records in progress: rebuilt by one scan after a replay or when the
+        // database predates it, then kept by `save`.
+        let working = db.open_tree(WORKING_TREE)?;
+        if !healthy || meta.get(WORKING_INDEXED_KEY)?.is_none() {
+            working.clear()?;
+            for item in db.iter() {
+                let (key, value) = item?;
+                if decode(&String::from_utf8_lossy(&key), &value)?.outcome == Outcome::Working {
+                    working.insert(key, &[])?;
+                }
+            }
+            meta.insert(WORKING_INDEXED_KEY, &[1])?;
+            db.flush()?;
+        }
+        if report.repaired > 0 || !healthy {
             db.flush()?;
         }
         if report.rebuilt || report.repaired > 0 || report.skipped_lines > 0 {
@@ -278,6 +329,8 @@ impl Ledger {
 
         let ledger = Ledger {
             db,
+            meta,
+            working,
             audit: Arc::new(Mutex::new(audit)),
             audit_path,
             state_dir: state_dir.to_owned(),
@@ -308,12 +361,14 @@ impl Ledger {
         let audit = Arc::clone(&self.audit);
         let path = self.audit_path.clone();
         // Writing and fsyncing a file blocks; keep it off the async worker threads.
-        tokio::task::spawn_blocking(move || {
+        let audit_len = tokio::task::spawn_blocking(move || {
             let mut file = audit
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             file.write_all(&line)
                 .and_then(|()| file.sync_data())
+                .and_then(|()| file.metadata())
+                .map(|m| m.len())
                 .map_err(|source| LedgerError::AuditWrite { path, source })
         })
         .await??;
@@ -323,7 +378,20 @@ impl Ledger {
         } else {
             self.db.insert(key.as_bytes(), encoded)?;
         }
-        self.db.flush_async().await?;
+        if event != Event::Forget && record.outcome == Outcome::Working {
+            self.working.insert(key.as_bytes(), &[])?;
+        } else {
+            self.working.remove(key.as_bytes())?;
+        }
+        // After the record: sled recovers a prefix of its log, so a length that survived a
+        // crash implies the record did.
+        self.meta.insert(AUDIT_LEN_KEY, &audit_len.to_be_bytes())?;
+        // A blocking flush on a blocking thread: sled's flush_async runs on sled's own thread
+        // pool, whose 7 threads then wake every second for ever.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| LedgerError::Db(sled::Error::Io(std::io::Error::other(e))))??;
         Ok(())
     }
 
@@ -379,6 +447,22 @@ impl Ledger {
     }
 
     /// Every record, oldest first (by first seen, then serial).
+    /// The records whose outcome is `Working` (a stop or a crash interrupted their work), from
+    /// an index: as fast with 10,000 iPads of history as with none.
+    pub fn working(&self) -> Result<Vec<DeviceRecord>, LedgerError> {
+        let mut records = Vec::new();
+        for key in self.working.iter().keys() {
+            let key = key?;
+            if let Some(value) = self.db.get(&key)? {
+                let record = decode(&String::from_utf8_lossy(&key), &value)?;
+                if record.outcome == Outcome::Working {
+                    records.push(record);
+                }
+            }
+        }
+        Ok(records)
+    }
+
     pub fn list(&self) -> Result<Vec<DeviceRecord>, LedgerError> {
         let mut records = self
             .db
@@ -449,9 +533,9 @@ fn decode(serial: &str, bytes: &[u8]) -> Result<DeviceRecord, LedgerError> {
 }
 
 fn open_db(path: &Path) -> sled::Result<sled::Db> {
-    // The background flush stays on (it costs nothing); durability comes from the explicit
-    // flush in `save`.
-    sled::Config::new().path(path).open()
+    // No periodic flusher thread (sled's default wakes 2 times a second): `save` flushes after
+    // every write, so an idle station has nothing to flush.
+    sled::Config::new().path(path).flush_every_ms(None).open()
 }
 
 /// False for the open failures that say nothing about the database's contents.

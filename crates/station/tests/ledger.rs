@@ -363,3 +363,75 @@ async fn an_ipad_known_only_by_udid_is_replaced_by_its_serial_record_even_after_
     assert!(report.rebuilt);
     assert_eq!(ledger.list().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_healthy_database_opens_without_replaying_the_audit_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let saved = {
+        let (ledger, _) = Ledger::open(dir.path()).expect("open");
+        save_three(&ledger).await
+    };
+    // Same length, unreadable content: only a replay would notice (and count skipped lines).
+    let audit = dir.path().join(AUDIT_FILE);
+    let len = fs::metadata(&audit).expect("audit").len() as usize;
+    let mut garbage = vec![b'#'; len];
+    garbage[len - 1] = b'\n';
+    fs::write(&audit, garbage).expect("overwrite");
+
+    let (ledger, report) = Ledger::open(dir.path()).expect("open");
+    assert_eq!(report.skipped_lines, 0, "{report:?}");
+    assert_eq!(report.repaired, 0, "{report:?}");
+    assert_eq!(ledger.list().expect("list"), saved);
+}
+
+#[tokio::test]
+async fn a_log_longer_than_the_database_knows_is_replayed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let line = {
+        let (ledger, _) = Ledger::open(dir.path()).expect("open");
+        save_three(&ledger).await;
+        // What a crash between the log append and the sled write leaves: one more line.
+        let other = tempfile::tempdir().expect("temp dir");
+        let (scratch, _) = Ledger::open(other.path()).expect("open");
+        scratch
+            .save(&record("DMPLATE00001", 4_000), Event::Detected)
+            .await
+            .expect("save");
+        fs::read(other.path().join(AUDIT_FILE)).expect("scratch log")
+    };
+    OpenOptions::new()
+        .append(true)
+        .open(dir.path().join(AUDIT_FILE))
+        .and_then(|mut f| f.write_all(&line))
+        .expect("append");
+
+    let (ledger, report) = Ledger::open(dir.path()).expect("open");
+    assert_eq!(report.repaired, 1, "{report:?}");
+    assert_eq!(ledger.list().expect("list").len(), 4);
+}
+
+#[tokio::test]
+async fn the_records_being_worked_on_are_found_without_a_scan_after_a_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let (ledger, _) = Ledger::open(dir.path()).expect("open");
+        save_three(&ledger).await;
+        let mut busy = record("DMPBUSY00001", 5_000);
+        busy.begin_attempt();
+        busy.advance(Step::Paired, None);
+        ledger.save(&busy, Event::Advance).await.expect("save");
+    }
+    let (ledger, _) = Ledger::open(dir.path()).expect("open");
+    let working: Vec<_> = ledger
+        .working()
+        .expect("working")
+        .into_iter()
+        .map(|r| r.serial)
+        .collect();
+    assert_eq!(working, ["DMPBUSY00001"]);
+
+    let mut busy = ledger.get("DMPBUSY00001").expect("get").expect("saved");
+    busy.outcome = Outcome::Waiting;
+    ledger.save(&busy, Event::Update).await.expect("save");
+    assert!(ledger.working().expect("working").is_empty());
+}

@@ -49,7 +49,7 @@ pub const DEFAULT_USBMUXD: &str = "/var/run/usbmuxd";
 /// Default state folder (the ledger, audit log and pair records).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cartprep";
 /// Bounds of `max_concurrent`.
-pub const MAX_CONCURRENT_RANGE: std::ops::RangeInclusive<i64> = 1..=16;
+pub const MAX_CONCURRENT_RANGE: std::ops::RangeInclusive<i64> = 1..=64;
 /// The identity folder's files, as `profiles::identity` writes them.
 pub const IDENTITY_CERTIFICATE_FILE: &str = "supervision.crt.der";
 pub const IDENTITY_KEY_FILE: &str = "supervision.key.pem";
@@ -77,7 +77,7 @@ pub struct StationConfig {
     /// `None`: devices keep their names.
     pub naming: Option<Naming>,
     pub erase: ErasePolicy,
-    /// iPads worked on at the same time (1..=16, default 1).
+    /// iPads worked on at the same time (1..=64, default 1): a cart holds 30–36.
     pub max_concurrent: usize,
     pub state_dir: PathBuf,
     /// usbmuxd address: a socket path, `UNIX:/path`, or `host:port`.

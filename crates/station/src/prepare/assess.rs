@@ -230,10 +230,12 @@ pub async fn read_public(device: &lockdown::DeviceRef) -> Result<PublicFacts, St
                 "device is in {kind} mode, not normal mode"
             )));
         }
+        // One GetValue for all three (the public subset), not one per key.
+        let values = s.get_all_values().await?;
         Ok(PublicFacts {
-            product_type: s.get_string("ProductType").await?,
-            ios_version: s.get_string("ProductVersion").await?,
-            build: s.get_string("BuildVersion").await.unwrap_or_default(),
+            product_type: string(&values, "ProductType")?,
+            ios_version: string(&values, "ProductVersion")?,
+            build: string(&values, "BuildVersion").unwrap_or_default(),
         })
     })
     .await
@@ -241,39 +243,48 @@ pub async fn read_public(device: &lockdown::DeviceRef) -> Result<PublicFacts, St
 
 /// Reads what a paired host may know, in the trusted session.
 pub async fn read_device(session: &mut DeviceSession) -> Result<DeviceFacts, StepError> {
-    let serial = session.get_string("SerialNumber").await?;
-    let name = session.get_string("DeviceName").await.unwrap_or_default();
-    let state = session.get_string("ActivationState").await?;
+    // One GetValue for the whole default domain, not one per key.
+    let values = session.get_all_values().await?;
     Ok(DeviceFacts {
-        serial,
-        name,
-        activation: Activation::from_state(&state),
+        serial: string(&values, "SerialNumber")?,
+        name: string(&values, "DeviceName").unwrap_or_default(),
+        activation: Activation::from_state(&string(&values, "ActivationState")?),
     })
 }
 
+/// A string value from a GetValue answer; missing or not a string is a malformed reply.
+fn string(values: &Dictionary, key: &str) -> Result<String, StepError> {
+    values
+        .get(key)
+        .and_then(Value::as_string)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            StepError::from(lockdown::LockdownError::MalformedReply(format!(
+                "{key} is missing or not a string"
+            )))
+        })
+}
+
 /// Reads the cloud configuration and profile list of an activated iPad.
+/// On the job's MCInstall connection (the caller retries, with a new one).
 pub async fn read_config(
-    provider: &lockdown::UsbmuxProvider,
+    mc: &mut McInstallClient,
     wifi_identifier: &str,
 ) -> Result<ConfigFacts, StepError> {
-    retrying(|| async {
-        let mut mc = McInstallClient::connect(provider).await?;
-        mc.flush().await?;
-        let cloud = mc.get_cloud_configuration().await?;
-        let profiles = mc.get_profile_list().await?;
-        let cloud = cloud.as_ref().map(CloudFacts::from_dict);
-        let installed: Vec<(String, Option<String>)> = profiles
-            .profiles
-            .iter()
-            .map(|p| (p.identifier.clone(), p.display_name.clone()))
-            .collect();
-        Ok(ConfigFacts {
-            enrollment: Enrollment::from_facts(cloud.as_ref(), &installed, wifi_identifier),
-            cloud,
-            wifi_installed: profiles.get(wifi_identifier).is_some(),
-        })
+    mc.flush().await?;
+    let cloud = mc.get_cloud_configuration().await?;
+    let profiles = mc.get_profile_list().await?;
+    let cloud = cloud.as_ref().map(CloudFacts::from_dict);
+    let installed: Vec<(String, Option<String>)> = profiles
+        .profiles
+        .iter()
+        .map(|p| (p.identifier.clone(), p.display_name.clone()))
+        .collect();
+    Ok(ConfigFacts {
+        enrollment: Enrollment::from_facts(cloud.as_ref(), &installed, wifi_identifier),
+        cloud,
+        wifi_installed: profiles.get(wifi_identifier).is_some(),
     })
-    .await
 }
 
 #[cfg(test)]

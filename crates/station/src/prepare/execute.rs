@@ -7,8 +7,35 @@ use plist::Value;
 
 use super::assess::{self, Assessment, DeviceFacts, PublicFacts};
 use super::error::{StepError, retrying};
+use super::link::Link;
 use super::plan::{Action, Plan, PlannedStep, Wanted, assigned_elsewhere, plan};
 use super::progress::Reporter;
+
+/// Fixes the error type of an action's async block (for `?` inside it).
+async fn step_result<T>(
+    f: impl std::future::Future<Output = Result<T, StepError>>,
+) -> Result<T, StepError> {
+    f.await
+}
+
+/// Runs `$body` (an async block using `$mc`, the job's MCInstall connection) with retries of
+/// transient failures, each on a new connection.
+macro_rules! on_mc {
+    ($job:expr, |$mc:ident| $body:expr) => {
+        retrying(|| async {
+            let mut link = $job.link.lock().await;
+            let done = match link.mc().await {
+                Ok($mc) => step_result($body).await,
+                Err(e) => Err(e),
+            };
+            if done.is_err() {
+                link.reset();
+            }
+            done
+        })
+        .await
+    };
+}
 use super::{Context, JobEnd, Plugged, model_name, save};
 use crate::asm_sync::Verdict;
 use crate::config::MdmMode;
@@ -26,6 +53,8 @@ pub struct Identified<'a> {
     record: DeviceRecord,
     facts: DeviceFacts,
     pair_record: PairingFile,
+    /// The job's lockdown session and MCInstall connection (see [`super::link`]).
+    link: tokio::sync::Mutex<Link>,
 }
 
 impl<'a> Identified<'a> {
@@ -40,6 +69,7 @@ impl<'a> Identified<'a> {
         public: PublicFacts,
         facts: DeviceFacts,
         pair_record: PairingFile,
+        session: DeviceSession,
         reporter: &mut Reporter,
     ) -> Result<Identified<'a>, StepError> {
         record.product_type = public.product_type.clone();
@@ -50,6 +80,7 @@ impl<'a> Identified<'a> {
         record.begin_attempt();
         ctx.ledger.save_identified(&record).await?;
         reporter.learn(&record);
+        let link = Link::new(device.clone(), pair_record.clone(), Some(session));
         let mut job = Identified {
             ctx,
             settings,
@@ -58,6 +89,7 @@ impl<'a> Identified<'a> {
             record,
             facts,
             pair_record,
+            link: tokio::sync::Mutex::new(link),
         };
         let slot = format!("slot {}", job.plugged.slot.as_deref().unwrap_or("?"));
         job.advance(Step::Paired, Some(slot)).await?;
@@ -116,7 +148,8 @@ impl<'a> Identified<'a> {
         reporter.show(Light::Working, Some(Step::Assessed), "checking its state");
         let provider = self.provider();
         let config = if self.facts.activation.is_activated() {
-            Some(assess::read_config(&provider, &self.settings.wifi.identifier).await?)
+            let wifi = &self.settings.wifi.identifier;
+            Some(on_mc!(self, |mc| assess::read_config(mc, wifi))?)
         } else {
             None
         };
@@ -165,7 +198,7 @@ impl<'a> Identified<'a> {
                 for step in steps {
                     self.run_step(&step, &provider, &name, reporter).await?;
                     if step.actions.contains(&Action::Activate) {
-                        self.check_assignment(&provider, &wanted).await?;
+                        self.check_assignment(&wanted).await?;
                     }
                 }
                 let prepared = self.prepared_as(&name);
@@ -210,19 +243,21 @@ impl<'a> Identified<'a> {
         match action {
             Action::Activate => {
                 let server = &self.settings.activation;
-                retrying(|| async {
+                let activated = retrying(|| async {
                     lockdown::activation::activate(provider, server).await?;
                     Ok(())
                 })
-                .await
+                .await;
+                // The iPad changed under the job's connections: open new ones after.
+                self.link.lock().await.reset();
+                activated
             }
             Action::SetCloudConfiguration => {
                 let cc = self
                     .settings
                     .cloud_configuration(&self.record.ios_version)
                     .map_err(|e| StepError::Fatal(e.to_string()))?;
-                retrying(|| async {
-                    let mut mc = McInstallClient::connect(provider).await?;
+                on_mc!(self, |mc| async {
                     mc.hello_host_identifier().await?;
                     match mc.set_cloud_configuration(&cc).await {
                         // Activation may still be settling: worth another try.
@@ -232,28 +267,24 @@ impl<'a> Identified<'a> {
                         other => Ok(other?),
                     }
                 })
-                .await
             }
             Action::EscalateAndInstallWifi => {
                 let signer = self.settings.identity.clone().ok_or_else(|| {
                     StepError::Fatal("manual mode needs a supervision identity".into())
                 })?;
-                retrying(|| async {
-                    // Escalation belongs to one connection: the silent install must follow on it.
-                    let mut mc = McInstallClient::connect(provider).await?;
+                // Escalation belongs to one connection: the silent install must follow on it.
+                on_mc!(self, |mc| async {
                     mc.escalate_with(signer.as_ref()).await?;
                     mc.install_profile_silent(&wifi.bytes).await?;
                     Ok(())
                 })
-                .await
             }
             Action::SendWifiBeforeSetup => super::ade::send_wifi_before_setup(provider, wifi).await,
             Action::ApplyAdeConfiguration => super::ade::apply_configuration(provider).await,
             Action::InstallWifiIfMissing => {
-                retrying(|| async {
-                    // An unsupervised iPad only "downloads" a profile; once its ADE configuration
-                    // has made it supervised, in Setup Assistant, the same install is silent.
-                    let mut mc = McInstallClient::connect(provider).await?;
+                // An unsupervised iPad only "downloads" a profile; once its ADE configuration
+                // has made it supervised, in Setup Assistant, the same install is silent.
+                on_mc!(self, |mc| async {
                     if mc.get_profile_list().await?.get(&wifi.identifier).is_none() {
                         mc.install_profile(&wifi.bytes).await?;
                     }
@@ -264,7 +295,6 @@ impl<'a> Identified<'a> {
                     }
                     Ok(())
                 })
-                .await
             }
             Action::Name => self.name(name).await,
         }
@@ -274,24 +304,32 @@ impl<'a> Identified<'a> {
     async fn name(&self, name: &str) -> Result<(), StepError> {
         let setup = &self.settings.config.setup;
         let intl = Some("com.apple.international");
+        // In the job's session (no new connection or StartSession).
         retrying(|| async {
-            let mut s = DeviceSession::connect(self.device.clone()).await?;
-            s.start_session(&self.pair_record).await?;
-            s.set_value("DeviceName", Value::String(name.to_owned()), None)
-                .await?;
-            if let Some(l) = &setup.language {
-                s.set_value("Language", Value::String(l.clone()), intl)
+            let mut link = self.link.lock().await;
+            let done = step_result(async {
+                let s = link.session().await?;
+                s.set_value("DeviceName", Value::String(name.to_owned()), None)
                     .await?;
+                if let Some(l) = &setup.language {
+                    s.set_value("Language", Value::String(l.clone()), intl)
+                        .await?;
+                }
+                if let Some(l) = &setup.locale {
+                    s.set_value("Locale", Value::String(l.clone()), intl)
+                        .await?;
+                }
+                if let Some(tz) = &setup.time_zone {
+                    s.set_value("TimeZone", Value::String(tz.clone()), None)
+                        .await?;
+                }
+                Ok(())
+            })
+            .await;
+            if done.is_err() {
+                link.reset();
             }
-            if let Some(l) = &setup.locale {
-                s.set_value("Locale", Value::String(l.clone()), intl)
-                    .await?;
-            }
-            if let Some(tz) = &setup.time_zone {
-                s.set_value("TimeZone", Value::String(tz.clone()), None)
-                    .await?;
-            }
-            Ok(())
+            done
         })
         .await
     }
@@ -316,6 +354,8 @@ impl<'a> Identified<'a> {
         self.record.erase_request = None;
         self.record.advance(Step::Erased, Some(reason));
         save(&self.ctx.ledger, &self.record, Event::Erase).await?;
+        // Its own connection; the job's are closed first (the iPad is about to leave anyway).
+        self.link.lock().await.reset();
         let mc = McInstallClient::connect(provider).await?;
         mc.erase_device(true, false).await?;
         Ok(JobEnd::Erasing)
@@ -323,12 +363,9 @@ impl<'a> Identified<'a> {
 
     /// After activation: an iPad still assigned in another organisation's Apple School Manager
     /// has just received their configuration, and nothing we do can replace it.
-    async fn check_assignment(
-        &self,
-        provider: &lockdown::UsbmuxProvider,
-        wanted: &Wanted<'_>,
-    ) -> Result<(), StepError> {
-        let config = assess::read_config(provider, &self.settings.wifi.identifier).await?;
+    async fn check_assignment(&self, wanted: &Wanted<'_>) -> Result<(), StepError> {
+        let wifi = &self.settings.wifi.identifier;
+        let config = on_mc!(self, |mc| assess::read_config(mc, wifi))?;
         match assigned_elsewhere(config.cloud.as_ref(), wanted, &self.record) {
             Some(attention) => Err(StepError::Attention(attention)),
             None => Ok(()),

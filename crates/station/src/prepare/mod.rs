@@ -23,6 +23,7 @@ pub mod ade;
 pub mod assess;
 pub mod error;
 pub mod execute;
+mod link;
 mod pair;
 pub mod plan;
 pub mod progress;
@@ -124,7 +125,6 @@ impl<'a> Unpaired<'a> {
         reporter.show(Light::Working, Some(Step::Paired), "pairing");
         let (mut session, pair_record) = pair::pair(self.ctx, settings, device, reporter).await?;
         let facts = assess::read_device(&mut session).await?;
-        drop(session);
 
         let record = self
             .ctx
@@ -139,6 +139,7 @@ impl<'a> Unpaired<'a> {
             public,
             facts,
             pair_record,
+            session,
             reporter,
         )
         .await

@@ -131,12 +131,12 @@ fn max_concurrent_is_one_by_default_and_bounded() {
     let f = Fixture::new();
     assert_eq!(f.load(MINIMAL).expect("valid").max_concurrent, 1);
     assert_eq!(
-        f.load(&format!("max_concurrent = 16\n{MINIMAL}"))
+        f.load(&format!("max_concurrent = 64\n{MINIMAL}"))
             .expect("valid")
             .max_concurrent,
-        16
+        64
     );
-    for bad in ["0", "17", "-1"] {
+    for bad in ["0", "65", "-1"] {
         assert_eq!(
             problem_fields(f.load(&format!("max_concurrent = {bad}\n{MINIMAL}"))),
             ["max_concurrent"],

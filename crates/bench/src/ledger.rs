@@ -1,0 +1,119 @@
+//! The ledger with a long history: opening it, the station's start-up, and per-iPad cost,
+//! with an empty ledger and with `history` iPads prepared before.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use station::record::{DeviceRecord, Outcome, Step};
+
+use crate::measure::Spread;
+use crate::sim::Cart;
+use crate::station as st;
+
+/// iPads prepared (one at a time) per ledger size.
+pub const IPADS: usize = 5;
+const OPENS: usize = 5;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LedgerRow {
+    pub history: usize,
+    pub open_ms: Spread,
+    /// From starting the daemon to its first event-loop turn, connected to usbmuxd.
+    pub ready_ms: f64,
+    pub per_ipad_wall_ms: Spread,
+    pub per_ipad_cpu_ms: Spread,
+}
+
+/// Writes the audit log a station leaves after preparing `n` iPads (three lines each:
+/// detected, an advance, done), then opens the ledger once so its database holds them, as
+/// a station that has been running for years would have it.
+fn fill(dir: &Path, n: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(
+        dir.join(station::ledger::AUDIT_FILE),
+    )?);
+    let t0 = 1_700_000_000_000u64;
+    for i in 0..n {
+        let serial = format!("BNCH{i:08}");
+        let udid = format!("00008101-{i:016X}");
+        let mut r = DeviceRecord::new_at(&serial, &udid, t0 + i as u64 * 60_000);
+        r.product_type = "iPad12,1".into();
+        r.marketing_name = "iPad (9th generation)".into();
+        r.ios_version = "18.5".into();
+        for (event, step) in [
+            ("detected", Step::Detected),
+            ("advance", Step::Paired),
+            ("done", Step::Done),
+        ] {
+            r.completed = step;
+            r.outcome = if step == Step::Done {
+                Outcome::Done
+            } else {
+                Outcome::Working
+            };
+            if step == Step::Done {
+                r.name = Some(format!("History {i:05}"));
+            }
+            let line = serde_json::json!({
+                "at_ms": r.updated_ms,
+                "serial": serial,
+                "event": event,
+                "record": r,
+            });
+            serde_json::to_writer(&mut out, &line)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    let (ledger, report) = station::Ledger::open(dir)?;
+    anyhow::ensure!(report.repaired >= n, "the history did not load: {report:?}");
+    drop(ledger);
+    Ok(())
+}
+
+pub fn run(
+    cart: &Cart,
+    identity: &Path,
+    dir: &Path,
+    history: usize,
+) -> anyhow::Result<Vec<LedgerRow>> {
+    // A first start makes the process's pairing key (start-up work done once per station
+    // process), so neither measured start waits for it.
+    {
+        let d = dir.join("warm-up");
+        let cfg = st::write_config(&d, identity, &cart.address(), 1)?;
+        st::Station::start(&cfg, Vec::new())?.stop()?;
+    }
+    let mut rows = Vec::new();
+    for h in [0, history] {
+        let d = dir.join(format!("history-{h}"));
+        let cfg = st::write_config(&d, identity, &cart.address(), 1)?;
+        if h > 0 {
+            fill(&d, h)?;
+        }
+        let mut opens = Vec::new();
+        for _ in 0..OPENS {
+            let t = Instant::now();
+            let (ledger, _) = station::Ledger::open(&d)?;
+            opens.push(t.elapsed().as_secs_f64() * 1e3);
+            drop(ledger);
+        }
+        let ready_ms = {
+            let s = st::Station::start(&cfg, Vec::new())?;
+            let ms = s.opened_in.as_secs_f64() * 1e3;
+            s.stop()?;
+            ms
+        };
+        let jobs = st::sequential(cart, &cfg, &cart.take(IPADS, 0)?)?;
+        rows.push(LedgerRow {
+            history: h,
+            open_ms: Spread::of(&opens),
+            ready_ms,
+            per_ipad_wall_ms: crate::spread(&jobs, |j| j.wall_ms),
+            per_ipad_cpu_ms: crate::spread(&jobs, |j| j.cpu_ms),
+        });
+    }
+    Ok(rows)
+}
