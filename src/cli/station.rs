@@ -198,7 +198,8 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             };
             match file {
                 Some(path) => {
-                    std::fs::write(&path, &buf)
+                    // 0600 like every file of the station (README, "Permissions").
+                    station::private::write_private(&path, &buf)
                         .with_context(|| format!("writing {}", path.display()))?;
                     eprintln!("{n} iPads written to {}", path.display());
                 }

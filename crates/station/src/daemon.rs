@@ -113,7 +113,8 @@ struct Opened {
 async fn open(settings: Arc<Settings>, board: &Board) -> Result<Opened, DaemonError> {
     let config = &settings.config;
     let state_dir = &config.state_dir;
-    std::fs::create_dir_all(state_dir).map_err(|e| DaemonError::State(state_dir.clone(), e))?;
+    crate::private::create_private_dir(state_dir)
+        .map_err(|e| DaemonError::State(state_dir.clone(), e))?;
     let addr: UsbmuxAddress = config
         .usbmuxd
         .parse()

@@ -18,6 +18,7 @@
 //!   jobs use from it (identity, Wi-Fi profile bytes…); [`watch`]: reloading it on edits.
 //! - [`slots`]: USB port chains and slot names, recovery/DFU iPads on the bus.
 //! - [`paths`]: the default state folder and configuration file, one rule for every command.
+//! - [`private`]: folder and file modes (0700/0600).
 //! - [`models`]: marketing names of iPad models; [`clock`]: Unix milliseconds and RFC 3339.
 
 pub mod clock;
@@ -28,6 +29,7 @@ pub mod ledger;
 pub mod models;
 pub mod paths;
 pub mod prepare;
+pub mod private;
 pub mod record;
 pub mod scheduler;
 pub mod settings;
@@ -36,7 +38,7 @@ pub mod status;
 pub mod watch;
 
 pub use config::{ConfigError, Secret, StationConfig};
-pub use ledger::{Event, Ledger, LedgerError, OpenReport};
+pub use ledger::{Event, Ledger, LedgerError, OpenReport, WriteFaults};
 pub use record::{Attention, DeviceRecord, Outcome, Step, StepEvent};
 pub use settings::Settings;
 pub use watch::{ConfigWatcher, WatchError};
