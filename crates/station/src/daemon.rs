@@ -20,13 +20,33 @@ use crate::slots::{SlotLabels, Topology};
 use crate::status::{Board, Summary};
 
 #[derive(Debug, thiserror::Error)]
+///
+/// Every variant is a start-up problem: the station cannot begin, and restarting it will not
+/// help until someone fixes what the message names (the command line exits 2 for these).
 pub enum DaemonError {
-    #[error("ledger: {0}")]
+    #[error("ledger (in the state folder, state_dir): {0}{hint}", hint = ledger_hint(.0))]
     Ledger(#[from] LedgerError),
-    #[error("bad usbmuxd address {0:?}: {1}")]
+    #[error(
+        "usbmuxd = {0:?} in the configuration is not a usbmuxd address ({1}): give its socket path (\"/var/run/usbmuxd\") or host:port"
+    )]
     Address(String, usbmux::UsbmuxError),
-    #[error("state folder {0}: {1}")]
+    #[error(
+        "state folder {0} (state_dir in the configuration, or --state) cannot be used: {1}; create it as a folder the station can write, or name another"
+    )]
     State(PathBuf, std::io::Error),
+}
+
+/// The next step for a ledger that will not open.
+fn ledger_hint(e: &LedgerError) -> &'static str {
+    match e {
+        LedgerError::Open { source, .. } if source.to_string().contains("could not acquire lock") => {
+            "; another cartprep is running on this state folder: stop it first (systemctl stop cartprep)"
+        }
+        LedgerError::StateDir { .. } | LedgerError::AuditOpen { .. } | LedgerError::Open { .. } => {
+            "; check that the state folder exists, is a folder, and is writable by the station"
+        }
+        _ => "",
+    }
 }
 
 /// When the daemon should stop by itself (the demo); `None` runs until a signal.
