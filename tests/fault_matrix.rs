@@ -128,6 +128,15 @@ async fn run_batch(cases: &[Case]) {
     // continues where it stopped.
     for slot in all.clone() {
         if h.light(slot) == Some(Light::Failed) {
+            // Drops, delays, garbled replies and unplugs are the link's doing: retried (or
+            // resumed on replug) without a person. Only an error the device answers may stop it.
+            assert_eq!(
+                cases[slot as usize - 1].name,
+                "error",
+                "{} failed instead of being retried: {:?}",
+                what(slot),
+                record_by_udid(&h, slot).map(|r| r.outcome)
+            );
             let attempts = record_by_udid(&h, slot).map_or(0, |r| r.attempts);
             eprintln!(
                 "{} failed first ({:?}): replugged",
