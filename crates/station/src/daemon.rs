@@ -108,16 +108,54 @@ fn spawn_listener(addr: UsbmuxAddress, tx: mpsc::Sender<MuxEvent>) -> tokio::tas
             }
             .await;
             let Err(e) = result else { return };
-            if connected {
-                backoff = RECONNECT_FIRST;
-            }
+            let pause = next_pause(&mut backoff, connected);
             if tx.send(MuxEvent::Down(e.to_string())).await.is_err() {
                 return;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(RECONNECT_MAX);
+            tokio::time::sleep(pause).await;
         }
     })
+}
+
+/// The pause before reconnecting to usbmuxd, advancing `backoff`: doubling up to
+/// [`RECONNECT_MAX`] while connecting fails, back to [`RECONNECT_FIRST`] once a connection was
+/// good, so a usbmuxd restarted many times is still re-adopted within a second.
+fn next_pause(backoff: &mut Duration, connected: bool) -> Duration {
+    if connected {
+        *backoff = RECONNECT_FIRST;
+    }
+    let pause = *backoff;
+    *backoff = (*backoff * 2).min(RECONNECT_MAX);
+    pause
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn the_reconnect_backoff_grows_while_failing_and_resets_after_a_good_connection() {
+        let ms = Duration::from_millis;
+        let mut backoff = RECONNECT_FIRST;
+        // (connected before this failure, pause taken)
+        let sequence = [
+            (false, ms(250)),
+            (false, ms(500)),
+            (false, ms(1_000)),
+            (false, ms(2_000)),
+            (false, ms(4_000)),
+            (false, ms(5_000)),
+            (false, ms(5_000)),
+            // usbmuxd came back, then went away again: start over.
+            (true, ms(250)),
+            (false, ms(500)),
+            (true, ms(250)),
+            (true, ms(250)),
+        ];
+        for (i, (connected, pause)) in sequence.into_iter().enumerate() {
+            assert_eq!(next_pause(&mut backoff, connected), pause, "failure {i}");
+        }
+    }
 }
 
 /// The station's state, opened.
