@@ -116,6 +116,23 @@ async fn an_ipad_that_pairs_late_takes_the_next_number_and_nobody_is_ever_rename
         daemon.await.unwrap().expect("the daemon runs");
         let records = h.records();
         assert_eq!(records.len(), 5, "one record per iPad: {records:?}");
+
+        // What the station made is its own: folders 0700, files 0600.
+        let mode = |p: &std::path::Path| {
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+                & 0o777
+        };
+        assert_eq!(mode(&h.station_dir), 0o700);
+        assert_eq!(mode(&h.station_dir.join(station::ledger::AUDIT_FILE)), 0o600);
+        for dir in [station::ledger::DB_DIR, "pair-records"] {
+            let dir = h.station_dir.join(dir);
+            assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let want = if path.is_dir() { 0o700 } else { 0o600 };
+                assert_eq!(mode(&path), want, "{}", path.display());
+            }
+        }
     })
     .await;
 }

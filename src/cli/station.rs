@@ -36,6 +36,12 @@ pub fn load_config(path: &std::path::Path, state: Option<PathBuf>) -> anyhow::Re
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = load_config(&args.config, args.state)?;
+    // Everything the station creates from here on is its own (0700/0600), including files
+    // libraries create later, such as sled's segments (README, "Permissions").
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let report = station::daemon::run(station::daemon::DaemonOptions {
         settings,
         watch_config: true,
