@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use common::*;
 use simulator::faults::{FaultAction, FaultRule};
-use station::status::Light;
 use station::Outcome;
+use station::status::Light;
 
 /// iPads per simulated cart: the matrix runs in batches, all iPads of a batch at once.
 const BATCH: usize = 12;
@@ -49,7 +49,10 @@ fn faults() -> Vec<(&'static str, Fault)> {
 async fn requests_of_a_clean_run() -> Vec<String> {
     let h = Harness::new(cart(vec![fresh()])).await;
     let report = h
-        .spawn_daemon(false, when_all(vec![h.udid(1)], &[Light::Done, Light::Failed]))
+        .spawn_daemon(
+            false,
+            when_all(vec![h.udid(1)], &[Light::Done, Light::Failed]),
+        )
         .await
         .unwrap()
         .expect("the daemon runs");
@@ -157,7 +160,11 @@ async fn run_batch(cases: &[Case]) {
     daemon.await.unwrap().expect("the daemon runs");
 
     let records = h.records();
-    assert_eq!(records.len(), cases.len(), "one record per iPad: {records:?}");
+    assert_eq!(
+        records.len(),
+        cases.len(),
+        "one record per iPad: {records:?}"
+    );
     let mut numbers = BTreeSet::new();
     let names_given = names_in_audit_log(&h);
     for slot in all {
@@ -165,9 +172,19 @@ async fn run_batch(cases: &[Case]) {
         let r = h.record(slot);
         assert_eq!(r.outcome, Outcome::Done, "{why}");
         let name = r.name.clone().expect("named");
-        let device = h.sim().cart.device(slot).unwrap().state().device_name.clone();
+        let device = h
+            .sim()
+            .cart
+            .device(slot)
+            .unwrap()
+            .state()
+            .device_name
+            .clone();
         assert_eq!(device, name, "{why}");
-        assert!(numbers.insert(r.number.expect("numbered")), "unique number: {why}");
+        assert!(
+            numbers.insert(r.number.expect("numbered")),
+            "unique number: {why}"
+        );
         assert_eq!(
             names_given.get(&r.serial).map(BTreeSet::len),
             Some(1),

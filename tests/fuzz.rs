@@ -157,10 +157,7 @@ fn message_seeds() -> Vec<Dictionary> {
             ("DeviceID", 3u64.into()),
             ("Properties", Value::Dictionary(props.clone())),
         ]),
-        dict(&[
-            ("MessageType", "Result".into()),
-            ("Number", 0u64.into()),
-        ]),
+        dict(&[("MessageType", "Result".into()), ("Number", 0u64.into())]),
         dict(&[(
             "DeviceList",
             Value::Array(vec![Value::Dictionary(dict(&[
@@ -266,11 +263,26 @@ fn mcinstall_replies() {
 #[test]
 fn pair_records() {
     let record = dict(&[
-        ("DeviceCertificate", Value::Data(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_vec())),
-        ("HostCertificate", Value::Data(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_vec())),
-        ("RootCertificate", Value::Data(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_vec())),
-        ("HostPrivateKey", Value::Data(b"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n".to_vec())),
-        ("RootPrivateKey", Value::Data(b"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n".to_vec())),
+        (
+            "DeviceCertificate",
+            Value::Data(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_vec()),
+        ),
+        (
+            "HostCertificate",
+            Value::Data(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_vec()),
+        ),
+        (
+            "RootCertificate",
+            Value::Data(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_vec()),
+        ),
+        (
+            "HostPrivateKey",
+            Value::Data(b"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n".to_vec()),
+        ),
+        (
+            "RootPrivateKey",
+            Value::Data(b"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n".to_vec()),
+        ),
         ("HostID", "6E1D3C52-4D0A-4C57-9F35-0F2B5C1E7A11".into()),
         ("SystemBUID", "2B0F6C0B-0D71-4E1A-9D4B-5B8B2D7A1C33".into()),
         ("EscrowBag", Value::Data(vec![0; 32])),
@@ -315,10 +327,9 @@ fn pkcs12_and_pem_identity_import() {
 
 #[test]
 fn station_configuration() {
-    let example = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/station.example.toml"),
-    )
-    .expect("the example config");
+    let example =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/station.example.toml"))
+            .expect("the example config");
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("station.toml");
     fuzz("config TOML", &[example], |bytes| {

@@ -38,7 +38,8 @@ fn env_number(name: &str, default: u64) -> u64 {
 }
 
 fn spawn(h: &Harness, n: u64) -> Child {
-    let log = |kind: &str| std::fs::File::create(h.root.path().join(format!("run{n}.{kind}"))).unwrap();
+    let log =
+        |kind: &str| std::fs::File::create(h.root.path().join(format!("run{n}.{kind}"))).unwrap();
     Command::new(CARTPREP)
         .args(["run", "--config", h.config_path.to_str().unwrap()])
         .env_remove("CARTPREP_LOG")
@@ -100,7 +101,10 @@ async fn thirty_sigkills_during_a_ten_ipad_run_lose_and_duplicate_nothing() {
     let mut last = spawn(&h, kills);
     let started = Instant::now();
     while !all_done(&h) {
-        assert!(last.try_wait().unwrap().is_none(), "the last station exited");
+        assert!(
+            last.try_wait().unwrap().is_none(),
+            "the last station exited"
+        );
         assert!(
             started.elapsed() < Duration::from_secs(240),
             "the cart was never done"
@@ -120,7 +124,11 @@ async fn thirty_sigkills_during_a_ten_ipad_run_lose_and_duplicate_nothing() {
         }
     }
     let records = Ledger::read_only(&h.station_dir).unwrap();
-    assert_eq!(records.len(), IPADS as usize, "one record per iPad: {records:?}");
+    assert_eq!(
+        records.len(),
+        IPADS as usize,
+        "one record per iPad: {records:?}"
+    );
     let mut names = BTreeSet::new();
     for slot in 1..=IPADS {
         let r = h.record(slot);
@@ -131,7 +139,10 @@ async fn thirty_sigkills_during_a_ten_ipad_run_lose_and_duplicate_nothing() {
             name,
             "slot {slot}: the iPad carries its recorded name"
         );
-        assert!(names.insert(name.clone()), "slot {slot}: {name} given twice");
+        assert!(
+            names.insert(name.clone()),
+            "slot {slot}: {name} given twice"
+        );
     }
     // Nothing was lost either: a rebuild from the log equals the ledger.
     std::fs::remove_dir_all(h.station_dir.join(station::ledger::DB_DIR)).unwrap();

@@ -187,7 +187,11 @@ fn a_state_folder_the_station_cannot_use_exits_2_naming_it() {
         format!("{WIFI_PASSWORD}\n").as_bytes(),
     )
     .unwrap();
-    std::fs::write(root.join("activation-ca.pem"), identity.certificate_pem().unwrap()).unwrap();
+    std::fs::write(
+        root.join("activation-ca.pem"),
+        identity.certificate_pem().unwrap(),
+    )
+    .unwrap();
     // A file where the state folder should be.
     let state = root.join("state");
     std::fs::write(&state, b"not a folder").unwrap();

@@ -29,7 +29,13 @@ fn supervised_elsewhere(cert: Vec<u8>) -> plist::Dictionary {
 }
 
 fn device_name(h: &Harness, slot: u32) -> String {
-    h.sim().cart.device(slot).unwrap().state().device_name.clone()
+    h.sim()
+        .cart
+        .device(slot)
+        .unwrap()
+        .state()
+        .device_name
+        .clone()
 }
 
 /// Replugs `slot` and waits until its new attempt has ended done.
@@ -55,7 +61,14 @@ async fn an_ipad_that_pairs_late_takes_the_next_number_and_nobody_is_ever_rename
         let mut locked = fresh();
         locked.pairing = PairingKind::Locked;
         // Slot 1 fails before pairing first; 2 and 3 come later; 4 and 5 need attention.
-        let h = Harness::new(cart(vec![fresh(), unplugged(), unplugged(), set_up, locked])).await;
+        let h = Harness::new(cart(vec![
+            fresh(),
+            unplugged(),
+            unplugged(),
+            set_up,
+            locked,
+        ]))
+        .await;
         let other = tokio::task::spawn_blocking(|| {
             profiles::SupervisionIdentity::create("Shelbyville Academy").unwrap()
         })
@@ -80,22 +93,33 @@ async fn an_ipad_that_pairs_late_takes_the_next_number_and_nobody_is_ever_rename
         .await;
 
         h.sim().cart.plug(2).unwrap();
-        h.wait_for("slot 2 done", |h| h.light(2) == Some(Light::Done)).await;
+        h.wait_for("slot 2 done", |h| h.light(2) == Some(Light::Done))
+            .await;
 
         // Slot 1's school releases it; replugged, it pairs and is prepared.
         h.sim().cart.unplug(1).unwrap();
         h.sim().cart.device(1).unwrap().state().cloud_config = None;
         h.sim().cart.plug(1).unwrap();
-        h.wait_for("slot 1 done", |h| h.light(1) == Some(Light::Done)).await;
+        h.wait_for("slot 1 done", |h| h.light(1) == Some(Light::Done))
+            .await;
 
         h.sim().cart.plug(3).unwrap();
-        h.wait_for("slot 3 done", |h| h.light(3) == Some(Light::Done)).await;
+        h.wait_for("slot 3 done", |h| h.light(3) == Some(Light::Done))
+            .await;
 
-        let expected = [(2u32, "Cart A - 01"), (1, "Cart A - 02"), (3, "Cart A - 03")];
+        let expected = [
+            (2u32, "Cart A - 01"),
+            (1, "Cart A - 02"),
+            (3, "Cart A - 03"),
+        ];
         let check = |when: &str| {
             for (slot, name) in expected {
                 assert_eq!(device_name(&h, slot), name, "slot {slot} {when}");
-                assert_eq!(h.record(slot).name.as_deref(), Some(name), "slot {slot} {when}");
+                assert_eq!(
+                    h.record(slot).name.as_deref(),
+                    Some(name),
+                    "slot {slot} {when}"
+                );
             }
         };
         check("after the first run");
@@ -114,6 +138,25 @@ async fn an_ipad_that_pairs_late_takes_the_next_number_and_nobody_is_ever_rename
 
         stop.store(true, Ordering::SeqCst);
         daemon.await.unwrap().expect("the daemon runs");
+
+        // The operator asks for a new name for slot 2 (`cartprep ledger renumber`, station
+        // stopped): it takes the next free number; nobody else changes.
+        {
+            let (ledger, _) = station::Ledger::open(&h.station_dir).unwrap();
+            assert_eq!(ledger.release_number(&h.serial(2)).await.unwrap(), Some(0));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let daemon = h.spawn_daemon(false, when_flag(stop.clone()));
+        h.wait_for("slot 2 renamed", |h| {
+            h.record(2).name.as_deref() == Some("Cart A - 04") && h.light(2) == Some(Light::Done)
+        })
+        .await;
+        stop.store(true, Ordering::SeqCst);
+        daemon.await.unwrap().expect("the daemon runs");
+        assert_eq!(device_name(&h, 2), "Cart A - 04");
+        assert_eq!(device_name(&h, 1), "Cart A - 02");
+        assert_eq!(device_name(&h, 3), "Cart A - 03");
+
         let records = h.records();
         assert_eq!(records.len(), 5, "one record per iPad: {records:?}");
 
@@ -123,7 +166,10 @@ async fn an_ipad_that_pairs_late_takes_the_next_number_and_nobody_is_ever_rename
                 & 0o777
         };
         assert_eq!(mode(&h.station_dir), 0o700);
-        assert_eq!(mode(&h.station_dir.join(station::ledger::AUDIT_FILE)), 0o600);
+        assert_eq!(
+            mode(&h.station_dir.join(station::ledger::AUDIT_FILE)),
+            0o600
+        );
         for dir in [station::ledger::DB_DIR, "pair-records"] {
             let dir = h.station_dir.join(dir);
             assert_eq!(mode(&dir), 0o700, "{}", dir.display());

@@ -1,7 +1,7 @@
 //! `cartprep run`, `status`, `ledger` and `slots`: the station's commands.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -116,6 +116,12 @@ pub enum LedgerCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Give an iPad a new number (and so a new name) the next time it is prepared; its old
+    /// number is not given to anyone else. Stop the station first.
+    Renumber {
+        /// The iPad's serial number (any case).
+        serial: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -135,6 +141,7 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
     // error to stop at rather than a panic.
     let mut out = std::io::stdout();
     match args.command {
+        LedgerCommand::Renumber { serial } => renumber(&dir, &serial, &mut out).await?,
         LedgerCommand::List => {
             if records.is_empty() {
                 writeln!(out, "no iPads recorded in {}", dir.display())?;
@@ -311,4 +318,34 @@ pub async fn slots(args: SlotsArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `cartprep ledger renumber`: the one ledger command that writes, so it opens the database
+/// (refused while a station runs on the same folder).
+async fn renumber(dir: &Path, serial: &str, out: &mut impl Write) -> anyhow::Result<()> {
+    if !dir.join(station::ledger::AUDIT_FILE).is_file() {
+        return Err(bad_input(format!(
+            "no ledger in {} (see --state)",
+            dir.display()
+        )));
+    }
+    let (ledger, _) = station::Ledger::open(dir).with_context(|| {
+        format!(
+            "opening the ledger in {} (is the station running? stop it first)",
+            dir.display()
+        )
+    })?;
+    let serial = serial.trim().to_ascii_uppercase();
+    let released = ledger.release_number(&serial).await.map_err(|e| match e {
+        station::LedgerError::NotFound { .. } => bad_input(e),
+        other => other.into(),
+    })?;
+    match released {
+        Some(old) => writeln!(
+            out,
+            "{serial}: number {old} released; it gets the next free number when it is next prepared"
+        )?,
+        None => writeln!(out, "{serial}: has no number yet")?,
+    }
+    Ok(())
 }

@@ -34,7 +34,8 @@ pub enum LockdownError {
 /// lockdownd error names about the connection's session, not about what was asked: a new
 /// connection and session may well succeed (names from libimobiledevice's
 /// `lockdownd_strtoerr`; `docs/protocol.md` §2.8).
-pub const TRANSIENT_DEVICE_ERRORS: &[&str] = &["SessionInactive", "InvalidSessionID", "ServiceLimit"];
+pub const TRANSIENT_DEVICE_ERRORS: &[&str] =
+    &["SessionInactive", "InvalidSessionID", "ServiceLimit"];
 
 impl LockdownError {
     /// Worth another try on a new connection: the link or the device was slow or went away,
@@ -115,7 +116,10 @@ mod tests {
             (device("MCProtected"), false),
             (LockdownError::UserDeniedPairing, false),
             (LockdownError::PasswordProtected, false),
-            (LockdownError::TrustPromptUnanswered(Duration::from_secs(600)), false),
+            (
+                LockdownError::TrustPromptUnanswered(Duration::from_secs(600)),
+                false,
+            ),
             (LockdownError::InvalidHostId, false),
             (LockdownError::PairRecord("unreadable".into()), false),
         ];

@@ -39,7 +39,9 @@ pub enum DaemonError {
 /// The next step for a ledger that will not open.
 fn ledger_hint(e: &LedgerError) -> &'static str {
     match e {
-        LedgerError::Open { source, .. } if source.to_string().contains("could not acquire lock") => {
+        LedgerError::Open { source, .. }
+            if source.to_string().contains("could not acquire lock") =>
+        {
             "; another cartprep is running on this state folder: stop it first (systemctl stop cartprep)"
         }
         LedgerError::StateDir { .. } | LedgerError::AuditOpen { .. } | LedgerError::Open { .. } => {

@@ -136,6 +136,8 @@ pub enum LedgerError {
         serial: String,
         source: serde_json::Error,
     },
+    #[error("no iPad with serial {serial} in the ledger")]
+    NotFound { serial: String },
     #[error("the audit log writer stopped: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -216,11 +218,9 @@ impl Ledger {
         state_dir: &Path,
         faults: Option<Arc<dyn WriteFaults>>,
     ) -> Result<(Ledger, OpenReport), LedgerError> {
-        crate::private::create_private_dir(state_dir).map_err(|source| {
-            LedgerError::StateDir {
-                path: state_dir.to_owned(),
-                source,
-            }
+        crate::private::create_private_dir(state_dir).map_err(|source| LedgerError::StateDir {
+            path: state_dir.to_owned(),
+            source,
         })?;
         let audit_path = state_dir.join(AUDIT_FILE);
         let (audit, torn_bytes) = open_audit(&audit_path, state_dir)?;
@@ -402,6 +402,20 @@ impl Ledger {
             return Err(e);
         }
         Ok(n)
+    }
+
+    /// Takes an iPad's number away at the operator's request, so its next preparation names it
+    /// with a new one. The old number stays used: the counter never goes back. Returns the old
+    /// number, or `None` if the iPad had none. Unknown serial: [`LedgerError::NotFound`].
+    pub async fn release_number(&self, serial: &str) -> Result<Option<u32>, LedgerError> {
+        let mut record = self.get(serial)?.ok_or_else(|| LedgerError::NotFound {
+            serial: serial.to_owned(),
+        })?;
+        let old = record.number.take();
+        if old.is_some() {
+            self.save(&record, Event::Update).await?;
+        }
+        Ok(old)
     }
 
     /// The number [`Ledger::allocate_number`] would give now (for planning; not taken).
@@ -804,7 +818,11 @@ pub enum AuditLineError {
 
 /// Reads up to and including the next `\n` into `buf`, keeping at most `max + 1` bytes of it
 /// (a longer line is read to its end but not kept). Returns the bytes consumed.
-fn read_bounded_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+fn read_bounded_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
     let mut consumed = 0;
     loop {
         let available = match reader.fill_buf() {

@@ -112,10 +112,13 @@ async fn a_failed_write_at_any_point_loses_nothing_and_leaves_every_line_readabl
                     hit,
                     seen: AtomicUsize::new(0),
                 });
-                let (ledger, _) = Ledger::open_with_faults(dir.path(), Some(faults.clone()))
-                    .expect("open");
+                let (ledger, _) =
+                    Ledger::open_with_faults(dir.path(), Some(faults.clone())).expect("open");
                 let acknowledged = run_through(&ledger, count + 1).await;
-                assert!(faults.seen.load(Ordering::SeqCst) > from, "{why}: the fault struck");
+                assert!(
+                    faults.seen.load(Ordering::SeqCst) > from,
+                    "{why}: the fault struck"
+                );
                 let live = sorted(ledger.list().expect("list"));
                 assert_eq!(live, sorted(acknowledged), "{why}");
                 drop(ledger);
@@ -154,11 +157,19 @@ async fn a_torn_tail_left_by_a_crash_is_cut_off_at_start_up_and_kept_aside() {
 
     let (ledger, report) = Ledger::open(dir.path()).expect("open");
     assert_eq!(report.torn_bytes, (torn.len() - good.len()) as u64);
-    assert_eq!(fs::read(&audit).expect("log"), good, "cut back to the last full line");
+    assert_eq!(
+        fs::read(&audit).expect("log"),
+        good,
+        "cut back to the last full line"
+    );
     let kept: Vec<_> = fs::read_dir(dir.path())
         .expect("dir")
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("audit.jsonl.torn-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("audit.jsonl.torn-")
+        })
         .collect();
     assert_eq!(kept.len(), 1, "the fragment is kept for diagnosis");
     ledger.save(&a, Event::Attempt).await.expect("save");
@@ -192,6 +203,19 @@ async fn numbers_are_taken_once_kept_and_never_given_again_even_after_a_rebuild(
     let mut c = record("DMPNUMBER003", 3_000);
     assert_eq!(ledger.allocate_number(&mut c).await.expect("c"), 8);
     assert_eq!(ledger.get("DMPNUMBER001").unwrap().unwrap().number, Some(1));
+
+    // The operator asks for a new number: the next free one, the old one stays used.
+    assert_eq!(
+        ledger.release_number("DMPNUMBER001").await.unwrap(),
+        Some(1)
+    );
+    let mut a = ledger.get("DMPNUMBER001").unwrap().unwrap();
+    assert_eq!(a.number, None);
+    assert_eq!(ledger.allocate_number(&mut a).await.unwrap(), 9);
+    assert!(matches!(
+        ledger.release_number("DMPUNKNOWN01").await,
+        Err(station::LedgerError::NotFound { .. })
+    ));
 }
 
 #[tokio::test]
@@ -206,8 +230,14 @@ async fn an_ipad_first_recorded_by_udid_keeps_its_number_when_it_joins_its_seria
     assert_eq!(ledger.allocate_number(&mut other).await.unwrap(), 0);
 
     let mut joined = ledger.identify(udid, "DMPLATER0001").unwrap();
-    assert_eq!(joined.first_seen_ms, 500, "first seen before the other iPad");
-    assert_eq!(joined.number, None, "an iPad that never paired has no number");
+    assert_eq!(
+        joined.first_seen_ms, 500,
+        "first seen before the other iPad"
+    );
+    assert_eq!(
+        joined.number, None,
+        "an iPad that never paired has no number"
+    );
     ledger.save_identified(&joined).await.unwrap();
     assert_eq!(ledger.allocate_number(&mut joined).await.unwrap(), 1);
     assert_eq!(
@@ -233,7 +263,11 @@ async fn the_state_folder_is_0700_and_the_ledger_files_0600() {
     assert_eq!(mode(&state.join(DB_DIR)), 0o700);
     for entry in fs::read_dir(state.join(DB_DIR)).unwrap() {
         let entry = entry.unwrap();
-        let want = if entry.file_type().unwrap().is_dir() { 0o700 } else { 0o600 };
+        let want = if entry.file_type().unwrap().is_dir() {
+            0o700
+        } else {
+            0o600
+        };
         assert_eq!(mode(&entry.path()), want, "{}", entry.path().display());
     }
 
@@ -321,7 +355,11 @@ async fn a_really_full_disk_during_a_run_loses_no_transition() {
     }
     fs::remove_dir_all(state.join(DB_DIR)).expect("force a rebuild");
     let (rebuilt, report) = Ledger::open(&state).expect("rebuild");
-    assert_eq!((report.skipped_lines, report.torn_bytes), (0, 0), "{report:?}");
+    assert_eq!(
+        (report.skipped_lines, report.torn_bytes),
+        (0, 0),
+        "{report:?}"
+    );
     assert_eq!(rebuilt.list().expect("list"), live);
     assert_eq!(live[0].outcome, station::Outcome::Done);
     drop(rebuilt);

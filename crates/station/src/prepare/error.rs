@@ -96,9 +96,7 @@ impl StepError {
     /// A transient error that used up its attempts becomes fatal, saying so; others stay.
     pub fn after_attempts(self, attempts: u32) -> StepError {
         match self {
-            StepError::Transient(e) => {
-                StepError::Fatal(format!("{e} (after {attempts} attempts)"))
-            }
+            StepError::Transient(e) => StepError::Fatal(format!("{e} (after {attempts} attempts)")),
             other => other,
         }
     }

@@ -428,13 +428,20 @@ fn a_time_zone_must_be_an_iana_name_written_as_the_ipad_expects() {
 #[test]
 fn erase_rules_with_policy_never_are_refused_as_misleading() {
     let f = Fixture::new();
-    let text = format!("{MINIMAL}\n[erase]\npolicy = \"never\"\nallow_serials = [\"DMPAAAAAAAA1\"]\n");
+    let text =
+        format!("{MINIMAL}\n[erase]\npolicy = \"never\"\nallow_serials = [\"DMPAAAAAAAA1\"]\n");
     let p = only_problem(f.load(&text));
-    assert_eq!((p.field.as_str(), p.line), ("erase.allow_serials", Some(19)));
+    assert_eq!(
+        (p.field.as_str(), p.line),
+        ("erase.allow_serials", Some(19))
+    );
     assert!(p.reason.contains("policy = \"rules\""), "{}", p.reason);
     // No policy means "never" too.
     let text = format!("{MINIMAL}\n[erase]\nallow_supervised_by_us = true\n");
-    assert_eq!(problem_fields(f.load(&text)), ["erase.allow_supervised_by_us"]);
+    assert_eq!(
+        problem_fields(f.load(&text)),
+        ["erase.allow_supervised_by_us"]
+    );
     let text = format!("{MINIMAL}\n[erase]\npolicy = \"never\"\nallow_serials = []\n");
     f.load(&text).expect("an empty list says nothing");
 }
