@@ -131,35 +131,6 @@ fn next_pause(backoff: &mut Duration, connected: bool) -> Duration {
     pause
 }
 
-#[cfg(test)]
-mod backoff_tests {
-    use super::*;
-
-    #[test]
-    fn the_reconnect_backoff_grows_while_failing_and_resets_after_a_good_connection() {
-        let ms = Duration::from_millis;
-        let mut backoff = RECONNECT_FIRST;
-        // (connected before this failure, pause taken)
-        let sequence = [
-            (false, ms(250)),
-            (false, ms(500)),
-            (false, ms(1_000)),
-            (false, ms(2_000)),
-            (false, ms(4_000)),
-            (false, ms(5_000)),
-            (false, ms(5_000)),
-            // usbmuxd came back, then went away again: start over.
-            (true, ms(250)),
-            (false, ms(500)),
-            (true, ms(250)),
-            (true, ms(250)),
-        ];
-        for (i, (connected, pause)) in sequence.into_iter().enumerate() {
-            assert_eq!(next_pause(&mut backoff, connected), pause, "failure {i}");
-        }
-    }
-}
-
 /// The station's state, opened.
 struct Opened {
     addr: UsbmuxAddress,
@@ -481,6 +452,35 @@ fn notify_ready() {
             }
         } else {
             let _ = sock.send_to(message, PathBuf::from(path));
+        }
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn the_reconnect_backoff_grows_while_failing_and_resets_after_a_good_connection() {
+        let ms = Duration::from_millis;
+        let mut backoff = RECONNECT_FIRST;
+        // (connected before this failure, pause taken)
+        let sequence = [
+            (false, ms(250)),
+            (false, ms(500)),
+            (false, ms(1_000)),
+            (false, ms(2_000)),
+            (false, ms(4_000)),
+            (false, ms(5_000)),
+            (false, ms(5_000)),
+            // usbmuxd came back, then went away again: start over.
+            (true, ms(250)),
+            (false, ms(500)),
+            (true, ms(250)),
+            (true, ms(250)),
+        ];
+        for (i, (connected, pause)) in sequence.into_iter().enumerate() {
+            assert_eq!(next_pause(&mut backoff, connected), pause, "failure {i}");
         }
     }
 }

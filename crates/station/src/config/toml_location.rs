@@ -96,8 +96,7 @@ pub(super) fn setting_on_line(text: &str, offset: usize) -> String {
     let section = text[..start]
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with('[') && !l.starts_with("[["))
-        .last()
+        .rfind(|l| l.starts_with('[') && !l.starts_with("[["))
         .map(|l| l.trim_matches(['[', ']']).trim().to_owned())
         .unwrap_or_default();
     match text[start..end].split_once('=') {

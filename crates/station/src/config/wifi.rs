@@ -211,6 +211,14 @@ fn profile_field<'a>(profile_field: &str, pw_field: &'a str) -> &'a str {
     }
 }
 
+/// The file's mode when users other than its owner and group may read it.
+fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.permissions().mode() & 0o7777;
+    (meta.is_file() && mode & 0o004 != 0).then_some(mode)
+}
+
 #[cfg(test)]
 mod tests {
     use super::profile_field;
@@ -227,12 +235,4 @@ mod tests {
             assert_eq!(profile_field(field, pw_field), setting, "{field}");
         }
     }
-}
-
-/// The file's mode when users other than its owner and group may read it.
-fn readable_by_others(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).ok()?;
-    let mode = meta.permissions().mode() & 0o7777;
-    (meta.is_file() && mode & 0o004 != 0).then_some(mode)
 }
