@@ -17,7 +17,7 @@ Exit status:
   0  done (also when the reader of the output stops early, as `| head` does)
   1  failed while working (the error says what happened)
   2  bad usage or bad input: an unknown option, an invalid configuration, a malformed input
-     file; nothing was touched";
+     file, a state folder the station cannot use; nothing was touched";
 
 /// What the process tells whoever started it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +60,9 @@ fn exit_for(error: &anyhow::Error) -> Exit {
                         | asm::AsmError::Config(_)
                 )
             })
+            // The station could not start (state folder, ledger, usbmuxd address): a restart
+            // loop would not fix it, the message says what will.
+            || cause.is::<station::daemon::DaemonError>()
             || cause
                 .downcast_ref::<profiles::ProfileError>()
                 .is_some_and(profiles::ProfileError::is_input_error);

@@ -71,7 +71,12 @@ fn a_bad_configuration_is_refused_with_status_2_naming_the_field_and_touching_no
     let root = dir.path();
     let identity = profiles::SupervisionIdentity::create(ORGANIZATION).unwrap();
     identity.save(&root.join("identity")).unwrap();
-    std::fs::write(root.join("wifi-password"), format!("{WIFI_PASSWORD}\n")).unwrap();
+    // 0600, as the README installs it (a password file others can read is refused).
+    profiles::files::write_private(
+        &root.join("wifi-password"),
+        format!("{WIFI_PASSWORD}\n").as_bytes(),
+    )
+    .unwrap();
     std::fs::write(
         root.join("activation-ca.pem"),
         identity.certificate_pem().unwrap(),
@@ -128,6 +133,24 @@ fn a_bad_configuration_is_refused_with_status_2_naming_the_field_and_touching_no
             good.replace("identity = \"identity\"\n", ""),
             "organization.identity",
         ),
+        (
+            "a time zone that is not in the IANA database",
+            good.replace("America/Chicago", "Europe/Londn"),
+            "setup.time_zone",
+        ),
+        (
+            "serials allowed to be erased under policy = \"never\"",
+            good.replace(
+                "policy = \"never\"",
+                "policy = \"never\"\nallow_serials = [\"DMPAAAAAAAA1\"]",
+            ),
+            "erase.allow_serials",
+        ),
+        (
+            "the same key twice",
+            good.replace("[wifi]\n", "[wifi]\nhidden = false\nhidden = true\n"),
+            "wifi.hidden",
+        ),
     ];
     for (what, text, field) in cases {
         assert_ne!(text, good, "{what}: the case changes the file");
@@ -151,6 +174,43 @@ fn a_bad_configuration_is_refused_with_status_2_naming_the_field_and_touching_no
         assert!(!state.exists(), "{what}: the state folder is not created");
         assert_eq!(files_under(root), before, "{what}: no file written");
     }
+}
+
+#[test]
+fn a_state_folder_the_station_cannot_use_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let identity = profiles::SupervisionIdentity::create(ORGANIZATION).unwrap();
+    identity.save(&root.join("identity")).unwrap();
+    profiles::files::write_private(
+        &root.join("wifi-password"),
+        format!("{WIFI_PASSWORD}\n").as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("activation-ca.pem"),
+        identity.certificate_pem().unwrap(),
+    )
+    .unwrap();
+    // A file where the state folder should be.
+    let state = root.join("state");
+    std::fs::write(&state, b"not a folder").unwrap();
+    let text = config_text(
+        &ConfigSpec::default(),
+        &state,
+        "127.0.0.1:9",
+        "https://127.0.0.1:9/deviceservices/",
+        1,
+    );
+    let path = root.join("station.toml");
+    std::fs::write(&path, text).unwrap();
+    let (status, _stdout, stderr) = cartprep(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(2), "not restarted in a loop:\n{stderr}");
+    assert!(stderr.contains("state_dir"), "names the setting:\n{stderr}");
+    assert!(
+        stderr.contains(state.to_str().unwrap()),
+        "names the folder:\n{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -236,7 +236,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             .keep(),
     };
     let station_dir = root.join("station");
-    std::fs::create_dir_all(&station_dir)?;
+    station::private::create_private_dir(&station_dir)?;
     writeln!(
         std::io::stdout(),
         "cartprep demo: a simulated cart of {devices} iPads; everything is kept in {}",
@@ -451,15 +451,15 @@ extra_ca_file = "asm-ca.pem"
 
     let records = station::Ledger::read_only(&station_dir)?;
     let export_dir = station_dir.join("export");
-    std::fs::create_dir_all(&export_dir)?;
+    station::private::create_private_dir(&export_dir)?;
     let asm = export_dir.join("apple-school-manager-serials.csv");
     let full = export_dir.join("devices.csv");
     let mut buf = Vec::new();
     station::export::asm_csv(&records, false, &mut buf)?;
-    std::fs::write(&asm, &buf)?;
+    station::private::write_private(&asm, &buf)?;
     buf.clear();
     station::export::full_csv(&records, &mut buf)?;
-    std::fs::write(&full, &buf)?;
+    station::private::write_private(&full, &buf)?;
     writeln!(std::io::stdout())?;
     for r in records
         .iter()

@@ -1,7 +1,7 @@
 //! `cartprep run`, `status`, `ledger` and `slots`: the station's commands.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -43,6 +43,12 @@ pub fn load_config(path: &std::path::Path, state: Option<PathBuf>) -> anyhow::Re
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = load_config(&args.config, args.state)?;
+    // Everything the station creates from here on is its own (0700/0600), including files
+    // libraries create later, such as sled's segments (README, "Permissions").
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let full_screen = super::board_screen::wanted(args.lines);
     let board = if full_screen {
         Board::new(Box::new(std::io::sink()), false)
@@ -154,6 +160,12 @@ pub enum LedgerCommand {
         #[arg(long, value_name = "NAME")]
         organization: Option<String>,
     },
+    /// Give an iPad a new number (and so a new name) the next time it is prepared; its old
+    /// number is not given to anyone else. Stop the station first.
+    Renumber {
+        /// The iPad's serial number (any case).
+        serial: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -176,6 +188,7 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
     // error to stop at rather than a panic.
     let mut out = std::io::stdout();
     match args.command {
+        LedgerCommand::Renumber { serial } => renumber(&dir, &serial, &mut out).await?,
         LedgerCommand::List { json } => {
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
@@ -258,7 +271,8 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
             };
             match file {
                 Some(path) => {
-                    std::fs::write(&path, &buf)
+                    // 0600 like every file of the station (README, "Permissions").
+                    station::private::write_private(&path, &buf)
                         .with_context(|| format!("writing {}", path.display()))?;
                     eprintln!("{n} iPads written to {}", path.display());
                 }
@@ -372,4 +386,34 @@ pub async fn slots(args: SlotsArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `cartprep ledger renumber`: the one ledger command that writes, so it opens the database
+/// (refused while a station runs on the same folder).
+async fn renumber(dir: &Path, serial: &str, out: &mut impl Write) -> anyhow::Result<()> {
+    if !dir.join(station::ledger::AUDIT_FILE).is_file() {
+        return Err(bad_input(format!(
+            "no ledger in {} (see --state)",
+            dir.display()
+        )));
+    }
+    let (ledger, _) = station::Ledger::open(dir).with_context(|| {
+        format!(
+            "opening the ledger in {} (is the station running? stop it first)",
+            dir.display()
+        )
+    })?;
+    let serial = serial.trim().to_ascii_uppercase();
+    let released = ledger.release_number(&serial).await.map_err(|e| match e {
+        station::LedgerError::NotFound { .. } => bad_input(e),
+        other => other.into(),
+    })?;
+    match released {
+        Some(old) => writeln!(
+            out,
+            "{serial}: number {old} released; it gets the next free number when it is next prepared"
+        )?,
+        None => writeln!(out, "{serial}: has no number yet")?,
+    }
+    Ok(())
 }

@@ -71,7 +71,8 @@ impl ActivationError {
         match self {
             ActivationError::Timeout { .. }
             | ActivationError::Http(_)
-            | ActivationError::ServerError { .. } => true,
+            | ActivationError::ServerError { .. }
+            | ActivationError::MalformedReply(_) => true,
             ActivationError::Lockdown(l) => l.is_transient(),
             _ => false,
         }

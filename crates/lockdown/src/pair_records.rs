@@ -56,7 +56,15 @@ impl PairRecordStore {
     /// Writes atomically, mode 0600 from creation.
     pub fn save(&self, udid: &str, bytes: &[u8]) -> Result<(), LockdownError> {
         let path = self.path(udid)?;
-        std::fs::create_dir_all(&self.dir)?;
+        // Pair records are secrets: their folder is the station's alone (0700).
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            dir.mode(0o700);
+        }
+        dir.create(&self.dir)?;
         let tmp = self
             .dir
             .join(format!(".{udid}.plist.tmp{}", std::process::id()));

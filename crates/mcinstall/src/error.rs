@@ -118,7 +118,9 @@ impl McInstallError {
             McInstallError::Timeout { .. }
             | McInstallError::StillWaiting { .. }
             | McInstallError::ConnectionClosed { .. }
-            | McInstallError::Connection { .. } => true,
+            | McInstallError::Connection { .. }
+            // A reply that did not parse is the link's doing, not the device's answer.
+            | McInstallError::MalformedReply { .. } => true,
             McInstallError::Lockdown(l) => l.is_transient(),
             _ => false,
         }
@@ -472,6 +474,51 @@ mod tests {
                 assert_eq!(description, "not activated")
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_link_failing_is_transient_and_the_device_answering_is_not() {
+        let cases: Vec<(McInstallError, bool)> = vec![
+            (
+                McInstallError::Timeout {
+                    request: "Flush",
+                    after: Duration::from_secs(5),
+                },
+                true,
+            ),
+            (McInstallError::ConnectionClosed { request: "Flush" }, true),
+            (
+                McInstallError::MalformedReply {
+                    request: "Escalate",
+                    reason: "torn".into(),
+                },
+                true,
+            ),
+            (
+                McInstallError::Lockdown(lockdown::LockdownError::MalformedReply("x".into())),
+                true,
+            ),
+            (
+                McInstallError::Lockdown(lockdown::LockdownError::UserDeniedPairing),
+                false,
+            ),
+            (
+                McInstallError::MustUseAde {
+                    description: "ADE".into(),
+                },
+                false,
+            ),
+            (
+                McInstallError::CertificateRejected {
+                    description: "not ours".into(),
+                },
+                false,
+            ),
+            (McInstallError::Signer("no key".into()), false),
+        ];
+        for (error, transient) in cases {
+            assert_eq!(error.is_transient(), transient, "{error:?}");
         }
     }
 

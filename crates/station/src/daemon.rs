@@ -20,15 +20,37 @@ use crate::slots::{SlotLabels, Topology};
 use crate::status::{Board, Summary};
 
 #[derive(Debug, thiserror::Error)]
+///
+/// Every variant is a start-up problem: the station cannot begin, and restarting it will not
+/// help until someone fixes what the message names (the command line exits 2 for these).
 pub enum DaemonError {
-    #[error("ledger: {0}")]
+    #[error("ledger (in the state folder, state_dir): {0}{hint}", hint = ledger_hint(.0))]
     Ledger(#[from] LedgerError),
-    #[error("bad usbmuxd address {0:?}: {1}")]
+    #[error(
+        "usbmuxd = {0:?} in the configuration is not a usbmuxd address ({1}): give its socket path (\"/var/run/usbmuxd\") or host:port"
+    )]
     Address(String, usbmux::UsbmuxError),
-    #[error("state folder {0}: {1}")]
+    #[error(
+        "state folder {0} (state_dir in the configuration, or --state) cannot be used: {1}; create it as a folder the station can write, or name another"
+    )]
     State(PathBuf, std::io::Error),
     #[error("asm: {0}")]
     Asm(#[from] asm::AsmError),
+}
+
+/// The next step for a ledger that will not open.
+fn ledger_hint(e: &LedgerError) -> &'static str {
+    match e {
+        LedgerError::Open { source, .. }
+            if source.to_string().contains("could not acquire lock") =>
+        {
+            "; another cartprep is running on this state folder: stop it first (systemctl stop cartprep)"
+        }
+        LedgerError::StateDir { .. } | LedgerError::AuditOpen { .. } | LedgerError::Open { .. } => {
+            "; check that the state folder exists, is a folder, and is writable by the station"
+        }
+        _ => "",
+    }
 }
 
 /// When the daemon should stop by itself (the demo); `None` runs until a signal.
@@ -90,16 +112,25 @@ fn spawn_listener(addr: UsbmuxAddress, tx: mpsc::Sender<MuxEvent>) -> tokio::tas
             }
             .await;
             let Err(e) = result else { return };
-            if connected {
-                backoff = RECONNECT_FIRST;
-            }
+            let pause = next_pause(&mut backoff, connected);
             if tx.send(MuxEvent::Down(e.to_string())).await.is_err() {
                 return;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(RECONNECT_MAX);
+            tokio::time::sleep(pause).await;
         }
     })
+}
+
+/// The pause before reconnecting to usbmuxd, advancing `backoff`: doubling up to
+/// [`RECONNECT_MAX`] while connecting fails, back to [`RECONNECT_FIRST`] once a connection was
+/// good, so a usbmuxd restarted many times is still re-adopted within a second.
+fn next_pause(backoff: &mut Duration, connected: bool) -> Duration {
+    if connected {
+        *backoff = RECONNECT_FIRST;
+    }
+    let pause = *backoff;
+    *backoff = (*backoff * 2).min(RECONNECT_MAX);
+    pause
 }
 
 /// The station's state, opened.
@@ -115,7 +146,8 @@ struct Opened {
 async fn open(settings: Arc<Settings>, board: &Board) -> Result<Opened, DaemonError> {
     let config = &settings.config;
     let state_dir = &config.state_dir;
-    std::fs::create_dir_all(state_dir).map_err(|e| DaemonError::State(state_dir.clone(), e))?;
+    crate::private::create_private_dir(state_dir)
+        .map_err(|e| DaemonError::State(state_dir.clone(), e))?;
     let addr: UsbmuxAddress = config
         .usbmuxd
         .parse()
@@ -492,6 +524,35 @@ fn notify_ready() {
             }
         } else {
             let _ = sock.send_to(message, PathBuf::from(path));
+        }
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn the_reconnect_backoff_grows_while_failing_and_resets_after_a_good_connection() {
+        let ms = Duration::from_millis;
+        let mut backoff = RECONNECT_FIRST;
+        // (connected before this failure, pause taken)
+        let sequence = [
+            (false, ms(250)),
+            (false, ms(500)),
+            (false, ms(1_000)),
+            (false, ms(2_000)),
+            (false, ms(4_000)),
+            (false, ms(5_000)),
+            (false, ms(5_000)),
+            // usbmuxd came back, then went away again: start over.
+            (true, ms(250)),
+            (false, ms(500)),
+            (true, ms(250)),
+            (true, ms(250)),
+        ];
+        for (i, (connected, pause)) in sequence.into_iter().enumerate() {
+            assert_eq!(next_pause(&mut backoff, connected), pause, "failure {i}");
         }
     }
 }

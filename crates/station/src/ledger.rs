@@ -13,7 +13,7 @@
 //! Do not rotate or truncate `audit.jsonl`: a rebuild only knows what it still holds.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -89,6 +89,9 @@ pub struct OpenReport {
     pub moved_aside: Option<PathBuf>,
     /// Audit lines that could not be read and were skipped (a line torn by a crash, an edit).
     pub skipped_lines: usize,
+    /// Bytes of a last line torn by a crash or a full disk (no final newline), cut off the
+    /// audit log at start-up: that transition was never reported as saved.
+    pub torn_bytes: u64,
     /// Records that the database lacked or held in an older version than the audit log, and
     /// that were restored from the log (a crash between the two writes, or a database that
     /// opened but lost data).
@@ -137,6 +140,8 @@ pub enum LedgerError {
         serial: String,
         source: serde_json::Error,
     },
+    #[error("no iPad with serial {serial} in the ledger")]
+    NotFound { serial: String },
     #[error("the audit log writer stopped: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -144,11 +149,14 @@ pub enum LedgerError {
 /// The device ledger. Cheap to share behind an `Arc`; `save` may be called from many tasks.
 pub struct Ledger {
     db: sled::Db,
-    /// How much of the audit log the database holds (see `open`).
+    /// How much of the audit log the database holds, and the naming counter (see `open`).
     meta: sled::Tree,
     /// Keys of the records being worked on (see [`Ledger::working`]).
     working: sled::Tree,
-    audit: Arc<Mutex<File>>,
+    audit: Arc<Mutex<AuditWriter>>,
+    /// The naming counter: the number the next iPad named takes. Restored at open from the
+    /// highest number any audit line ever carried, so a number is never given twice.
+    next_number: Mutex<u32>,
     audit_path: PathBuf,
     state_dir: PathBuf,
     /// Serialises `save` so the audit log and sled see transitions in the same order.
@@ -174,12 +182,12 @@ struct AuditLineOut<'a> {
 
 /// One audit line as read back: tolerant of fields and event names it does not know, so a
 /// log written by a newer version still rebuilds.
-#[derive(Deserialize)]
-struct AuditLineIn {
-    serial: String,
+#[derive(Debug, Deserialize)]
+pub struct AuditLine {
+    pub serial: String,
     #[serde(default)]
-    event: Option<String>,
-    record: DeviceRecord,
+    pub event: Option<String>,
+    pub record: DeviceRecord,
 }
 
 /// The sled tree of facts about the database itself, and its key for the audit log length
@@ -190,6 +198,12 @@ const AUDIT_LEN_KEY: &[u8] = b"audit_len";
 /// the meta key saying it is complete.
 const WORKING_TREE: &str = "working";
 const WORKING_INDEXED_KEY: &[u8] = b"working_indexed";
+/// The meta key of the naming counter (the next number), kept with every save of a numbered
+/// record so a healthy open need not scan the log for it.
+const NEXT_NUMBER_KEY: &[u8] = b"next_number";
+/// The longest audit line read; a longer one is skipped as damaged. A record's line grows
+/// with its history (a few hundred bytes per event), far below this.
+pub const MAX_AUDIT_LINE: usize = 4 * 1024 * 1024;
 
 /// Prefix of the key of an iPad known only by UDID.
 const UDID_PREFIX: &str = "udid:";
@@ -214,14 +228,26 @@ impl Ledger {
     /// disk, or the database being locked by another running cartprep (moving a live database
     /// away would split the ledger in two).
     pub fn open(state_dir: &Path) -> Result<(Ledger, OpenReport), LedgerError> {
-        fs::create_dir_all(state_dir).map_err(|source| LedgerError::StateDir {
+        Self::open_with_faults(state_dir, None)
+    }
+
+    /// [`Ledger::open`] with audit log writes that fail where `faults` says (tests: a full disk,
+    /// an I/O error, at any write).
+    pub fn open_with_faults(
+        state_dir: &Path,
+        faults: Option<Arc<dyn WriteFaults>>,
+    ) -> Result<(Ledger, OpenReport), LedgerError> {
+        crate::private::create_private_dir(state_dir).map_err(|source| LedgerError::StateDir {
             path: state_dir.to_owned(),
             source,
         })?;
         let audit_path = state_dir.join(AUDIT_FILE);
-        let audit = open_audit(&audit_path, state_dir)?;
+        let (audit, torn_bytes) = open_audit(&audit_path, state_dir)?;
         let db_path = state_dir.join(DB_DIR);
-        let mut report = OpenReport::default();
+        let mut report = OpenReport {
+            torn_bytes,
+            ..OpenReport::default()
+        };
 
         let db = match open_db(&db_path) {
             Ok(db) => db,
@@ -269,10 +295,11 @@ impl Ledger {
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map(u64::from_be_bytes);
         let healthy = db.was_recovered() && covered == Some(audit_len);
-        let (latest, skipped) = if healthy {
-            (BTreeMap::new(), 0)
+        let (latest, skipped, scanned_next) = if healthy {
+            (BTreeMap::new(), 0, 0)
         } else {
-            read_audit(&audit_path)?
+            let scan = read_audit(&audit_path)?;
+            (scan.latest, scan.skipped, scan.next_number)
         };
         report.skipped_lines = skipped;
         if !db.was_recovered() && !latest.is_empty() {
@@ -317,6 +344,28 @@ impl Ledger {
         if report.repaired > 0 || !healthy {
             db.flush()?;
         }
+        crate::private::restrict_tree(&db_path);
+        // The naming counter: kept in `meta` by every save of a numbered record; after a
+        // replay (or from a database that predates it), the highest number the log or the
+        // database ever held, plus one — the counter only ever moves forward.
+        let stored_next = meta
+            .get(NEXT_NUMBER_KEY)?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map(u32::from_be_bytes);
+        let next_number = match stored_next {
+            Some(n) if healthy => n,
+            _ => {
+                let mut next_number = scanned_next.max(stored_next.unwrap_or(0));
+                for record in db.iter().values() {
+                    let record = decode("", &record?)?;
+                    if let Some(n) = record.number {
+                        next_number = next_number.max(n.saturating_add(1));
+                    }
+                }
+                meta.insert(NEXT_NUMBER_KEY, &next_number.to_be_bytes())?;
+                next_number
+            }
+        };
         if report.rebuilt || report.repaired > 0 || report.skipped_lines > 0 {
             info!(
                 rebuilt = report.rebuilt,
@@ -331,7 +380,18 @@ impl Ledger {
             db,
             meta,
             working,
-            audit: Arc::new(Mutex::new(audit)),
+            audit: Arc::new(Mutex::new(AuditWriter {
+                good_len: audit.metadata().map(|m| m.len()).map_err(|source| {
+                    LedgerError::AuditOpen {
+                        path: audit_path.clone(),
+                        source,
+                    }
+                })?,
+                file: audit,
+                torn: false,
+                faults,
+            })),
+            next_number: Mutex::new(next_number),
             audit_path,
             state_dir: state_dir.to_owned(),
             write_order: tokio::sync::Mutex::new(()),
@@ -343,6 +403,17 @@ impl Ledger {
     /// record to sled and flushes it. Only when this returns `Ok` may the caller act on the
     /// transition (start the next step, print the status line).
     pub async fn save(&self, record: &DeviceRecord, event: Event) -> Result<(), LedgerError> {
+        let order = self.write_order.lock().await;
+        self.save_in_order(record, event, &order).await
+    }
+
+    /// [`Ledger::save`] for a caller that already holds the write order.
+    async fn save_in_order(
+        &self,
+        record: &DeviceRecord,
+        event: Event,
+        _order: &tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), LedgerError> {
         let encoded = encode(record)?;
         let key = key_of(record);
         let mut line = serde_json::to_vec(&AuditLineOut {
@@ -357,18 +428,16 @@ impl Ledger {
         })?;
         line.push(b'\n');
 
-        let _order = self.write_order.lock().await;
         let audit = Arc::clone(&self.audit);
         let path = self.audit_path.clone();
         // Writing and fsyncing a file blocks; keep it off the async worker threads.
         let audit_len = tokio::task::spawn_blocking(move || {
-            let mut file = audit
+            let mut writer = audit
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            file.write_all(&line)
-                .and_then(|()| file.sync_data())
-                .and_then(|()| file.metadata())
-                .map(|m| m.len())
+            writer
+                .append(&line)
+                .map(|()| writer.good_len)
                 .map_err(|source| LedgerError::AuditWrite { path, source })
         })
         .await??;
@@ -386,6 +455,17 @@ impl Ledger {
         // After the record: sled recovers a prefix of its log, so a length that survived a
         // crash implies the record did.
         self.meta.insert(AUDIT_LEN_KEY, &audit_len.to_be_bytes())?;
+        if let Some(n) = record.number {
+            let next = n.saturating_add(1);
+            let stored = self
+                .meta
+                .get(NEXT_NUMBER_KEY)?
+                .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+                .map_or(0, u32::from_be_bytes);
+            if next > stored {
+                self.meta.insert(NEXT_NUMBER_KEY, &next.to_be_bytes())?;
+            }
+        }
         // A blocking flush on a blocking thread: sled's flush_async runs on sled's own thread
         // pool, whose 7 threads then wake every second for ever.
         let db = self.db.clone();
@@ -393,6 +473,54 @@ impl Ledger {
             .await
             .map_err(|e| LedgerError::Db(sled::Error::Io(std::io::Error::other(e))))??;
         Ok(())
+    }
+
+    /// The iPad's number in the naming order: the one it has, or the next from the counter,
+    /// saved in its record (an `update` audit line) before this returns. A number is taken
+    /// once and never given to another iPad, even if the record that took it is later
+    /// replaced or the save fails.
+    pub async fn allocate_number(&self, record: &mut DeviceRecord) -> Result<u32, LedgerError> {
+        if let Some(n) = record.number {
+            return Ok(n);
+        }
+        let order = self.write_order.lock().await;
+        let n = {
+            let mut next = self
+                .next_number
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let n = *next;
+            *next = next.saturating_add(1);
+            n
+        };
+        record.number = Some(n);
+        if let Err(e) = self.save_in_order(record, Event::Update, &order).await {
+            record.number = None;
+            return Err(e);
+        }
+        Ok(n)
+    }
+
+    /// Takes an iPad's number away at the operator's request, so its next preparation names it
+    /// with a new one. The old number stays used: the counter never goes back. Returns the old
+    /// number, or `None` if the iPad had none. Unknown serial: [`LedgerError::NotFound`].
+    pub async fn release_number(&self, serial: &str) -> Result<Option<u32>, LedgerError> {
+        let mut record = self.get(serial)?.ok_or_else(|| LedgerError::NotFound {
+            serial: serial.to_owned(),
+        })?;
+        let old = record.number.take();
+        if old.is_some() {
+            self.save(&record, Event::Update).await?;
+        }
+        Ok(old)
+    }
+
+    /// The number [`Ledger::allocate_number`] would give now (for planning; not taken).
+    pub fn peek_next_number(&self) -> u32 {
+        *self
+            .next_number
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Drops a record that another replaces (see [`Event::Forget`]); the audit log keeps it.
@@ -430,6 +558,8 @@ impl Ledger {
             record.history.sort_by_key(|e| e.at_ms);
             record.first_seen_ms = record.first_seen_ms.min(p.first_seen_ms);
             record.attempts = record.attempts.max(p.attempts);
+            // A number stays with the iPad whichever record held it.
+            record.number = record.number.or(p.number);
         }
         record.udid = udid.to_owned();
         Ok(record)
@@ -499,8 +629,8 @@ impl Ledger {
     /// ledger` while a station is running (sled allows one process at a time). The audit log
     /// gets every transition before the database does, so it is never behind.
     pub fn read_only(state_dir: &Path) -> Result<Vec<DeviceRecord>, LedgerError> {
-        let (latest, _skipped) = read_audit(&state_dir.join(AUDIT_FILE))?;
-        let mut records: Vec<DeviceRecord> = latest.into_values().collect();
+        let scan = read_audit(&state_dir.join(AUDIT_FILE))?;
+        let mut records: Vec<DeviceRecord> = scan.latest.into_values().collect();
         records.sort_by(|a, b| {
             a.first_seen_ms
                 .cmp(&b.first_seen_ms)
@@ -571,67 +701,180 @@ fn move_aside(db_path: &Path, state_dir: &Path) -> io::Result<PathBuf> {
     Ok(aside)
 }
 
-/// Opens the audit log for appending, creating it if needed. A last line torn by a crash (no
-/// final newline) is closed with one, so the next append starts a line of its own instead of
-/// gluing itself to the fragment.
-fn open_audit(path: &Path, state_dir: &Path) -> Result<File, LedgerError> {
+/// Opens the audit log for appending (mode 0600), creating it if needed.
+///
+/// A last line torn by a crash or a full disk (no final newline) is a transition that was never
+/// reported saved (`save` returns only after the whole line is fsynced): it is cut off, after a
+/// copy is kept in `audit.jsonl.torn-<UTC time>` for diagnosis, so the next append starts a line
+/// of its own. Returns the file and how many bytes were cut.
+fn open_audit(path: &Path, state_dir: &Path) -> Result<(File, u64), LedgerError> {
     let existed = path.exists();
     let open_err = |source| LedgerError::AuditOpen {
         path: path.to_owned(),
         source,
     };
-    let mut file = OpenOptions::new()
+    let mut file = crate::private::open_options()
         .create(true)
         .append(true)
         .read(true)
         .open(path)
         .map_err(open_err)?;
+    crate::private::restrict_file(&file, path);
     if !existed {
         // The new file's directory entry must be durable too, or a crash can lose the whole log.
         sync_dir(state_dir);
     }
     let len = file.metadata().map_err(open_err)?.len();
-    if len > 0 {
-        let mut last = [0u8; 1];
-        file.seek(SeekFrom::Start(len - 1))
-            .and_then(|_| file.read_exact(&mut last))
-            .map_err(|source| LedgerError::AuditRead {
+    let keep = end_of_last_full_line(&mut file, len).map_err(|source| LedgerError::AuditRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    if keep < len {
+        warn!(path = %path.display(), bytes = len - keep, "audit log ends in a torn line; cutting it off");
+        keep_torn_tail(&mut file, keep, len, state_dir);
+        file.set_len(keep)
+            .and_then(|()| file.sync_data())
+            .map_err(|source| LedgerError::AuditWrite {
                 path: path.to_owned(),
                 source,
             })?;
-        if last[0] != b'\n' {
-            warn!(path = %path.display(), "audit log ends in a torn line; closing it");
-            file.write_all(b"\n")
-                .and_then(|()| file.sync_data())
-                .map_err(|source| LedgerError::AuditWrite {
-                    path: path.to_owned(),
-                    source,
-                })?;
-        }
     }
-    Ok(file)
+    Ok((file, len - keep))
 }
 
-/// Reads the audit log: the last record of each serial, and how many lines were unreadable.
-fn read_audit(path: &Path) -> Result<(BTreeMap<String, DeviceRecord>, usize), LedgerError> {
+/// Where the last `\n` of the first `len` bytes of `file` ends (0 if there is none).
+fn end_of_last_full_line(file: &mut File, len: u64) -> io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// Best effort: copies a torn tail (up to 1 MiB of it) next to the log before it is cut off.
+fn keep_torn_tail(file: &mut File, from: u64, len: u64, state_dir: &Path) {
+    let n = (len - from).min(1024 * 1024);
+    let mut tail = vec![0u8; n as usize];
+    let copied = file
+        .seek(SeekFrom::Start(from))
+        .and_then(|_| file.read_exact(&mut tail))
+        .and_then(|()| {
+            let stamp = clock::compact_utc(clock::now_ms());
+            let aside = state_dir.join(format!("{AUDIT_FILE}.torn-{stamp}"));
+            let mut out = crate::private::open_options()
+                .create(true)
+                .append(true)
+                .open(aside)?;
+            out.write_all(&tail)?;
+            out.sync_data()
+        });
+    if let Err(e) = copied {
+        warn!(error = %e, "could not keep a copy of the torn audit line");
+    }
+}
+
+/// Seam for tests: makes audit log appends fail as a full disk or a failing device would.
+pub trait WriteFaults: Send + Sync {
+    /// Called before each append of `len` bytes. `Some((n, error))`: only the first `n` bytes
+    /// reach the file, then the append fails with `error`.
+    fn on_append(&self, len: usize) -> Option<(usize, io::Error)>;
+}
+
+/// The audit log's appender: keeps the file ending at a full line whatever a write does.
+struct AuditWriter {
+    file: File,
+    /// Length of the log up to its last full line.
+    good_len: u64,
+    /// An append failed and its fragment could not be cut off yet.
+    torn: bool,
+    faults: Option<Arc<dyn WriteFaults>>,
+}
+
+impl AuditWriter {
+    /// Appends one line and fsyncs it. On failure the file is cut back to its last full line
+    /// (now, or before the next append if the cut fails too), so a half-written transition
+    /// never glues itself to the next one.
+    fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        if self.torn {
+            self.cut_back()?;
+        }
+        match self.write(line) {
+            Ok(()) => {
+                self.good_len += line.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.torn = true;
+                if let Err(cut) = self.cut_back() {
+                    warn!(error = %cut, "could not cut a failed audit write back yet; retried before the next");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn write(&mut self, line: &[u8]) -> io::Result<()> {
+        if let Some((n, error)) = self.faults.as_ref().and_then(|f| f.on_append(line.len())) {
+            // What a full disk does: part of the line lands, then the write fails.
+            let _ = self.file.write_all(&line[..n.min(line.len())]);
+            return Err(error);
+        }
+        self.file.write_all(line)?;
+        self.file.sync_data()
+    }
+
+    fn cut_back(&mut self) -> io::Result<()> {
+        self.file.set_len(self.good_len)?;
+        self.file.sync_data()?;
+        self.torn = false;
+        Ok(())
+    }
+}
+
+/// What reading the audit log found.
+struct AuditScan {
+    /// The last record of each key.
+    latest: BTreeMap<String, DeviceRecord>,
+    /// Lines that could not be read.
+    skipped: usize,
+    /// One past the highest naming number any line carries (records later replaced included).
+    next_number: u32,
+}
+
+/// Reads the audit log: the last record of each serial, how many lines were unreadable, and
+/// where the naming counter stands.
+fn read_audit(path: &Path) -> Result<AuditScan, LedgerError> {
     let read_err = |source| LedgerError::AuditRead {
         path: path.to_owned(),
         source,
     };
+    let mut scan = AuditScan {
+        latest: BTreeMap::new(),
+        skipped: 0,
+        next_number: 0,
+    };
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((BTreeMap::new(), 0)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(scan),
         Err(e) => return Err(read_err(e)),
     };
     let mut latest: HashMap<String, DeviceRecord> = HashMap::new();
-    let mut skipped = 0;
     let mut reader = BufReader::new(file);
     let mut buf = Vec::new();
     let mut line_no = 0usize;
     loop {
         buf.clear();
         // Bytes, not `lines()`: a line with invalid UTF-8 is one bad line, not the end of the log.
-        if reader.read_until(b'\n', &mut buf).map_err(read_err)? == 0 {
+        if read_bounded_line(&mut reader, &mut buf, MAX_AUDIT_LINE).map_err(read_err)? == 0 {
             break;
         }
         line_no += 1;
@@ -639,8 +882,11 @@ fn read_audit(path: &Path) -> Result<(BTreeMap<String, DeviceRecord>, usize), Le
         if text.is_empty() {
             continue;
         }
-        match serde_json::from_slice::<AuditLineIn>(text) {
+        match parse_audit_line(text) {
             Ok(line) if line.serial == key_of(&line.record) && !line.record.udid.is_empty() => {
+                if let Some(n) = line.record.number {
+                    scan.next_number = scan.next_number.max(n.saturating_add(1));
+                }
                 if line.event.as_deref() == Some(Event::Forget.as_str()) {
                     latest.remove(&line.serial);
                 } else {
@@ -652,15 +898,66 @@ fn read_audit(path: &Path) -> Result<(BTreeMap<String, DeviceRecord>, usize), Le
                     line = line_no,
                     "audit line's serial does not match its record; skipped"
                 );
-                skipped += 1;
+                scan.skipped += 1;
             }
             Err(e) => {
                 warn!(line = line_no, error = %e, "unreadable audit line skipped");
-                skipped += 1;
+                scan.skipped += 1;
             }
         }
     }
-    Ok((latest.into_iter().collect(), skipped))
+    scan.latest = latest.into_iter().collect();
+    Ok(scan)
+}
+
+/// One audit line, parsed (the audit log is outside input: an edit, a torn write, a disk error).
+/// Public for the fuzz tests.
+/// serde_json bounds nesting depth (128) itself; the length bound is [`MAX_AUDIT_LINE`].
+pub fn parse_audit_line(text: &[u8]) -> Result<AuditLine, AuditLineError> {
+    if text.len() > MAX_AUDIT_LINE {
+        return Err(AuditLineError::TooLong(text.len()));
+    }
+    Ok(serde_json::from_slice::<AuditLine>(text)?)
+}
+
+/// Why an audit line was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditLineError {
+    #[error("longer than {MAX_AUDIT_LINE} bytes ({0})")]
+    TooLong(usize),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// Reads up to and including the next `\n` into `buf`, keeping at most `max + 1` bytes of it
+/// (a longer line is read to its end but not kept). Returns the bytes consumed.
+fn read_bounded_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(consumed);
+        }
+        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let room = (max + 1).saturating_sub(buf.len());
+        buf.extend_from_slice(&available[..take.min(room)]);
+        reader.consume(take);
+        consumed += take;
+        if done {
+            return Ok(consumed);
+        }
+    }
 }
 
 /// Best effort: fsync a directory so a new or renamed entry in it survives a crash.

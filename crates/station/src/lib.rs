@@ -23,6 +23,7 @@
 //! - [`services`]: what `[web]` and `[notify]` switch on: [`web`] (the live page, JSON,
 //!   `/metrics` from [`metrics`]) and [`notify`] (the webhook); they follow the board's changes
 //!   and never decide anything.
+//! - [`private`]: folder and file modes (0700/0600).
 //! - [`models`]: marketing names of iPad models; [`clock`]: Unix milliseconds and RFC 3339.
 
 pub mod asm_sync;
@@ -37,6 +38,7 @@ pub mod models;
 pub mod notify;
 pub mod paths;
 pub mod prepare;
+pub mod private;
 pub mod record;
 pub mod scheduler;
 pub mod services;
@@ -48,7 +50,7 @@ pub mod watch;
 pub mod web;
 
 pub use config::{ConfigError, Secret, StationConfig};
-pub use ledger::{Event, Ledger, LedgerError, OpenReport};
+pub use ledger::{Event, Ledger, LedgerError, OpenReport, WriteFaults};
 pub use record::{Attention, DeviceRecord, EventKind, Outcome, Step, StepEvent};
 pub use settings::Settings;
 pub use watch::{ConfigWatcher, WatchError};

@@ -395,6 +395,12 @@ pub struct DeviceRecord {
     pub slot: Option<String>,
     /// The device name given from the naming template.
     pub name: Option<String>,
+    /// Its number in the naming order, from 0, taken from the ledger's counter the first time
+    /// it is named ([`crate::ledger::Ledger::allocate_number`]) and kept for good: the
+    /// template's `{n}` is `naming.start` plus this. Absent in records written before numbers
+    /// were allocated, and for iPads never named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u32>,
     /// The last step completed (the step being worked on is the one after it, see
     /// [`DeviceRecord::attempted_step`]). Stored as `step`.
     #[serde(rename = "step")]
@@ -458,6 +464,7 @@ impl DeviceRecord {
             build: String::new(),
             slot: None,
             name: None,
+            number: None,
             completed: Step::Detected,
             outcome: Outcome::Waiting,
             attempts: 0,

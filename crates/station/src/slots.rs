@@ -283,8 +283,8 @@ impl SlotLabels {
             reason: e.to_string(),
         })?;
         let tmp = path.with_extension("toml.tmp");
-        std::fs::create_dir_all(state_dir)
-            .and_then(|_| std::fs::write(&tmp, text))
+        crate::private::create_private_dir(state_dir)
+            .and_then(|_| crate::private::write_private(&tmp, text.as_bytes()))
             .and_then(|_| std::fs::rename(&tmp, &path))
             .map_err(|source| SlotsError::Io { path, source })
     }

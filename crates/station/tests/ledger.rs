@@ -284,21 +284,27 @@ async fn malformed_audit_lines_are_skipped_and_counted() {
 
     let (ledger, report) = Ledger::open(dir.path()).expect("open");
     assert!(report.rebuilt, "{report:?}");
-    assert_eq!(report.skipped_lines, 4, "{report:?}");
+    assert_eq!(report.skipped_lines, 3, "{report:?}");
+    assert_eq!(
+        report.torn_bytes,
+        b"{\"at_ms\":17734833".len() as u64,
+        "the torn tail (never acknowledged) is cut off, not counted as a line: {report:?}"
+    );
     assert_eq!(
         ledger.list().expect("list"),
         saved,
         "good lines still count, last one per serial wins"
     );
 
-    // The torn line was closed off, so the next transition is a line of its own.
+    // The torn line was cut off, so the next transition is a line of its own.
     let mut more = record("DMPAFTER0001", 9_000);
     more.begin_attempt();
     ledger.save(&more, Event::Attempt).await.expect("save");
     drop(ledger);
     fs::remove_dir_all(dir.path().join(DB_DIR)).expect("force a rebuild");
     let (ledger, report) = Ledger::open(dir.path()).expect("open");
-    assert_eq!(report.skipped_lines, 4, "no new damage: {report:?}");
+    assert_eq!(report.skipped_lines, 3, "no new damage: {report:?}");
+    assert_eq!(report.torn_bytes, 0, "{report:?}");
     assert!(ledger.get("DMPAFTER0001").expect("get").is_some());
 }
 

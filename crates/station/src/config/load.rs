@@ -12,7 +12,7 @@ use profiles::SupervisionIdentity;
 use profiles::skip_keys::{self, SkipSelection};
 
 use super::checks::{
-    https_problem, is_serial_shaped, is_skip_key_shaped, is_tag, is_time_zone, usbmuxd_problem,
+    https_problem, is_serial_shaped, is_skip_key_shaped, is_tag, time_zone_problem, usbmuxd_problem,
 };
 use super::files::{MAX_REFERENCED_FILE, read_file, read_limited, sha256_hex};
 use super::problems::{Problems, plain_profile_error};
@@ -32,13 +32,23 @@ pub(crate) fn load(path: &Path) -> Result<Settings, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    let text = String::from_utf8(bytes).map_err(|_| ConfigError::Invalid {
-        path: path.to_owned(),
-        problems: vec![Problem {
-            field: String::new(),
-            line: None,
-            reason: "is not UTF-8 text".into(),
-        }],
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        // The setting whose line holds the bad byte, from the valid text before it.
+        let before = String::from_utf8_lossy(valid);
+        let field = super::toml_location::setting_on_line(&before, before.len());
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            problems: vec![Problem {
+                field,
+                line: Some(line),
+                reason: format!(
+                    "is not UTF-8 text (byte {} is not valid UTF-8); save the file as UTF-8",
+                    valid.len() + 1
+                ),
+            }],
+        }
     })?;
     from_toml(&text, path)
 }
@@ -153,6 +163,21 @@ fn check(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems) -> Option<S
             p.add(
                 format!("erase.allow_serials[{i}]"),
                 format!("\"{s}\" is not a serial number (letters and digits only)"),
+            );
+        }
+    }
+    // Rules with policy "never" would look like erasing is allowed when it never happens.
+    if erase.mode == EraseMode::Never {
+        if !erase.allow_serials.is_empty() {
+            p.add(
+                "erase.allow_serials",
+                "lists serials but policy is \"never\", so none would be erased: set policy = \"rules\" or empty the list",
+            );
+        }
+        if erase.allow_supervised_by_us {
+            p.add(
+                "erase.allow_supervised_by_us",
+                "is true but policy is \"never\", so nothing would be erased: set policy = \"rules\" or remove it",
             );
         }
     }
@@ -378,12 +403,9 @@ fn check_setup(raw: RawSetup, p: &mut Problems) -> Setup {
         &|v| is_tag(v, '_'),
         "\"en_GB\"",
     );
-    shaped(
-        "setup.time_zone",
-        &raw.time_zone,
-        &is_time_zone,
-        "\"Europe/London\"",
-    );
+    if let Some(reason) = raw.time_zone.as_deref().and_then(time_zone_problem) {
+        p.add("setup.time_zone", reason);
+    }
     Setup {
         skip,
         language: raw.language,

@@ -52,6 +52,8 @@ pub(super) struct RawWifi {
     pub(super) security: Option<Security>,
     pub(super) password: Option<Secret>,
     pub(super) password_file: Option<PathBuf>,
+    /// Accept a password file every user of the machine can read (refused by default).
+    pub(super) allow_readable_password_file: Option<bool>,
     pub(super) hidden: Option<bool>,
     pub(super) auto_join: Option<bool>,
     pub(super) mobileconfig: Option<PathBuf>,

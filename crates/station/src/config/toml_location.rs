@@ -20,6 +20,13 @@ pub(super) fn toml_problem(text: &str, error: &toml::de::Error) -> Problem {
                 .map(|doc| path_at(doc.get_ref(), s))
         })
         .unwrap_or_default();
+    if field.is_empty()
+        && let Some(s) = &span
+    {
+        // A document TOML refuses as a whole ("duplicate key") has no tree to search: the
+        // key is read from the line itself.
+        field = setting_on_line(text, s.start);
+    }
     let quoted = |prefix: &str| {
         message
             .strip_prefix(prefix)
@@ -74,6 +81,30 @@ fn plain_serde_message(message: &str) -> String {
         };
     }
     kinds(message)
+}
+
+/// The dotted setting written on the line holding byte `offset` of `text` (`wifi.ssid`), or ""
+/// when that line sets nothing: a best effort for text TOML could not parse (a duplicate key, a
+/// byte that is not UTF-8).
+pub(super) fn setting_on_line(text: &str, offset: usize) -> String {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let section = text[..start]
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(['[', ']']).trim().to_owned())
+        .unwrap_or_default();
+    match text[start..end].split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() && !key.trim_start().starts_with('#') => {
+            join_path(&section, key.trim())
+        }
+        _ => String::new(),
+    }
 }
 
 /// The line of the setting at dotted path `field` (`mdm.anchor_certificates[1]`,

@@ -27,6 +27,10 @@ pub(super) fn check_wifi(
             ("security", raw.security.is_some()),
             ("password", raw.password.is_some()),
             ("password_file", raw.password_file.is_some()),
+            (
+                "allow_readable_password_file",
+                raw.allow_readable_password_file.is_some(),
+            ),
             ("hidden", raw.hidden.is_some()),
             ("auto_join", raw.auto_join.is_some()),
         ];
@@ -86,6 +90,20 @@ pub(super) fn check_wifi(
             None
         }
         (Some(pw), None) => Some(pw),
+        (None, Some(file))
+            if !raw.allow_readable_password_file.unwrap_or(false)
+                && let Some(mode) = readable_by_others(file) =>
+        {
+            p.add(
+                "wifi.password_file",
+                format!(
+                    "{} can be read by every user of this machine (mode {mode:o}): run `chmod 600 {}` (or set wifi.allow_readable_password_file = true)",
+                    file.display(),
+                    file.display()
+                ),
+            );
+            None
+        }
         (None, Some(file)) => read_file("wifi.password_file", file, p).and_then(|bytes| {
             match String::from_utf8(bytes) {
                 // Only the line ending goes: spaces can be part of a passphrase.
@@ -188,6 +206,14 @@ fn profile_field<'a>(profile_field: &str, pw_field: &'a str) -> &'a str {
         "organization" => "organization.name",
         _ => "wifi",
     }
+}
+
+/// The file's mode when users other than its owner and group may read it.
+fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.permissions().mode() & 0o7777;
+    (meta.is_file() && mode & 0o004 != 0).then_some(mode)
 }
 
 #[cfg(test)]

@@ -79,15 +79,25 @@ where
         match f().await {
             Err(StepError::Transient(e)) if attempt < STEP_ATTEMPTS => {
                 tracing::info!("transient error (attempt {attempt}/{STEP_ATTEMPTS}): {e}");
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                pause_before_retry(attempt).await;
                 attempt += 1;
             }
-            Err(StepError::Transient(e)) => {
-                return Err(StepError::Fatal(format!(
-                    "{e} (after {STEP_ATTEMPTS} attempts)"
-                )));
-            }
-            other => return other,
+            other => return other.map_err(|e| e.after_attempts(attempt)),
+        }
+    }
+}
+
+/// The pause after failed attempt `attempt` (1-based): 0.5 s, 1 s, … growing linearly.
+pub async fn pause_before_retry(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+}
+
+impl StepError {
+    /// A transient error that used up its attempts becomes fatal, saying so; others stay.
+    pub fn after_attempts(self, attempts: u32) -> StepError {
+        match self {
+            StepError::Transient(e) => StepError::Fatal(format!("{e} (after {attempts} attempts)")),
+            other => other,
         }
     }
 }
@@ -131,6 +141,18 @@ mod tests {
             name: "InvalidService".into(),
         };
         assert!(matches!(StepError::from(refused), StepError::Fatal(_)));
+        let garbled = McInstallError::MalformedReply {
+            request: "Escalate",
+            reason: "torn frame".into(),
+        };
+        assert!(matches!(StepError::from(garbled), StepError::Transient(_)));
+        let inactive = LockdownError::Device {
+            request: "GetValue",
+            name: "SessionInactive".into(),
+        };
+        assert!(matches!(StepError::from(inactive), StepError::Transient(_)));
+        let locked = ActivationError::ActivationLocked;
+        assert!(matches!(StepError::from(locked), StepError::Attention(_)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -184,6 +184,12 @@ impl<'a> Identified<'a> {
         }
         match decided {
             Plan::AlreadyDone => {
+                // Named as planned; a record from before numbers were allocated takes its
+                // number now (the one the plan matched, unless another iPad took it meanwhile,
+                // in which case the name it has is kept).
+                if self.record.number.is_none() {
+                    let _ = self.numbered_name().await?;
+                }
                 self.record.name = Some(name);
                 let note = format!(
                     "already prepared with these settings: not touched; {}",
@@ -218,14 +224,20 @@ impl<'a> Identified<'a> {
     ) -> Result<(), StepError> {
         let wifi = self.settings.wifi_name();
         for action in &planned.actions {
+            let mut name = name.to_owned();
+            if *action == Action::Name {
+                // The number is taken (and saved) before the iPad gets the name, so a crash
+                // in between names it the same when it comes back.
+                name = self.numbered_name().await?;
+            }
             reporter.show(
                 Light::Working,
                 Some(planned.step),
-                doing(*action, name, &wifi),
+                doing(*action, &name, &wifi),
             );
-            self.act(*action, provider, name).await?;
+            self.act(*action, provider, &name).await?;
             if *action == Action::Name {
-                self.record.name = Some(name.to_owned());
+                self.record.name = Some(name);
                 reporter.learn(&self.record);
             }
         }
@@ -447,33 +459,40 @@ impl<'a> Identified<'a> {
         }
     }
 
-    /// The name from the template: {serial}, {slot}, {n} (this device's place in the ledger),
-    /// {model}. A device that was named before keeps its number.
+    /// The name from the template: {serial}, {slot}, {n}, {model}. `{n}` comes from the iPad's
+    /// number ([`DeviceRecord::number`]); an iPad not numbered yet is planned with the number
+    /// it would take now, and takes one for real only when it is named
+    /// ([`Identified::numbered_name`]), so an iPad that stops for attention takes none.
     fn wanted_name(&self) -> String {
+        let number = self
+            .record
+            .number
+            .unwrap_or_else(|| self.ctx.ledger.peek_next_number());
+        self.name_with(number)
+    }
+
+    fn name_with(&self, number: u32) -> String {
         let r = &self.record;
         let Some(naming) = &self.settings.config.naming else {
             return r.name.clone().unwrap_or_else(|| "iPad".into());
         };
-        let n = self
-            .ctx
-            .ledger
-            .list()
-            .map(|all| {
-                // iPads recorded only by UDID (never paired) take no number.
-                let named: Vec<_> = all.iter().filter(|x| !x.serial.is_empty()).collect();
-                named
-                    .iter()
-                    .position(|x| x.serial == r.serial)
-                    .unwrap_or(named.len()) as u32
-            })
-            .unwrap_or(0)
-            + naming.start;
         naming.template.render(&crate::config::NameVars {
             serial: &r.serial,
             slot: self.plugged.slot.as_deref(),
-            n,
+            n: naming.start.saturating_add(number),
             model: &r.marketing_name,
         })
+    }
+
+    /// The name to give now: the iPad's number is taken from the ledger's counter (and saved)
+    /// if it has none yet. Without a naming template no number is needed.
+    async fn numbered_name(&mut self) -> Result<String, StepError> {
+        if self.settings.config.naming.is_some() {
+            let number = self.ctx.ledger.allocate_number(&mut self.record).await?;
+            Ok(self.name_with(number))
+        } else {
+            Ok(self.wanted_name())
+        }
     }
 }
 

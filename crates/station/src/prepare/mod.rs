@@ -123,8 +123,7 @@ impl<'a> Unpaired<'a> {
         self.public = Some(public.clone());
 
         reporter.show(Light::Working, Some(Step::Paired), "pairing");
-        let (mut session, pair_record) = pair::pair(self.ctx, settings, device, reporter).await?;
-        let facts = assess::read_device(&mut session).await?;
+        let (facts, pair_record, session) = self.pair_and_read(settings, device, reporter).await?;
 
         let record = self
             .ctx
@@ -143,6 +142,38 @@ impl<'a> Unpaired<'a> {
             reporter,
         )
         .await
+    }
+
+    /// Pairs and reads the iPad's facts in that session; a transient failure of the reads
+    /// starts over on a new session, a bounded number of times (like every step,
+    /// [`error::retrying`]).
+    async fn pair_and_read(
+        &self,
+        settings: &'a Settings,
+        device: &DeviceRef,
+        reporter: &mut Reporter,
+    ) -> Result<
+        (
+            assess::DeviceFacts,
+            lockdown::PairingFile,
+            lockdown::DeviceSession,
+        ),
+        StepError,
+    > {
+        let mut attempt = 1;
+        loop {
+            let (mut session, pair_record) =
+                pair::pair(self.ctx, settings, device, reporter).await?;
+            match assess::read_device(&mut session).await {
+                Ok(facts) => return Ok((facts, pair_record, session)),
+                Err(StepError::Transient(e)) if attempt < error::STEP_ATTEMPTS => {
+                    tracing::info!("transient error reading the iPad (attempt {attempt}): {e}");
+                    error::pause_before_retry(attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.after_attempts(attempt)),
+            }
+        }
     }
 
     /// Records how a job that never identified the iPad ended, under its UDID.

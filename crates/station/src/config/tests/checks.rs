@@ -432,3 +432,63 @@ fn changed_sections_name_what_an_edit_touched() {
     assert_eq!(b.changed_sections(&a), ["wifi"]);
     assert!(a.changed_sections(&a).is_empty());
 }
+
+#[test]
+fn a_time_zone_must_be_an_iana_name_written_as_the_ipad_expects() {
+    let f = Fixture::new();
+    let with = |tz: &str| format!("{MINIMAL}\n[setup]\ntime_zone = \"{tz}\"\n");
+    let p = only_problem(f.load(&with("Europe/Londn")));
+    assert_eq!((p.field.as_str(), p.line), ("setup.time_zone", Some(18)));
+    assert!(p.reason.contains("IANA"), "{}", p.reason);
+    let p = only_problem(f.load(&with("europe/london")));
+    assert!(p.reason.contains("\"Europe/London\""), "{}", p.reason);
+    let setup = f.load(&with("Europe/London")).expect("valid").setup;
+    assert_eq!(setup.time_zone.as_deref(), Some("Europe/London"));
+}
+
+#[test]
+fn erase_rules_with_policy_never_are_refused_as_misleading() {
+    let f = Fixture::new();
+    let text =
+        format!("{MINIMAL}\n[erase]\npolicy = \"never\"\nallow_serials = [\"DMPAAAAAAAA1\"]\n");
+    let p = only_problem(f.load(&text));
+    assert_eq!(
+        (p.field.as_str(), p.line),
+        ("erase.allow_serials", Some(19))
+    );
+    assert!(p.reason.contains("policy = \"rules\""), "{}", p.reason);
+    // No policy means "never" too.
+    let text = format!("{MINIMAL}\n[erase]\nallow_supervised_by_us = true\n");
+    assert_eq!(
+        problem_fields(f.load(&text)),
+        ["erase.allow_supervised_by_us"]
+    );
+    let text = format!("{MINIMAL}\n[erase]\npolicy = \"never\"\nallow_serials = []\n");
+    f.load(&text).expect("an empty list says nothing");
+}
+
+#[test]
+fn a_duplicate_key_is_named_with_its_line() {
+    let f = Fixture::new();
+    let text = format!("{MINIMAL}max_concurrent = 2\n").replace(
+        "ssid = \"School-iPads\"\n",
+        "ssid = \"School-iPads\"\nssid = \"Other\"\n",
+    );
+    let p = only_problem(f.load(&text));
+    assert_eq!((p.field.as_str(), p.line), ("wifi.ssid", Some(10)), "{p}");
+    assert!(p.reason.contains("duplicate"), "{p}");
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_named_with_the_line_and_setting() {
+    let f = Fixture::new();
+    let mut bytes = MINIMAL.replace("Example MDM", "Exampl\u{1}").into_bytes();
+    let at = bytes.iter().position(|&b| b == 1).unwrap();
+    bytes[at] = 0xff;
+    let path = f.path("station.toml");
+    fs::write(&path, &bytes).unwrap();
+    let err = Settings::load(&path).err().expect("refused");
+    let p = &err.problems()[0];
+    assert_eq!((p.field.as_str(), p.line), ("mdm.name", Some(14)), "{p}");
+    assert!(err.to_string().contains("station.toml"), "{err}");
+}

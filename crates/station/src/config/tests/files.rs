@@ -108,6 +108,11 @@ fn a_missing_or_unreadable_password_file_is_named_with_its_setting_and_line() {
 
     fs::remove_dir(f.path("wifi-password.txt")).expect("remove");
     fs::write(f.path("wifi-password.txt"), b"\xff\xfe password").expect("write");
+    fs::set_permissions(
+        f.path("wifi-password.txt"),
+        <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .expect("mode");
     let p = only_problem(f.settings(MINIMAL));
     assert_eq!(p.field, "wifi.password_file");
     assert!(p.reason.contains("not UTF-8"), "{}", p.reason);
@@ -274,4 +279,24 @@ fn each_named_file_is_read_once_per_load() {
         .collect();
         assert_eq!(opened, expected, "files opened by one load of {named}");
     }
+}
+
+#[test]
+fn a_password_file_everyone_can_read_is_refused_unless_the_config_allows_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let file = f.path("wifi-password.txt");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    let p = only_problem(f.load(MINIMAL));
+    assert_eq!((p.field.as_str(), p.line), ("wifi.password_file", Some(11)));
+    assert!(p.reason.contains("chmod 600"), "{}", p.reason);
+    assert!(!p.reason.contains(PASSWORD), "never the password itself");
+
+    let allowed = MINIMAL.replace(
+        "password_file = \"wifi-password.txt\"\n",
+        "password_file = \"wifi-password.txt\"\nallow_readable_password_file = true\n",
+    );
+    f.load(&allowed).expect("the config says so");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+    f.load(MINIMAL).expect("its group may read it");
 }

@@ -75,6 +75,12 @@ impl Fixture {
         let f = Fixture { dir };
         f.use_identity(0);
         fs::write(f.path("wifi-password.txt"), format!("{PASSWORD}\n")).expect("password");
+        // As the README installs it: only root reads the password.
+        fs::set_permissions(
+            f.path("wifi-password.txt"),
+            <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )
+        .expect("password mode");
         fs::write(
             f.path("mdm-anchor.pem"),
             b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
