@@ -94,8 +94,10 @@ async fn idevice_pairs_saves_through_usbmuxd_and_opens_a_tls_session() {
         .await
         .unwrap();
     assert_eq!(ipad.state().device_name, "Library 3");
+    // A new iPad is not activated yet: mobileactivationd is a service lockdownd starts for it
+    // (MCInstall is refused until activation, docs/fidelity.md).
     let (port, ssl) = lockdown
-        .start_service("com.apple.mobile.MCInstall")
+        .start_service("com.apple.mobileactivationd")
         .await
         .unwrap();
     assert!(port > 1024 && ssl);

@@ -732,7 +732,9 @@ async fn an_ipad_another_organisation_has_not_released_is_theirs_to_release() {
         assert_eq!(s.message, message);
         let line = h.lines_of(1).pop().unwrap();
         assert!(
-            line.contains("▲ ATTENTION") && line.ends_with(message),
+            line.contains("▲ ATTENTION")
+                && line.contains(message)
+                && line.ends_with(&format!("then: cartprep retry {}", h.record(1).serial)),
             "{line}"
         );
         let r = h.record(1);

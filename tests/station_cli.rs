@@ -372,7 +372,7 @@ fn a_full_demo_at_trace_level_logs_no_secret() {
         .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
         .spawn()
         .expect("cartprep demo starts");
-    let status = wait_at_most(&mut child, Duration::from_secs(100));
+    let status = wait_at_most(&mut child, Duration::from_secs(300));
     let stdout = std::fs::read_to_string(dir.path().join("out")).unwrap();
     let stderr = std::fs::read_to_string(dir.path().join("err")).unwrap();
     assert!(status.success(), "{status}\n{stdout}\n{stderr}");

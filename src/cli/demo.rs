@@ -154,6 +154,7 @@ fn spawn_enroller(
     board: Board,
     udids: Vec<String>,
     phases: Arc<Mutex<Vec<Enrolling>>>,
+    nudge: tokio::sync::watch::Sender<()>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -185,6 +186,9 @@ fn spawn_enroller(
                     }
                     (same, _) => same,
                 };
+                if next != phase {
+                    let _ = nudge.send(());
+                }
                 phases.lock().unwrap_or_else(|p| p.into_inner())[i] = next;
             }
         }
@@ -369,6 +373,8 @@ extra_ca_file = "asm-ca.pem"
     };
     let _timeline = sim.spawn_timeline();
     let (nudge_tx, nudge_rx) = tokio::sync::watch::channel(());
+    // The enroller's progress decides when the demo ends: it wakes the daemon to look again.
+    let enroller_nudge = nudge_tx.clone();
     let udids: Vec<String> = sim
         .cart
         .devices()
@@ -409,6 +415,7 @@ extra_ca_file = "asm-ca.pem"
         board.clone(),
         udids.clone(),
         phases.clone(),
+        enroller_nudge,
     );
     let stop_udids = udids.clone();
     // With the page, the demo stays up when the cart is finished, for people to look at it.

@@ -7,6 +7,17 @@ use lockdown::{DeviceSession, LockdownError};
 use testcart::Cart;
 use usbmux::{DeviceEvent, UsbmuxClient};
 
+/// One iPad, activated and still in Setup Assistant: it pairs silently and lockdownd starts
+/// MCInstall for it (a new one is refused MCInstall until activated).
+const ACTIVATED: &str = r#"
+seed = 11
+
+[[device]]
+model = "iPad12,1"
+ios = "17.6.1"
+activated = true
+"#;
+
 const SCENARIO: &str = r#"
 seed = 11
 
@@ -388,7 +399,7 @@ action = "deep"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deep_reply_inside_the_tls_session_is_refused_too() {
     let scenario = format!(
-        "{SCENARIO}\n{}",
+        "{ACTIVATED}\n{}",
         r#"
 [[fault]]
 slot = 1
@@ -420,7 +431,7 @@ action = "deep"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_connections_refuse_a_deep_start_service_reply() {
     let scenario = format!(
-        "{SCENARIO}\n{}",
+        "{ACTIVATED}\n{}",
         r#"
 [[fault]]
 slot = 1

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::clock;
-use crate::record::{DeviceRecord, Outcome};
+use crate::record::DeviceRecord;
 
 /// Folder of the sled database inside the state folder.
 pub const DB_DIR: &str = "ledger.sled";
@@ -149,10 +149,6 @@ pub enum LedgerError {
 /// The device ledger. Cheap to share behind an `Arc`; `save` may be called from many tasks.
 pub struct Ledger {
     db: sled::Db,
-    /// How much of the audit log the database holds, and the naming counter (see `open`).
-    meta: sled::Tree,
-    /// Keys of the records being worked on (see [`Ledger::working`]).
-    working: sled::Tree,
     audit: Arc<Mutex<AuditWriter>>,
     /// The naming counter: the number the next iPad named takes. Restored at open from the
     /// highest number any audit line ever carried, so a number is never given twice.
@@ -190,17 +186,6 @@ pub struct AuditLine {
     pub record: DeviceRecord,
 }
 
-/// The sled tree of facts about the database itself, and its key for the audit log length
-/// the database is known to hold.
-const META_TREE: &str = "meta";
-const AUDIT_LEN_KEY: &[u8] = b"audit_len";
-/// The tree of the keys of records whose outcome is `Working` (work a stop interrupted), and
-/// the meta key saying it is complete.
-const WORKING_TREE: &str = "working";
-const WORKING_INDEXED_KEY: &[u8] = b"working_indexed";
-/// The meta key of the naming counter (the next number), kept with every save of a numbered
-/// record so a healthy open need not scan the log for it.
-const NEXT_NUMBER_KEY: &[u8] = b"next_number";
 /// The longest audit line read; a longer one is skipped as damaged. A record's line grows
 /// with its history (a few hundred bytes per event), far below this.
 pub const MAX_AUDIT_LINE: usize = 4 * 1024 * 1024;
@@ -276,31 +261,12 @@ impl Ledger {
             }
         };
 
-        // Reconcile with the audit log unless the database says it holds all of it: `save`
-        // records, with each write, how long the log was (the `meta` tree). Equal lengths mean
-        // a healthy database and an O(1) start; anything else (a crash between the log append
-        // and the sled write, a database deleted by hand or emptied by damage, a log written by
-        // an older version) replays the whole log, as before. Records are never deleted from
-        // the ledger, so everything in the log must be in the database.
-        let meta = db.open_tree(META_TREE)?;
-        let audit_len = audit
-            .metadata()
-            .map_err(|source| LedgerError::AuditRead {
-                path: audit_path.clone(),
-                source,
-            })?
-            .len();
-        let covered = meta
-            .get(AUDIT_LEN_KEY)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(u64::from_be_bytes);
-        let healthy = db.was_recovered() && covered == Some(audit_len);
-        let (latest, skipped, scanned_next) = if healthy {
-            (BTreeMap::new(), 0, 0)
-        } else {
-            let scan = read_audit(&audit_path)?;
-            (scan.latest, scan.skipped, scan.next_number)
-        };
+        // Always reconcile with the audit log, not only after a failed open: it also repairs a
+        // crash between the log append and the sled write, a database deleted by hand, and a
+        // database that opened but silently lost records. Records are never deleted from the
+        // ledger, so everything in the log must be in the database.
+        let scan = read_audit(&audit_path)?;
+        let (latest, skipped) = (scan.latest, scan.skipped);
         report.skipped_lines = skipped;
         if !db.was_recovered() && !latest.is_empty() {
             report.rebuilt = true;
@@ -315,57 +281,25 @@ impl Ledger {
         }
         // A provisional record (an iPad known only by UDID) the log says was replaced, but a
         // crash left in the database.
-        if !healthy {
-            for key in db.scan_prefix(UDID_PREFIX.as_bytes()).keys() {
-                let key = key?;
-                if !latest.contains_key(String::from_utf8_lossy(&key).as_ref()) {
-                    db.remove(&key)?;
-                    report.repaired += 1;
-                }
+        for key in db.scan_prefix(UDID_PREFIX.as_bytes()).keys() {
+            let key = key?;
+            if !latest.contains_key(String::from_utf8_lossy(&key).as_ref()) {
+                db.remove(&key)?;
+                report.repaired += 1;
             }
         }
-        if !healthy {
-            meta.insert(AUDIT_LEN_KEY, &audit_len.to_be_bytes())?;
-        }
-        // The index of records in progress: rebuilt by one scan after a replay or when the
-        // database predates it, then kept by `save`.
-        let working = db.open_tree(WORKING_TREE)?;
-        if !healthy || meta.get(WORKING_INDEXED_KEY)?.is_none() {
-            working.clear()?;
-            for item in db.iter() {
-                let (key, value) = item?;
-                if decode(&String::from_utf8_lossy(&key), &value)?.outcome == Outcome::Working {
-                    working.insert(key, &[])?;
-                }
-            }
-            meta.insert(WORKING_INDEXED_KEY, &[1])?;
-            db.flush()?;
-        }
-        if report.repaired > 0 || !healthy {
+        if report.repaired > 0 {
             db.flush()?;
         }
         crate::private::restrict_tree(&db_path);
-        // The naming counter: kept in `meta` by every save of a numbered record; after a
-        // replay (or from a database that predates it), the highest number the log or the
-        // database ever held, plus one — the counter only ever moves forward.
-        let stored_next = meta
-            .get(NEXT_NUMBER_KEY)?
-            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
-            .map(u32::from_be_bytes);
-        let next_number = match stored_next {
-            Some(n) if healthy => n,
-            _ => {
-                let mut next_number = scanned_next.max(stored_next.unwrap_or(0));
-                for record in db.iter().values() {
-                    let record = decode("", &record?)?;
-                    if let Some(n) = record.number {
-                        next_number = next_number.max(n.saturating_add(1));
-                    }
-                }
-                meta.insert(NEXT_NUMBER_KEY, &next_number.to_be_bytes())?;
-                next_number
+        // The database too, in case the log was edited: the counter only ever moves forward.
+        let mut next_number = scan.next_number;
+        for record in db.iter().values() {
+            let record = decode("", &record?)?;
+            if let Some(n) = record.number {
+                next_number = next_number.max(n.saturating_add(1));
             }
-        };
+        }
         if report.rebuilt || report.repaired > 0 || report.skipped_lines > 0 {
             info!(
                 rebuilt = report.rebuilt,
@@ -378,8 +312,6 @@ impl Ledger {
 
         let ledger = Ledger {
             db,
-            meta,
-            working,
             audit: Arc::new(Mutex::new(AuditWriter {
                 good_len: audit.metadata().map(|m| m.len()).map_err(|source| {
                     LedgerError::AuditOpen {
@@ -431,13 +363,12 @@ impl Ledger {
         let audit = Arc::clone(&self.audit);
         let path = self.audit_path.clone();
         // Writing and fsyncing a file blocks; keep it off the async worker threads.
-        let audit_len = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut writer = audit
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             writer
                 .append(&line)
-                .map(|()| writer.good_len)
                 .map_err(|source| LedgerError::AuditWrite { path, source })
         })
         .await??;
@@ -447,31 +378,7 @@ impl Ledger {
         } else {
             self.db.insert(key.as_bytes(), encoded)?;
         }
-        if event != Event::Forget && record.outcome == Outcome::Working {
-            self.working.insert(key.as_bytes(), &[])?;
-        } else {
-            self.working.remove(key.as_bytes())?;
-        }
-        // After the record: sled recovers a prefix of its log, so a length that survived a
-        // crash implies the record did.
-        self.meta.insert(AUDIT_LEN_KEY, &audit_len.to_be_bytes())?;
-        if let Some(n) = record.number {
-            let next = n.saturating_add(1);
-            let stored = self
-                .meta
-                .get(NEXT_NUMBER_KEY)?
-                .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
-                .map_or(0, u32::from_be_bytes);
-            if next > stored {
-                self.meta.insert(NEXT_NUMBER_KEY, &next.to_be_bytes())?;
-            }
-        }
-        // A blocking flush on a blocking thread: sled's flush_async runs on sled's own thread
-        // pool, whose 7 threads then wake every second for ever.
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| LedgerError::Db(sled::Error::Io(std::io::Error::other(e))))??;
+        self.db.flush_async().await?;
         Ok(())
     }
 
@@ -576,23 +483,17 @@ impl Ledger {
         Ok(())
     }
 
-    /// Every record, oldest first (by first seen, then serial).
-    /// The records whose outcome is `Working` (a stop or a crash interrupted their work), from
-    /// an index: as fast with 10,000 iPads of history as with none.
+    /// The records of iPads being worked on (outcome `Working`): at start-up, work a crash or
+    /// a stop interrupted.
     pub fn working(&self) -> Result<Vec<DeviceRecord>, LedgerError> {
-        let mut records = Vec::new();
-        for key in self.working.iter().keys() {
-            let key = key?;
-            if let Some(value) = self.db.get(&key)? {
-                let record = decode(&String::from_utf8_lossy(&key), &value)?;
-                if record.outcome == Outcome::Working {
-                    records.push(record);
-                }
-            }
-        }
-        Ok(records)
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|r| r.outcome == crate::record::Outcome::Working)
+            .collect())
     }
 
+    /// Every record, oldest first (by first seen, then serial).
     pub fn list(&self) -> Result<Vec<DeviceRecord>, LedgerError> {
         let mut records = self
             .db
@@ -663,8 +564,8 @@ fn decode(serial: &str, bytes: &[u8]) -> Result<DeviceRecord, LedgerError> {
 }
 
 fn open_db(path: &Path) -> sled::Result<sled::Db> {
-    // No periodic flusher thread (sled's default wakes 2 times a second): `save` flushes after
-    // every write, so an idle station has nothing to flush.
+    // No periodic flusher: durability comes from the explicit flush in `save`, and its thread
+    // would wake an idle station several times a second.
     sled::Config::new().path(path).flush_every_ms(None).open()
 }
 

@@ -84,15 +84,25 @@ pub fn render(inputs: &Inputs<'_>) -> Result<String, prometheus::Error> {
         "cartprep_prepared_total",
         "Preparations completed (each time an iPad reached done), from the ledger",
     )?;
-    // One per attempt that reached done: later notes of a done iPad (an Apple School Manager
-    // assignment, say) are also journaled at the done step and are not new preparations.
+    // One per attempt that reached done by preparing: notes beside the pipeline (an Apple
+    // School Manager assignment) and an iPad found already prepared are not preparations.
     let completions: usize = inputs
         .records
         .iter()
         .map(|r| {
             r.history
                 .iter()
-                .filter(|e| e.step == Step::Done && e.error.is_none())
+                .filter(|e| {
+                    e.step == Step::Done
+                        && e.error.is_none()
+                        && e.kind() == crate::record::EventKind::Completed
+                })
+                // An iPad plugged in again and found prepared is not prepared again.
+                .filter(|e| {
+                    !e.note
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("already prepared"))
+                })
                 .map(|e| e.attempt)
                 .collect::<std::collections::BTreeSet<_>>()
                 .len()
