@@ -105,3 +105,47 @@ async fn the_check_names_each_failure() {
     })
     .await;
 }
+
+/// The configuration with `[asm]` pointing at a fake Apple School Manager that holds one MDM
+/// server, "Mosyle"; `server` is the name the configuration asks for.
+async fn with_asm(h: &Harness, server: &str) -> (simulator::asm_server::AsmServer, String) {
+    use simulator::asm_server::{self, AsmScenario, AsmService};
+    let key = asm::PrivateKey::generate();
+    let mut scenario = AsmScenario::new("SCHOOLAPI.check", "k1", &key.public_key_pem().unwrap());
+    scenario.services = vec![AsmService {
+        id: "1F97349736CF4614A94F624E705841AD".into(),
+        name: "Mosyle".into(),
+    }];
+    let fake = asm_server::start(&h.sim().cart.authority, scenario)
+        .await
+        .expect("fake ASM");
+    let dir = &h.station_dir;
+    profiles::files::write_private(&dir.join("asm-key.pem"), key.to_pem().unwrap().as_bytes())
+        .unwrap();
+    profiles::files::write_private(&dir.join("asm-ca.pem"), &fake.ca_pem).unwrap();
+    let config = format!(
+        "{}\n[asm]\nclient_id = \"SCHOOLAPI.check\"\nkey_id = \"k1\"\nprivate_key_file = \"asm-key.pem\"\nmdm_server = \"{server}\"\napi_url = \"{}\"\ntoken_url = \"{}\"\nextra_ca_file = \"asm-ca.pem\"\n",
+        reachable_config(h),
+        fake.api_url,
+        fake.token_url
+    );
+    (fake, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_signs_in_to_apple_school_manager_and_finds_the_mdm_server() {
+    within(async {
+        let h = Harness::new(cart(vec![fresh()])).await;
+        let (_fake, config) = with_asm(&h, "Mosyle").await;
+        let (code, out, err) = check(&h, config).await;
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(row(&out, "Apple School Manager").contains(" ok "), "{out}");
+
+        let (_fake, config) = with_asm(&h, "Jamf").await;
+        let (code, out, err) = check(&h, config).await;
+        assert_eq!(code, 2, "{out}{err}");
+        let asm = row(&out, "Apple School Manager");
+        assert!(asm.contains("FAIL") && asm.contains("Mosyle"), "{out}");
+    })
+    .await;
+}

@@ -144,12 +144,33 @@ pub async fn settings_rows(path: &std::path::Path, settings: &Settings) -> Vec<R
     let activation = &settings.activation;
     rows.push(tls_row("activation server", settings, activation.base_url.as_str()).await);
     rows.push(tls_row("MDM enrollment URL", settings, &config.mdm.enrollment_url).await);
+    rows.push(asm_row(settings).await);
     rows.push(row(
         "MDM enrollment profile",
         Verdict::Skipped,
         "not checked: cartprep does not yet send a device-like enrollment request",
     ));
     rows
+}
+
+/// Apple School Manager, when `[asm]` is set: the API account signs in and the MDM server's
+/// name is found among the organization's servers.
+async fn asm_row(settings: &Settings) -> Row {
+    const CHECK: &str = "Apple School Manager";
+    match tokio::time::timeout(NETWORK_TIMEOUT, station::asm_sync::verify(settings)).await {
+        Ok(Ok(Some(server))) => row(
+            CHECK,
+            Verdict::Ok,
+            format!("signed in; MDM server found (id {server})"),
+        ),
+        Ok(Ok(None)) => row(CHECK, Verdict::Skipped, "no [asm] in the configuration"),
+        Ok(Err(e)) => row(CHECK, Verdict::Fail, e.to_string()),
+        Err(_) => row(
+            CHECK,
+            Verdict::Fail,
+            format!("no answer within {NETWORK_TIMEOUT:?}"),
+        ),
+    }
 }
 
 async fn usbmuxd_row(address: &str) -> Row {
