@@ -271,10 +271,11 @@ check "stage 3: after the stop, cartprep status says no station is running (exit
 # ---------------------------------------------------------------- ledger
 run s3-ledger-list "$BIN" ledger list --state "$ST"
 LEDGER3="$W3/files/ledger-names.tsv"
-check "stage 3: cartprep ledger list: both serials, done, named Cart B - 01 / Cart B - 02" \
-    'rc == 0 and len(lines()) == 2 and sorted(l.split()[0] for l in lines()) == sorted(args)
-     and all(l.endswith(" done") for l in lines())
-     and sorted(re.search(r"\s(Cart B - \d\d)\s", l).group(1) for l in lines()) == ["Cart B - 01", "Cart B - 02"]' \
+check "stage 3: cartprep ledger list: a header, then both serials, done, named Cart B - 01 / Cart B - 02" \
+    'rc == 0 and lines()[0].split()[0] == "SERIAL" and len(lines()[1:]) == 2
+     and sorted(l.split()[0] for l in lines()[1:]) == sorted(args)
+     and all(l.endswith(" done") for l in lines()[1:])
+     and sorted(re.search(r"\s(Cart B - \d\d)\s", l).group(1) for l in lines()[1:]) == ["Cart B - 01", "Cart B - 02"]' \
     "${SER3[@]}"
 # serial -> name, from the ledger: what each iPad must be called.
 "$PY" - "$OUT" >"$LEDGER3" <<'EOF' 2>/dev/null
