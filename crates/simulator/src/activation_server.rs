@@ -41,6 +41,60 @@ fn cert_err(e: impl std::fmt::Display) -> SimError {
     SimError::Tls(format!("activation server certificate: {e}"))
 }
 
+/// The TLS side of a fake server: `leaf_der` (issued by `ca_der`) and its `key`.
+pub(crate) fn tls_acceptor(
+    key: &rsa::RsaPrivateKey,
+    leaf_der: Vec<u8>,
+    ca_der: Vec<u8>,
+) -> Result<tokio_rustls::TlsAcceptor, SimError> {
+    let pkcs8 = key.to_pkcs8_der().map_err(cert_err)?.as_bytes().to_vec();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(cert_err)?
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf_der.into(), ca_der.into()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(pkcs8.into()),
+    )
+    .map_err(cert_err)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves one request per TLS connection with `route`, each read and handshake bounded in
+/// time (the activation and MDM servers).
+pub(crate) fn serve_requests(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    route: impl Fn(&Request) -> Response + Send + Sync + 'static,
+) -> JoinHandle<()> {
+    let route = Arc::new(route);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let route = route.clone();
+            tokio::spawn(async move {
+                let Ok(Ok(mut tls)) =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(socket)).await
+                else {
+                    return;
+                };
+                let response =
+                    match tokio::time::timeout(Duration::from_secs(30), read_request(&mut tls))
+                        .await
+                    {
+                        Ok(Ok(req)) => route(&req),
+                        Ok(Err(e)) => Response::text(400, &format!("bad request: {e}")),
+                        Err(_) => return,
+                    };
+                let _ = tls.write_all(&response.to_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    })
+}
+
 /// A CA and a leaf for 127.0.0.1/localhost, both under the authority's key.
 pub(crate) fn certificates(
     authority: &ActivationAuthority,
@@ -105,49 +159,10 @@ pub(crate) fn loopback_certificates(
 pub async fn start(cart: Arc<Cart>) -> Result<ActivationServer, SimError> {
     let authority = cart.authority.clone();
     let (ca_der, leaf_der, ca_pem) = certificates(&authority)?;
-    let key = authority
-        .key()
-        .to_pkcs8_der()
-        .map_err(cert_err)?
-        .as_bytes()
-        .to_vec();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(cert_err)?
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![leaf_der.into(), ca_der.into()],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
-    )
-    .map_err(cert_err)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tls_acceptor(authority.key(), leaf_der, ca_der)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
-    let task = tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            let cart = cart.clone();
-            tokio::spawn(async move {
-                let Ok(Ok(mut tls)) =
-                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(socket)).await
-                else {
-                    return;
-                };
-                let response =
-                    match tokio::time::timeout(Duration::from_secs(30), read_request(&mut tls))
-                        .await
-                    {
-                        Ok(Ok(req)) => route(&cart, &req),
-                        Ok(Err(e)) => Response::text(400, &format!("bad request: {e}")),
-                        Err(_) => return,
-                    };
-                let _ = tls.write_all(&response.to_bytes()).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
+    let task = serve_requests(listener, acceptor, move |req| route(&cart, req));
     Ok(ActivationServer {
         base_url: format!("https://127.0.0.1:{port}/deviceservices/"),
         ca_pem: ca_pem.into_bytes(),

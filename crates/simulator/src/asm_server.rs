@@ -21,13 +21,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use rsa::pkcs8::EncodePrivateKey;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::activation::ActivationAuthority;
-use crate::activation_server::{certificates, form_field};
+use crate::activation_server::{certificates, form_field, tls_acceptor};
 use crate::error::SimError;
 
 /// The audience Apple's OAuth page gives for the client assertion.
@@ -167,10 +166,6 @@ impl AsmServer {
     }
 }
 
-fn cert_err(e: impl std::fmt::Display) -> SimError {
-    SimError::Tls(format!("ASM server: {e}"))
-}
-
 /// Starts the server on 127.0.0.1 (a free port), with a certificate from `authority`.
 pub async fn start(
     authority: &ActivationAuthority,
@@ -179,24 +174,7 @@ pub async fn start(
     let key = DecodingKey::from_ec_pem(scenario.public_key_pem.as_bytes())
         .map_err(|e| SimError::Key(format!("ASM account public key: {e}")))?;
     let (ca_der, leaf_der, ca_pem) = certificates(authority)?;
-    let tls_key = authority
-        .key()
-        .to_pkcs8_der()
-        .map_err(cert_err)?
-        .as_bytes()
-        .to_vec();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(cert_err)?
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![leaf_der.into(), ca_der.into()],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(tls_key.into()),
-    )
-    .map_err(cert_err)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tls_acceptor(authority.key(), leaf_der, ca_der)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let base = format!("https://127.0.0.1:{port}/");

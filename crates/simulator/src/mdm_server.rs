@@ -15,16 +15,16 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use plist::{Dictionary, Value};
 use rsa::RsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::activation_server::{Request, Response, loopback_certificates, read_request};
+use crate::activation_server::{
+    Request, Response, loopback_certificates, serve_requests, tls_acceptor,
+};
 use crate::error::SimError;
 
 /// The identifier of the enrollment profile the server hands out.
@@ -103,19 +103,7 @@ pub async fn start(state_dir: &Path, name: &str) -> Result<MdmServer, SimError> 
         .map_err(key_err)??;
     let (ca_der, leaf_der, ca_pem) =
         loopback_certificates(&key, "CN=cartprep simulated MDM CA,O=cartprep simulator")?;
-    let pkcs8 = key.to_pkcs8_der().map_err(key_err)?.as_bytes().to_vec();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(key_err)?
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![leaf_der.clone().into(), ca_der.clone().into()],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(pkcs8.into()),
-    )
-    .map_err(key_err)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tls_acceptor(&key, leaf_der.clone(), ca_der.clone())?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let base_url = format!("https://127.0.0.1:{port}/");
@@ -127,29 +115,7 @@ pub async fn start(state_dir: &Path, name: &str) -> Result<MdmServer, SimError> 
         leaf_der,
         seen: seen.clone(),
     });
-    let task = tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            let served = served.clone();
-            tokio::spawn(async move {
-                let Ok(Ok(mut tls)) =
-                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(socket)).await
-                else {
-                    return;
-                };
-                let response =
-                    match tokio::time::timeout(Duration::from_secs(30), read_request(&mut tls))
-                        .await
-                    {
-                        Ok(Ok(req)) => route(&served, &req),
-                        Ok(Err(e)) => Response::text(400, &format!("bad request: {e}")),
-                        Err(_) => return,
-                    };
-                let _ = tls.write_all(&response.to_bytes()).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
+    let task = serve_requests(listener, acceptor, move |req| route(&served, req));
     Ok(MdmServer {
         name: name.to_owned(),
         base_url,
