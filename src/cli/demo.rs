@@ -170,10 +170,11 @@ fn spawn_enroller(
                         };
                         let _ = cart.unplug(slot);
                         let outcome = simulator::enrollment::finish_setup_assistant(&ipad).await;
-                        let _ = writeln!(
-                            std::io::stdout(),
+                        // Through the board, never stdout: the full-screen board owns the
+                        // terminal, and a bare line would be drawn over its header.
+                        board.note(format!(
                             ">>> demo: slot {slot} through Setup Assistant: {outcome}; plugged back in"
-                        );
+                        ));
                         let _ = cart.plug(slot);
                         Enrolling::Replugged
                     }
