@@ -31,6 +31,11 @@ pub struct SimArgs {
     /// see docs/fidelity.md); for clients that read profiles before activating.
     #[arg(long)]
     mcinstall_before_activation: bool,
+    /// Also write the cart's USB bus as a Linux sysfs tree under DIR (DIR/bus/usb/devices),
+    /// kept current as iPads come and go; a station or `cartprep slots learn` started with
+    /// `--sysfs DIR` reads it as it reads /sys.
+    #[arg(long, value_name = "DIR")]
+    sysfs: Option<PathBuf>,
 }
 
 /// One line on standard output; an error (the reader went away) ends the caller's printing.
@@ -110,6 +115,13 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
         mdm_ca_path.display()
     ))?;
     say(format_args!("control socket {}", control_path.display()))?;
+    if let Some(root) = &args.sysfs {
+        // Written before the line is printed, so whoever reads it finds the tree.
+        sim.cart
+            .write_sysfs_to(root)
+            .with_context(|| format!("writing the USB bus under {}", root.display()))?;
+        say(format_args!("USB bus (sysfs) {}", root.display()))?;
+    }
     let first = sim.address();
     say(format_args!(
         "try: USBMUXD_SOCKET_ADDRESS={} ideviceinfo -s    or    USBMUXD_SOCKET_ADDRESS={first} pymobiledevice3 usbmux list",

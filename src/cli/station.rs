@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use station::Settings;
 use station::paths::default_state_dir;
-use station::slots::{RusbTopology, SlotLabels, Topology};
+use station::slots::SlotLabels;
 use station::status::Board;
 
 use super::bad_input;
@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// attention.
     #[arg(long)]
     pub bell: bool,
+    /// Read the USB bus (slots, recovery-mode iPads) from this sysfs tree instead of the
+    /// machine's: /sys on Linux, else libusb [default: the machine's].
+    #[arg(long, value_name = "DIR")]
+    pub sysfs: Option<PathBuf>,
 }
 
 /// Loads a configuration and the files it names; an invalid one is bad input
@@ -69,7 +73,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         settings,
         watch_config: true,
         board,
-        topology: Arc::new(RusbTopology::open()),
+        topology: Arc::from(station::slots::open_host_bus(args.sysfs.as_deref())),
         stop_when: None,
         nudge: None,
     })
@@ -300,6 +304,12 @@ pub enum SlotsCommand {
         /// usbmuxd address (default: $USBMUXD_SOCKET_ADDRESS or /var/run/usbmuxd).
         #[arg(long)]
         usbmuxd: Option<String>,
+        /// Read the USB bus from this sysfs tree instead of the machine's (as `run --sysfs`).
+        #[arg(long, value_name = "DIR")]
+        sysfs: Option<PathBuf>,
+        /// Stop once this many slots are named, instead of waiting for Ctrl-C.
+        #[arg(long, value_name = "N")]
+        count: Option<usize>,
     },
     /// The slots learnt so far.
     List,
@@ -325,8 +335,12 @@ pub async fn slots(args: SlotsArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        SlotsCommand::Learn { usbmuxd } => {
-            let topology = RusbTopology::open();
+        SlotsCommand::Learn {
+            usbmuxd,
+            sysfs,
+            count,
+        } => {
+            let topology = station::slots::open_host_bus(sysfs.as_deref());
             if let Some(why) = topology.unavailable() {
                 anyhow::bail!("{why}: slots cannot be learnt on this machine");
             }
@@ -342,7 +356,7 @@ pub async fn slots(args: SlotsArgs) -> anyhow::Result<()> {
                 out,
                 "Plug an iPad into slot {next}. (Ctrl-C when every slot is done.)"
             )?;
-            loop {
+            while count.is_none_or(|n| labels.slots.len() < n) {
                 let event = tokio::select! {
                     e = listener.next_event() => e?,
                     _ = tokio::signal::ctrl_c() => break,
@@ -353,7 +367,12 @@ pub async fn slots(args: SlotsArgs) -> anyhow::Result<()> {
                     }
                     continue;
                 };
-                match station::slots::chain_for(&topology, &p.udid, p.location_id) {
+                if !p.over_usb() {
+                    continue;
+                }
+                let encoding = topology.location_encoding();
+                match station::slots::chain_for(topology.as_ref(), &p.udid, p.location_id, encoding)
+                {
                     Some(chain) if labels.slots.contains_key(&chain) => {
                         writeln!(
                             out,

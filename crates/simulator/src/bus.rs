@@ -1,8 +1,11 @@
-//! The virtual cart's USB bus: one hub on port 1 of bus 1, the iPad of slot k in hub port k.
+//! The virtual cart's USB bus: one hub on port 1 of bus 1 and, with more hub levels, 7-port
+//! hubs under it (`1-1.k` for one level; `1-1.a.b` for two; `1-1.a.b.c` for three), the way a
+//! cart's chained hubs sit.
 //!
 //! This is the one place that says where a slot sits. The simulator reports each iPad's
 //! LocationID from it, and whoever draws the cart's bus for the station (the demo, the
-//! end-to-end tests) reads the same layout instead of writing the rule again.
+//! end-to-end tests, the sysfs tree of `crate::sysfs`) reads the same layout instead of writing
+//! the rule again.
 
 /// The bus the cart's hub hangs off.
 pub const BUS: u8 = 1;
@@ -10,9 +13,48 @@ pub const BUS: u8 = 1;
 /// The root port of that bus the hub is plugged into.
 pub const HUB_PORT: u8 = 1;
 
-/// The most slots the bus has room for: USB addresses are 7 bits (at most 127), and addresses
-/// 1 and 2 belong to the root hub and the cart's hub.
+/// Ports on each hub below the first level (a common 7-port hub).
+pub const HUB_PORTS: u32 = 7;
+
+/// The most slots one hub level has room for: USB addresses are 7 bits (at most 127), and
+/// addresses 1 and 2 belong to the root hub and the cart's hub.
 pub const MAX_SLOTS: u32 = 125;
+
+/// How many levels of hubs the cart's bus has (1 to 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubLevels(u8);
+
+impl HubLevels {
+    pub const ONE: HubLevels = HubLevels(1);
+
+    pub fn new(levels: u8) -> Option<HubLevels> {
+        (1..=3).contains(&levels).then_some(HubLevels(levels))
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+
+    /// Hubs on the bus besides the root hub: the cart's hub, then 7 per hub of the level above.
+    fn hubs(self) -> u32 {
+        (1..self.0).fold(1, |sum, level| sum + HUB_PORTS.pow(u32::from(level)))
+    }
+
+    /// Slots the layout has: ports on the last level, and addresses left after the hubs.
+    pub fn max_slots(self) -> u32 {
+        let ports = match self.0 {
+            1 => MAX_SLOTS,
+            n => HUB_PORTS.pow(u32::from(n - 1)) * HUB_PORTS,
+        };
+        ports.min(127 - 1 - self.hubs())
+    }
+}
+
+impl Default for HubLevels {
+    fn default() -> Self {
+        HubLevels::ONE
+    }
+}
 
 /// Where a slot's iPad sits on the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +64,9 @@ pub struct UsbPort {
     /// Port chain as Linux sysfs names it (`1-1.3`: bus, then each hub port).
     pub chain: String,
     pub bus: u8,
-    /// Device address on the bus (after the root hub and the cart's hub).
+    /// Hub ports from the root down (`[1, 3]` for `1-1.3`).
+    pub ports: Vec<u8>,
+    /// Device address on the bus (after the root hub and the cart's hubs).
     pub address: u8,
 }
 
@@ -31,24 +75,65 @@ impl UsbPort {
     pub fn location_id(&self) -> u64 {
         (u64::from(self.bus) << 16) | u64::from(self.address)
     }
+
+    /// The LocationID as macOS's IOKit writes it: the bus in the top byte, then one nibble per
+    /// port from the root down (docs/fidelity.md §13). `None` when a port number does not fit a
+    /// nibble or the chain is deeper than six ports.
+    pub fn macos_location_id(&self) -> Option<u32> {
+        if self.ports.len() > 6 || self.ports.iter().any(|p| *p == 0 || *p > 15) {
+            return None;
+        }
+        let mut location = u32::from(self.bus) << 24;
+        for (i, port) in self.ports.iter().enumerate() {
+            location |= u32::from(*port) << (20 - 4 * i);
+        }
+        Some(location)
+    }
 }
 
-/// The port of `slot`; `None` for slot 0 or past [`MAX_SLOTS`].
+/// The port of `slot` on a one-level cart; `None` for slot 0 or past [`MAX_SLOTS`].
 pub fn port(slot: u32) -> Option<UsbPort> {
-    if !(1..=MAX_SLOTS).contains(&slot) {
+    port_in(HubLevels::ONE, slot)
+}
+
+/// The port of `slot` with `levels` of hubs; `None` for slot 0 or past the layout's room.
+pub fn port_in(levels: HubLevels, slot: u32) -> Option<UsbPort> {
+    if !(1..=levels.max_slots()).contains(&slot) {
         return None;
+    }
+    let mut ports = vec![HUB_PORT];
+    if levels.get() == 1 {
+        ports.push(u8::try_from(slot).ok()?);
+    } else {
+        // Below the cart's hub, slot k is the k-th port in depth-first order.
+        let mut below = Vec::new();
+        let mut rest = slot - 1;
+        for _ in 1..levels.get() {
+            below.push(u8::try_from(rest % HUB_PORTS + 1).ok()?);
+            rest /= HUB_PORTS;
+        }
+        below.push(u8::try_from(rest + 1).ok()?);
+        below.reverse();
+        ports.extend(below);
     }
     Some(UsbPort {
         slot,
-        chain: port_chain(slot),
+        chain: chain(BUS, &ports),
         bus: BUS,
-        address: u8::try_from(slot + 2).ok()?,
+        ports,
+        address: u8::try_from(1 + levels.hubs() + slot).ok()?,
     })
 }
 
-/// The port chain of `slot` (`1-1.k`), the key of the station's `[slots]` table.
+/// The port chain of `slot` on a one-level cart (`1-1.k`), the key of the station's `[slots]`.
 pub fn port_chain(slot: u32) -> String {
     format!("{BUS}-{HUB_PORT}.{slot}")
+}
+
+/// `bus-port.port…`, as Linux names USB devices in sysfs.
+pub fn chain(bus: u8, ports: &[u8]) -> String {
+    let ports: Vec<String> = ports.iter().map(u8::to_string).collect();
+    format!("{bus}-{}", ports.join("."))
 }
 
 /// The USB product ID of any device in recovery mode (Apple's iBoot "Recovery Mode" IDs are
@@ -69,7 +154,14 @@ pub struct BusDevice {
 /// Every plugged iPad and every iPad in recovery mode, as the bus shows them now (an iPad
 /// unplugged from the cart is on neither).
 pub fn devices(cart: &crate::Cart) -> Vec<BusDevice> {
-    cart.slots()
+    from_slots(cart.slots())
+}
+
+/// The bus for `(iPad, DeviceID if plugged)` pairs, as `Cart::slots` gives them.
+pub fn from_slots(
+    slots: Vec<(std::sync::Arc<crate::ipad::VirtualIpad>, Option<u32>)>,
+) -> Vec<BusDevice> {
+    slots
         .into_iter()
         .filter_map(|(ipad, device_id)| {
             let recovery = ipad.state().in_recovery;
@@ -127,5 +219,39 @@ mod tests {
         assert_eq!(port(0), None);
         assert_eq!(port(MAX_SLOTS + 1), None);
         assert_eq!(port(u32::MAX), None);
+    }
+
+    #[test]
+    fn deeper_carts_fill_7_port_hubs_depth_first() {
+        let two = HubLevels::new(2).unwrap();
+        let three = HubLevels::new(3).unwrap();
+        let cases = [
+            // levels, slot, chain, address, macOS LocationID
+            (two, 1, "1-1.1.1", 10, Some(0x0111_1000)),
+            (two, 7, "1-1.1.7", 16, Some(0x0111_7000)),
+            (two, 8, "1-1.2.1", 17, Some(0x0112_1000)),
+            (two, 49, "1-1.7.7", 58, Some(0x0117_7000)),
+            (three, 1, "1-1.1.1.1", 59, Some(0x0111_1100)),
+            (three, 8, "1-1.1.2.1", 66, Some(0x0111_2100)),
+            (three, 50, "1-1.2.1.1", 108, Some(0x0112_1100)),
+        ];
+        for (levels, slot, chain, address, macos) in cases {
+            let p = port_in(levels, slot).expect("a slot on the bus");
+            assert_eq!(p.chain, chain, "{levels:?} slot {slot}");
+            assert_eq!(p.address, address, "{levels:?} slot {slot}");
+            assert_eq!(p.macos_location_id(), macos, "{levels:?} slot {slot}");
+        }
+        assert_eq!(two.max_slots(), 49);
+        assert_eq!(three.max_slots(), 69);
+        assert_eq!(port_in(two, 50), None);
+        assert_eq!(port_in(three, 70), None);
+        assert_eq!(HubLevels::new(0), None);
+        assert_eq!(HubLevels::new(4), None);
+    }
+
+    #[test]
+    fn a_port_past_15_has_no_macos_location() {
+        assert_eq!(port(15).unwrap().macos_location_id(), Some(0x011F_0000));
+        assert_eq!(port(16).unwrap().macos_location_id(), None);
     }
 }

@@ -98,6 +98,8 @@ pub struct Cart {
     pub keys_dir: Option<std::path::PathBuf>,
     erase_tx: tokio::sync::mpsc::UnboundedSender<(u32, Reset)>,
     erase_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(u32, Reset)>>>,
+    /// Where the bus is written as a sysfs tree, if anywhere (`crate::sysfs`).
+    sysfs: Mutex<Option<std::path::PathBuf>>,
 }
 
 /// What a device asks the cart to do to it after its reply went out.
@@ -129,6 +131,28 @@ impl Cart {
             faults: Arc::new(Mutex::new(faults)),
             store,
             listeners: Mutex::new(BTreeMap::new()),
+            sysfs: Mutex::new(None),
+        }
+    }
+
+    /// Writes the bus as a sysfs tree under `root` now and after every change, before usbmuxd
+    /// announces it: on a host the kernel has enumerated a device before usbmuxd hears of it.
+    pub fn write_sysfs_to(&self, root: &std::path::Path) -> std::io::Result<()> {
+        let ports = self.ports();
+        crate::sysfs::write(root, &crate::bus::from_slots(self.slots_in(&ports)))?;
+        *self.sysfs.lock().unwrap_or_else(|p| p.into_inner()) = Some(root.to_owned());
+        Ok(())
+    }
+
+    /// Rewrites the sysfs tree, if there is one; called with the ports locked so the tree and
+    /// usbmuxd's events come in the same order as the changes.
+    fn bus_changed(&self, ports: &Ports) {
+        let root = self.sysfs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(root) = root
+            && let Err(e) =
+                crate::sysfs::write(&root, &crate::bus::from_slots(self.slots_in(ports)))
+        {
+            tracing::warn!("writing the USB bus under {}: {e}", root.display());
         }
     }
 
@@ -181,6 +205,7 @@ impl Cart {
                 unplug: watch::channel(false).0,
             },
         );
+        self.bus_changed(&ports);
         let _ = self
             .events
             .send(DeviceEvent::Attached(Self::properties(&ipad, id)));
@@ -206,6 +231,7 @@ impl Cart {
             .ok_or(CartError::NotPlugged(slot))?;
         let _ = plugged.unplug.send(true);
         ipad.pending_services().clear();
+        self.bus_changed(&ports);
         let _ = self.events.send(DeviceEvent::Detached {
             device_id: plugged.device_id,
         });
@@ -304,8 +330,10 @@ impl Cart {
             .device(slot)
             .ok_or(CartError::NoSuchSlot(slot))?
             .clone();
-        let _ = self.unplug(slot);
+        // In recovery before it leaves usbmuxd, so whoever looks at the bus on `Detached` sees
+        // it there (a real iPad is on the bus again in recovery within seconds).
         ipad.state().in_recovery = true;
+        let _ = self.unplug(slot);
         Ok(())
     }
 
@@ -371,7 +399,10 @@ impl Cart {
 
     /// `(slot, device_id or None)` for every slot, for `list`.
     pub fn slots(&self) -> Vec<(Arc<VirtualIpad>, Option<u32>)> {
-        let ports = self.ports();
+        self.slots_in(&self.ports())
+    }
+
+    fn slots_in(&self, ports: &Ports) -> Vec<(Arc<VirtualIpad>, Option<u32>)> {
         self.devices
             .iter()
             .map(|d| {

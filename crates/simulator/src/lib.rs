@@ -24,6 +24,7 @@ pub mod pair_store;
 pub mod rng;
 pub mod scenario;
 pub mod services;
+pub mod sysfs;
 pub mod tls;
 pub mod untrusted;
 pub mod usbmuxd;
@@ -79,6 +80,8 @@ impl Simulator {
             path: "(scenario)".into(),
             reason,
         })?;
+        // validate() has checked the levels.
+        let levels = scenario.levels().unwrap_or_default();
         let store = PairStore::open(&config.state_dir)?;
         let keys_dir = config.state_dir.join("devices");
         let mut key_jobs = Vec::new();
@@ -120,7 +123,7 @@ impl Simulator {
                     identity,
                     pairing: entry.pairing_behavior(),
                     latency: Duration::from_millis(entry.latency_ms),
-                    usb: bus::port(slot).ok_or_else(|| SimError::Scenario {
+                    usb: bus::port_in(levels, slot).ok_or_else(|| SimError::Scenario {
                         path: "(scenario)".into(),
                         reason: format!("slot {slot} has no port on the bus"),
                     })?,

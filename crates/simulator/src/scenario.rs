@@ -60,6 +60,9 @@ pub struct Scenario {
     pub timeline: Vec<TimelineEntry>,
     #[serde(default, rename = "fault")]
     pub faults: Vec<FaultRule>,
+    /// Levels of hubs on the cart's USB bus, 1 to 3 (default 1): see `bus.rs`.
+    #[serde(default)]
+    pub hub_levels: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -149,6 +152,7 @@ impl Scenario {
             devices: vec![DeviceEntry::default(); n],
             timeline: vec![],
             faults: vec![],
+            hub_levels: None,
         }
     }
 
@@ -163,16 +167,27 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// The bus layout the scenario asks for.
+    pub fn levels(&self) -> Result<bus::HubLevels, String> {
+        match self.hub_levels {
+            None => Ok(bus::HubLevels::ONE),
+            Some(n) => bus::HubLevels::new(n)
+                .ok_or_else(|| format!("hub_levels = {n}: a cart has 1 to 3 levels of hubs")),
+        }
+    }
+
     /// Checks what serde cannot: models and releases exist, slots exist, UDIDs look real.
     pub fn validate(&self) -> Result<(), String> {
         if self.devices.is_empty() {
             return Err("no [[device]] entries".into());
         }
-        if self.devices.len() > bus::MAX_SLOTS as usize {
+        let levels = self.levels()?;
+        if self.devices.len() > levels.max_slots() as usize {
             return Err(format!(
-                "{} devices: the cart's USB bus has {} slots",
+                "{} devices: the cart's USB bus has {} slots with {} level(s) of hubs",
                 self.devices.len(),
-                bus::MAX_SLOTS
+                levels.max_slots(),
+                levels.get()
             ));
         }
         for (i, d) in self.devices.iter().enumerate() {

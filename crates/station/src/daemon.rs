@@ -244,7 +244,7 @@ pub async fn run(options: DaemonOptions) -> Result<DaemonReport, DaemonError> {
         addr: opened.addr,
         reloads,
         nudge,
-        usb_scan: crate::usb_events::UsbEvents::start(),
+        usb_scan: crate::usb_events::UsbEvents::start(topology.changes_path().as_deref()),
         topology,
         board: board.clone(),
         control: control_rx,

@@ -560,7 +560,9 @@ impl Scheduler {
     /// The operator's name for the slot a device is in: the configuration's `[slots]`, else a
     /// label learnt with `cartprep slots learn`, else the port chain.
     fn slot_of(&self, udid: &str, location: Option<u64>) -> Option<String> {
-        let chain = crate::slots::chain_for(self.topology.as_ref(), udid, location)?;
+        let topology = self.topology.as_ref();
+        let chain =
+            crate::slots::chain_for(topology, udid, location, topology.location_encoding())?;
         Some(self.slot_label(&chain))
     }
 
@@ -579,10 +581,7 @@ impl Scheduler {
 /// from a usbmuxd that knows only USB: every build that lists network devices says which is
 /// which.
 fn over_usb(props: &DeviceProperties) -> bool {
-    props
-        .connection_type
-        .as_deref()
-        .is_none_or(|t| t.eq_ignore_ascii_case("USB"))
+    props.over_usb()
 }
 
 fn link_name(connection_type: &str) -> &str {

@@ -114,6 +114,48 @@ pub trait Topology: Send + Sync {
     fn unavailable(&self) -> Option<&str>;
     /// Every Apple device on the bus now.
     fn apple_devices(&self) -> Vec<AppleUsbDevice>;
+    /// A folder whose entries come and go as devices do (watched instead of polling).
+    fn changes_path(&self) -> Option<PathBuf> {
+        None
+    }
+    /// How this machine's usbmuxd writes LocationID.
+    fn location_encoding(&self) -> LocationEncoding {
+        LocationEncoding::host()
+    }
+}
+
+/// The bus of the machine the station runs on: Linux's sysfs when it can be read (under
+/// `sysfs_root`, default `/sys`), else libusb (macOS, or a Linux without sysfs).
+pub fn open_host_bus(sysfs_root: Option<&Path>) -> Box<dyn Topology> {
+    if let Some(root) = sysfs_root {
+        return Box::new(crate::sysfs_topology::SysfsTopology::open(root));
+    }
+    if cfg!(target_os = "linux") {
+        let sysfs = crate::sysfs_topology::SysfsTopology::open(Path::new("/sys"));
+        if sysfs.unavailable().is_none() {
+            return Box::new(sysfs);
+        }
+    }
+    Box::new(RusbTopology::open())
+}
+
+/// How usbmuxd's LocationID names a port: Linux usbmuxd gives `(bus << 16) | address`, Apple's
+/// usbmuxd on macOS the IOKit location (bus in the top byte, then a nibble per port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocationEncoding {
+    BusAddress,
+    IoKit,
+}
+
+impl LocationEncoding {
+    /// The encoding of the usbmuxd this machine runs.
+    pub fn host() -> Self {
+        if cfg!(target_os = "macos") {
+            LocationEncoding::IoKit
+        } else {
+            LocationEncoding::BusAddress
+        }
+    }
 }
 
 /// libusb through rusb, with its own context (never the global one: it panics when libusb
@@ -145,6 +187,11 @@ impl RusbTopology {
 impl Topology for RusbTopology {
     fn unavailable(&self) -> Option<&str> {
         self.unavailable.as_deref()
+    }
+
+    fn changes_path(&self) -> Option<PathBuf> {
+        // Linux's kernel adds a node here per device (how libusb's hotplug learns of them).
+        cfg!(target_os = "linux").then(|| PathBuf::from("/dev/bus/usb"))
     }
 
     fn apple_devices(&self) -> Vec<AppleUsbDevice> {
@@ -215,9 +262,30 @@ impl Topology for FixedTopology {
     }
 }
 
+/// A fixed bus as a Mac numbers it (libusb's bus and ports, and usbmuxd's LocationID, both from
+/// the IOKit location), for tests of the macOS mapping on any host.
+pub struct FixedMacTopology(pub Vec<AppleUsbDevice>);
+
+impl Topology for FixedMacTopology {
+    fn unavailable(&self) -> Option<&str> {
+        None
+    }
+    fn apple_devices(&self) -> Vec<AppleUsbDevice> {
+        self.0.clone()
+    }
+    fn location_encoding(&self) -> LocationEncoding {
+        LocationEncoding::IoKit
+    }
+}
+
 /// Finds the port chain of a device usbmuxd reported: by USB serial (the UDID without hyphen)
-/// when readable, else by Linux usbmuxd's `(bus << 16) | address` LocationID.
-pub fn chain_for(topology: &dyn Topology, udid: &str, location_id: Option<u64>) -> Option<String> {
+/// when readable, else from its LocationID as `encoding` says usbmuxd wrote it.
+pub fn chain_for(
+    topology: &dyn Topology,
+    udid: &str,
+    location_id: Option<u64>,
+    encoding: LocationEncoding,
+) -> Option<String> {
     let devices = topology.apple_devices();
     let usb_serial = udid.replace('-', "");
     if let Some(d) = devices.iter().find(|d| {
@@ -229,10 +297,10 @@ pub fn chain_for(topology: &dyn Topology, udid: &str, location_id: Option<u64>) 
         return Some(d.chain.clone());
     }
     let location = location_id?;
-    let (bus, address) = ((location >> 16) as u8, (location & 0xFFFF) as u8);
-    if cfg!(target_os = "macos") {
-        return Some(chain_from_macos_location(location as u32));
+    if encoding == LocationEncoding::IoKit {
+        return u32::try_from(location).ok().map(chain_from_macos_location);
     }
+    let (bus, address) = ((location >> 16) as u8, (location & 0xFFFF) as u8);
     devices
         .iter()
         .find(|d| d.mode == UsbMode::Normal && d.bus == bus && d.address == address)
@@ -333,16 +401,35 @@ mod tests {
             device("1-1.1", 1, 7, 0x12AB, Some("00008030000D543C1A30C02E")),
             device("1-1.2", 1, 9, 0x12AB, None),
         ]);
+        let linux = LocationEncoding::BusAddress;
         assert_eq!(
-            chain_for(&bus, "00008030-000D543C1A30C02E", None).as_deref(),
+            chain_for(&bus, "00008030-000D543C1A30C02E", None, linux).as_deref(),
             Some("1-1.1")
         );
-        if !cfg!(target_os = "macos") {
+        assert_eq!(
+            chain_for(&bus, "unknown", Some((1 << 16) | 9), linux).as_deref(),
+            Some("1-1.2")
+        );
+        assert_eq!(chain_for(&bus, "unknown", Some((2 << 16) | 9), linux), None);
+    }
+
+    #[test]
+    fn a_macos_location_id_is_already_the_port_chain() {
+        // libusb on macOS numbers the bus and ports from the same IOKit location, so a chain
+        // read from the bus and one decoded from usbmuxd's LocationID agree.
+        let bus = FixedTopology(vec![device("20-1.3", 20, 5, 0x12AB, None)]);
+        let cases = [
+            (0x1413_0000, Some("20-1.3")),
+            (0x1400_0000, Some("20-0")),
+            (0x0112_3000, Some("1-1.2.3")),
+            (0x1_0000_0000, None),
+        ];
+        for (location, want) in cases {
             assert_eq!(
-                chain_for(&bus, "unknown", Some((1 << 16) | 9)).as_deref(),
-                Some("1-1.2")
+                chain_for(&bus, "unknown", Some(location), LocationEncoding::IoKit).as_deref(),
+                want,
+                "location {location:#x}"
             );
-            assert_eq!(chain_for(&bus, "unknown", Some((2 << 16) | 9)), None);
         }
     }
 

@@ -1,15 +1,13 @@
 //! When to look at the USB bus again (for iPads usbmuxd cannot see: recovery, DFU): at start,
-//! when usbmuxd reports an iPad arriving or leaving, and on Linux when the kernel adds or
-//! removes a device node under `/dev/bus/usb` (inotify, the way libusb's own hotplug support
-//! learns of devices through udev). No timer: an idle station does not wake for this.
+//! when usbmuxd reports an iPad arriving or leaving, and when the bus's folder changes (on
+//! Linux the kernel adds or removes a node under `/dev/bus/usb`, seen with inotify the way
+//! libusb's own hotplug support learns of devices through udev; the topology says which
+//! folder). No timer: an idle station does not wake for this.
 
 use std::path::Path;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
-
-/// Where Linux keeps one node per USB device (usbfs, as libusb opens them).
-const USB_DEVICE_NODES: &str = "/dev/bus/usb";
 
 pub struct UsbEvents {
     // Kept for its Drop, which ends the kernel watch.
@@ -19,11 +17,12 @@ pub struct UsbEvents {
 }
 
 impl UsbEvents {
-    /// Starts with one pending look (the bus as it is at start).
-    pub fn start() -> UsbEvents {
+    /// Starts with one pending look (the bus as it is at start), then one whenever an entry
+    /// of `changes` (`Topology::changes_path`) comes or goes.
+    pub fn start(changes: Option<&Path>) -> UsbEvents {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(());
-        let watcher = watch_nodes(Path::new(USB_DEVICE_NODES), tx.clone());
+        let watcher = changes.and_then(|dir| watch_nodes(dir, tx.clone()));
         UsbEvents {
             _watcher: watcher,
             tx,
@@ -67,12 +66,25 @@ mod tests {
 
     #[tokio::test]
     async fn one_look_at_start_and_one_per_burst_of_pokes() {
-        let mut usb = UsbEvents::start();
+        let mut usb = UsbEvents::start(None);
         usb.next().await;
         usb.poke();
         usb.poke();
         usb.next().await;
         let again = tokio::time::timeout(std::time::Duration::from_millis(50), usb.next()).await;
         assert!(again.is_err(), "two pokes before a look are one look");
+    }
+
+    #[tokio::test]
+    async fn a_device_folder_appearing_is_a_look() {
+        let bus = tempfile::tempdir().unwrap();
+        let mut usb = UsbEvents::start(Some(bus.path()));
+        usb.next().await;
+        std::fs::create_dir(bus.path().join("1-1.4")).unwrap();
+        let look = tokio::time::timeout(std::time::Duration::from_secs(10), usb.next()).await;
+        assert!(
+            look.is_ok(),
+            "a new device folder makes the station look again"
+        );
     }
 }

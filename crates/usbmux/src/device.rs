@@ -35,6 +35,14 @@ const KNOWN: [&str; 7] = [
 ];
 
 impl DeviceProperties {
+    /// Connected by cable: `ConnectionType` is `USB`, or absent (a usbmuxd that knows only USB;
+    /// every build that lists network devices says which is which).
+    pub fn over_usb(&self) -> bool {
+        self.connection_type
+            .as_deref()
+            .is_none_or(|t| t.eq_ignore_ascii_case("USB"))
+    }
+
     /// A USB device as Linux usbmuxd reports it.
     pub fn usb(device_id: u32, udid: impl Into<String>) -> Self {
         DeviceProperties {
