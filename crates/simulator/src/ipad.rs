@@ -175,9 +175,13 @@ impl DeviceState {
         self
     }
 
-    /// What an erase leaves: a new iPad in Setup Assistant, unactivated, trusting nobody.
+    /// What an erase leaves: a new iPad in Setup Assistant, unactivated, trusting nobody. The
+    /// person holding it is the same: a scripted "Don't Trust" already given is not given again.
     pub fn erased(&self) -> Self {
-        DeviceState::new("iPad".into(), false, false, false)
+        let mut erased = DeviceState::new("iPad".into(), false, false, false);
+        erased.trust_prompt = self.trust_prompt.clone();
+        erased.trust_prompt.reconnected();
+        erased
     }
 
     pub fn is_supervised(&self) -> bool {
@@ -294,6 +298,8 @@ pub struct VirtualIpad {
 pub struct Traffic {
     replies: std::sync::atomic::AtomicU64,
     connections: std::sync::atomic::AtomicU64,
+    /// Of `connections`, those made through its Wi-Fi listing (macOS flavour).
+    wifi_connections: std::sync::atomic::AtomicU64,
 }
 
 impl Traffic {
@@ -305,6 +311,17 @@ impl Traffic {
     pub fn connection(&self) {
         self.connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn wifi_connection(&self) {
+        self.wifi_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Connections made to it over Wi-Fi so far.
+    pub fn wifi_connections(&self) -> u64 {
+        self.wifi_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// (replies, connections) so far.

@@ -247,6 +247,9 @@ pub async fn serve_client(cart: Arc<Cart>, mut stream: BoxStream) {
                     }
                 };
                 link.ipad.traffic.connection();
+                if link.over_network {
+                    link.ipad.traffic.wifi_connection();
+                }
                 let service = if port == lockdownd::PORT {
                     None
                 } else {
