@@ -186,7 +186,7 @@ impl Scheduler {
         match listing {
             Listing::Cable => {}
             // The iPad on the cable is the one worked on; its Wi-Fi listing is not another.
-            Listing::SecondListing => return,
+            Listing::Duplicate => return,
             Listing::NetworkOnly => {
                 let udid = props.udid;
                 if self.network_seen.insert(udid.clone()) {
@@ -589,7 +589,7 @@ enum Listing {
     Cable,
     /// The Wi-Fi listing of an iPad that is also on a cable (macOS lists it under a second
     /// DeviceID with the same SerialNumber): the same iPad, not another.
-    SecondListing,
+    Duplicate,
     /// Reached over the network only: shown once, never touched.
     NetworkOnly,
 }
@@ -599,7 +599,7 @@ fn classify(props: &DeviceProperties, on_cable: impl Fn(&str) -> bool) -> Listin
     if over_usb(props) {
         Listing::Cable
     } else if on_cable(&props.udid) {
-        Listing::SecondListing
+        Listing::Duplicate
     } else {
         Listing::NetworkOnly
     }
@@ -698,16 +698,12 @@ mod tests {
                 Listing::Cable,
             ),
             (listing(None, udid), &nothing_cabled, Listing::Cable),
-            (
-                listing(Some("Network"), udid),
-                &cabled,
-                Listing::SecondListing,
-            ),
+            (listing(Some("Network"), udid), &cabled, Listing::Duplicate),
             // macOS may give the UDID without its hyphen, or in another case.
             (
                 listing(Some("Network"), "00008030000d543c1a30c02e"),
                 &cabled,
-                Listing::SecondListing,
+                Listing::Duplicate,
             ),
             (
                 listing(Some("Network"), udid),
