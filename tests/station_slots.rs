@@ -12,7 +12,7 @@ use std::sync::Arc;
 use common::*;
 use simulator::bus::HubLevels;
 use station::Attention;
-use station::slots::SlotLabels;
+use station::slots::{AppleUsbDevice, FixedMacTopology, SlotLabels, UsbMode};
 use station::status::Light;
 use station::sysfs_topology::SysfsTopology;
 
@@ -72,6 +72,54 @@ async fn on_a_three_level_bus_each_ipad_gets_its_port_and_recovery_is_reported_b
         assert_eq!(s.light, Light::Attention);
         assert_eq!(s.attention, Some(Attention::RecoveryMode));
         assert_eq!(s.slot.as_deref(), Some("1-1.1.1.2"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_mac_the_location_id_names_the_port_even_without_serials() {
+    within(async {
+        let h = Harness::new(simulator::Scenario {
+            flavour: simulator::flavour::Flavour::Macos,
+            ..cart_with_hubs(vec![fresh(), fresh()], 2)
+        })
+        .await;
+        // A Mac's libusb numbers the bus and ports from the IOKit location and does not read a
+        // normal-mode iPad's serial; the station finds the port from usbmuxd's LocationID.
+        let mac_bus = FixedMacTopology(
+            h.sim()
+                .cart
+                .devices()
+                .iter()
+                .map(|d| {
+                    let location = d.spec.usb.macos_location_id().expect("fits a Mac's bus");
+                    AppleUsbDevice {
+                        chain: station::slots::chain_from_macos_location(location),
+                        bus: d.spec.usb.bus,
+                        address: d.spec.usb.address,
+                        product_id: d.spec.model.usb_product_id,
+                        mode: UsbMode::Normal,
+                        serial: None,
+                    }
+                })
+                .collect(),
+        );
+        let udids = vec![h.udid(1), h.udid(2)];
+        let daemon = spawn_daemon(
+            h.settings(),
+            h.board.clone(),
+            Arc::new(mac_bus),
+            false,
+            when_all(udids, &[Light::Done]),
+        );
+        daemon.await.unwrap().expect("the daemon runs");
+        for slot in 1..=2 {
+            assert_eq!(
+                h.status(slot).unwrap().slot.as_deref(),
+                Some(chain(2, slot).as_str()),
+                "slot {slot}: Apple's usbmuxd's LocationID decoded as the Mac's port chain"
+            );
+        }
     })
     .await;
 }

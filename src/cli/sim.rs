@@ -36,6 +36,11 @@ pub struct SimArgs {
     /// `--sysfs DIR` reads it as it reads /sys.
     #[arg(long, value_name = "DIR")]
     sysfs: Option<PathBuf>,
+    /// Whose usbmuxd to imitate: linux (libimobiledevice's) or macos (Apple's: USBSerialNumber,
+    /// IOKit LocationIDs, iPads on Wi-Fi listed as Network; see docs/fidelity.md) [default: the
+    /// scenario's `flavour`, else linux].
+    #[arg(long, value_name = "linux|macos")]
+    flavour: Option<String>,
 }
 
 /// One line on standard output; an error (the reader went away) ends the caller's printing.
@@ -50,6 +55,12 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
         None => simulator::Scenario::uniform(args.devices),
     };
     let mut scenario = scenario;
+    if let Some(f) = &args.flavour {
+        scenario.flavour = f
+            .parse()
+            .map_err(|e| bad_input(format!("--flavour: {e}")))?;
+        scenario.validate().map_err(bad_input)?;
+    }
     if args.mcinstall_before_activation {
         for d in &mut scenario.devices {
             d.mcinstall_before_activation = true;
@@ -134,6 +145,13 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
                 slot: ipad.spec.slot,
                 device_id,
                 ipad: ipad.clone(),
+            })?;
+        }
+        if let Some(device_id) = sim.cart.network_id(ipad.spec.slot) {
+            say(simulator::Notice::OnNetwork {
+                slot: ipad.spec.slot,
+                device_id,
+                udid: ipad.udid().to_owned(),
             })?;
         }
     }

@@ -77,7 +77,7 @@ impl UsbPort {
     }
 
     /// The LocationID as macOS's IOKit writes it: the bus in the top byte, then one nibble per
-    /// port from the root down (docs/fidelity.md §13). `None` when a port number does not fit a
+    /// port from the root down (docs/fidelity.md §14). `None` when a port number does not fit a
     /// nibble or the chain is deeper than six ports.
     pub fn macos_location_id(&self) -> Option<u32> {
         if self.ports.len() > 6 || self.ports.iter().any(|p| *p == 0 || *p > 15) {

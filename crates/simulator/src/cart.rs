@@ -9,9 +9,12 @@ use tokio::sync::{broadcast, watch};
 use usbmux::{ClientInfo, DeviceEvent, DeviceProperties};
 
 use crate::faults::FaultBook;
+use crate::flavour::Flavour;
 use crate::ipad::VirtualIpad;
 use crate::lockdownd::Link;
 use crate::pair_store::PairStore;
+use crate::scenario::Connection;
+use crate::trust_prompt::Tap;
 
 /// A line for the person watching the simulator.
 #[derive(Debug, Clone)]
@@ -28,6 +31,17 @@ pub enum Notice {
     },
     Erased {
         slot: u32,
+        udid: String,
+    },
+    /// Listed over Wi-Fi (macOS flavour), under its own DeviceID.
+    OnNetwork {
+        slot: u32,
+        device_id: u32,
+        udid: String,
+    },
+    OffNetwork {
+        slot: u32,
+        device_id: u32,
         udid: String,
     },
 }
@@ -59,6 +73,19 @@ impl fmt::Display for Notice {
                 write!(f, "unplugged slot={slot} device_id={device_id} udid={udid}")
             }
             Notice::Erased { slot, udid } => write!(f, "erased slot={slot} udid={udid}"),
+            Notice::OnNetwork {
+                slot,
+                device_id,
+                udid,
+            } => write!(
+                f,
+                "on Wi-Fi slot={slot} device_id={device_id} udid={udid} (ConnectionType Network)"
+            ),
+            Notice::OffNetwork {
+                slot,
+                device_id,
+                udid,
+            } => write!(f, "off Wi-Fi slot={slot} device_id={device_id} udid={udid}"),
         }
     }
 }
@@ -71,9 +98,32 @@ struct Plugged {
 
 #[derive(Debug, Default)]
 struct Ports {
+    /// On the USB cable, by slot.
     plugged: BTreeMap<u32, Plugged>,
+    /// Listed over Wi-Fi (macOS flavour), by slot.
+    network: BTreeMap<u32, Plugged>,
     last_device_id: u32,
 }
+
+impl Ports {
+    /// The next DeviceID: counting up, never one still in use (USB or Wi-Fi).
+    fn next_device_id(&mut self) -> u32 {
+        let mut id = self.last_device_id;
+        loop {
+            id = id.wrapping_add(1).max(1);
+            let in_use = |m: &BTreeMap<u32, Plugged>| m.values().any(|p| p.device_id == id);
+            if !in_use(&self.plugged) && !in_use(&self.network) {
+                break;
+            }
+        }
+        self.last_device_id = id;
+        id
+    }
+}
+
+/// The `InterfaceIndex` of the Mac's Wi-Fi interface in Network listings (any small integer;
+/// the value is not shown in the sources read).
+const WIFI_INTERFACE_INDEX: u64 = 4;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CartError {
@@ -83,9 +133,17 @@ pub enum CartError {
     AlreadyPlugged(u32),
     #[error("slot {0} is not plugged in")]
     NotPlugged(u32),
+    #[error(
+        "slot {0} is reached over Wi-Fi only, and this usbmuxd (linux flavour) lists no network devices"
+    )]
+    NotListed(u32),
+    #[error("no \u{201c}Trust This Computer?\u{201d} alert is showing on slot {0}")]
+    NoTrustPrompt(u32),
 }
 
 pub struct Cart {
+    /// Whose usbmuxd is imitated (properties, network listings).
+    pub flavour: Flavour,
     devices: Vec<Arc<VirtualIpad>>,
     ports: Mutex<Ports>,
     events: broadcast::Sender<DeviceEvent>,
@@ -120,6 +178,7 @@ impl Cart {
     ) -> Self {
         let (erase_tx, erase_rx) = tokio::sync::mpsc::unbounded_channel();
         Cart {
+            flavour: Flavour::default(),
             keys_dir: None,
             authority: Arc::new(authority),
             erase_tx,
@@ -172,32 +231,51 @@ impl Cart {
         self.notices.subscribe()
     }
 
-    fn properties(ipad: &VirtualIpad, device_id: u32) -> DeviceProperties {
-        let mut p = DeviceProperties::usb(device_id, ipad.udid());
-        p.location_id = Some(ipad.spec.usb.location_id());
-        p.product_id = Some(u64::from(ipad.spec.model.usb_product_id));
-        p
+    fn properties(&self, ipad: &VirtualIpad, device_id: u32) -> DeviceProperties {
+        self.flavour.usb_properties(
+            device_id,
+            &ipad.spec.identity,
+            &ipad.spec.usb,
+            ipad.spec.model.usb_product_id,
+        )
+    }
+
+    fn network_properties(&self, ipad: &VirtualIpad, device_id: u32) -> Option<DeviceProperties> {
+        self.flavour
+            .network_properties(device_id, &ipad.spec.identity, WIFI_INTERFACE_INDEX)
+    }
+
+    /// Every listing now: USB and Wi-Fi, by DeviceID.
+    fn listed(&self, ports: &Ports) -> Vec<DeviceProperties> {
+        let usb = ports
+            .plugged
+            .iter()
+            .filter_map(|(slot, p)| self.device(*slot).map(|d| self.properties(d, p.device_id)));
+        let network = ports.network.iter().filter_map(|(slot, p)| {
+            self.device(*slot)
+                .and_then(|d| self.network_properties(d, p.device_id))
+        });
+        let mut list: Vec<_> = usb.chain(network).collect();
+        list.sort_by_key(|p| p.device_id);
+        list
     }
 
     /// Plugs the iPad in `slot` in: it gets the next free DeviceID (Linux usbmuxd counts up from 1
-    /// and never reuses an id still in use) and every Listen client hears `Attached`.
+    /// and never reuses an id still in use) and every Listen client hears `Attached`. An iPad
+    /// reached over Wi-Fi only comes into range instead ([`Cart::join_network`]).
     pub fn plug(&self, slot: u32) -> Result<u32, CartError> {
         let ipad = self
             .device(slot)
             .ok_or(CartError::NoSuchSlot(slot))?
             .clone();
+        if ipad.spec.connection == Connection::Network {
+            return self.join_network(slot);
+        }
         let mut ports = self.ports();
         if ports.plugged.contains_key(&slot) {
             return Err(CartError::AlreadyPlugged(slot));
         }
-        let mut id = ports.last_device_id;
-        loop {
-            id = id.wrapping_add(1).max(1);
-            if !ports.plugged.values().any(|p| p.device_id == id) {
-                break;
-            }
-        }
-        ports.last_device_id = id;
+        let id = ports.next_device_id();
         ports.plugged.insert(
             slot,
             Plugged {
@@ -208,7 +286,7 @@ impl Cart {
         self.bus_changed(&ports);
         let _ = self
             .events
-            .send(DeviceEvent::Attached(Self::properties(&ipad, id)));
+            .send(DeviceEvent::Attached(self.properties(&ipad, id)));
         drop(ports);
         let _ = self.notices.send(Notice::Plugged {
             slot,
@@ -218,12 +296,18 @@ impl Cart {
         Ok(id)
     }
 
-    /// Pulls the cable: open tunnels drop, Listen clients hear `Detached`.
+    /// Pulls the cable: open tunnels drop, Listen clients hear `Detached`, and a refused or
+    /// unanswered trust prompt is forgotten (it shows again at the next Pair). An iPad reached
+    /// over Wi-Fi only goes out of range instead ([`Cart::leave_network`]).
     pub fn unplug(&self, slot: u32) -> Result<(), CartError> {
         let ipad = self
             .device(slot)
             .ok_or(CartError::NoSuchSlot(slot))?
             .clone();
+        if ipad.spec.connection == Connection::Network {
+            return self.leave_network(slot);
+        }
+        ipad.state().trust_prompt.reconnected();
         let mut ports = self.ports();
         let plugged = ports
             .plugged
@@ -244,16 +328,77 @@ impl Cart {
         Ok(())
     }
 
-    /// Properties of every plugged device, by DeviceID.
+    /// The iPad in `slot` is listed over Wi-Fi (it is paired for Wi-Fi sync and on the
+    /// network), under a DeviceID of its own; only the macOS flavour lists network devices.
+    pub fn join_network(&self, slot: u32) -> Result<u32, CartError> {
+        let ipad = self
+            .device(slot)
+            .ok_or(CartError::NoSuchSlot(slot))?
+            .clone();
+        if !self.flavour.lists_network_devices() {
+            return Err(CartError::NotListed(slot));
+        }
+        let mut ports = self.ports();
+        if ports.network.contains_key(&slot) {
+            return Err(CartError::AlreadyPlugged(slot));
+        }
+        let id = ports.next_device_id();
+        let Some(props) = self.network_properties(&ipad, id) else {
+            return Err(CartError::NotListed(slot));
+        };
+        ports.network.insert(
+            slot,
+            Plugged {
+                device_id: id,
+                unplug: watch::channel(false).0,
+            },
+        );
+        let _ = self.events.send(DeviceEvent::Attached(props));
+        drop(ports);
+        let _ = self.notices.send(Notice::OnNetwork {
+            slot,
+            device_id: id,
+            udid: ipad.udid().into(),
+        });
+        Ok(id)
+    }
+
+    /// The iPad in `slot` is no longer listed over Wi-Fi: its Wi-Fi tunnels drop.
+    pub fn leave_network(&self, slot: u32) -> Result<(), CartError> {
+        let ipad = self
+            .device(slot)
+            .ok_or(CartError::NoSuchSlot(slot))?
+            .clone();
+        let mut ports = self.ports();
+        let listed = ports
+            .network
+            .remove(&slot)
+            .ok_or(CartError::NotPlugged(slot))?;
+        let _ = listed.unplug.send(true);
+        let _ = self.events.send(DeviceEvent::Detached {
+            device_id: listed.device_id,
+        });
+        drop(ports);
+        let _ = self.notices.send(Notice::OffNetwork {
+            slot,
+            device_id: listed.device_id,
+            udid: ipad.udid().into(),
+        });
+        Ok(())
+    }
+
+    /// The person holding the iPad in `slot` taps Trust or Don't Trust on the alert showing.
+    pub fn tap_trust_prompt(&self, slot: u32, tap: Tap) -> Result<(), CartError> {
+        let ipad = self.device(slot).ok_or(CartError::NoSuchSlot(slot))?;
+        ipad.state()
+            .trust_prompt
+            .tap(tap)
+            .map_err(|_| CartError::NoTrustPrompt(slot))
+    }
+
+    /// Properties of every listed device (USB, and Wi-Fi on macOS), by DeviceID.
     pub fn attached(&self) -> Vec<DeviceProperties> {
-        let ports = self.ports();
-        let mut list: Vec<_> = ports
-            .plugged
-            .iter()
-            .filter_map(|(slot, p)| self.device(*slot).map(|d| Self::properties(d, p.device_id)))
-            .collect();
-        list.sort_by_key(|p| p.device_id);
-        list
+        self.listed(&self.ports())
     }
 
     /// For a new Listen client: the devices present now and the events after, with no gap and
@@ -261,25 +406,27 @@ impl Cart {
     pub fn subscribe(&self) -> (Vec<DeviceProperties>, broadcast::Receiver<DeviceEvent>) {
         let ports = self.ports();
         let rx = self.events.subscribe();
-        let list = ports
-            .plugged
-            .iter()
-            .filter_map(|(slot, p)| self.device(*slot).map(|d| Self::properties(d, p.device_id)))
-            .collect();
+        let list = self.listed(&ports);
         drop(ports);
         (list, rx)
     }
 
-    /// The link to the plugged device with this DeviceID.
+    /// The link to the listed device with this DeviceID (over its cable, or over Wi-Fi).
     pub fn link(&self, device_id: u32) -> Option<Link> {
         let ports = self.ports();
-        let (slot, p) = ports
-            .plugged
-            .iter()
-            .find(|(_, p)| p.device_id == device_id)?;
+        let on = |m: &'_ BTreeMap<u32, Plugged>| {
+            m.iter()
+                .find(|(_, p)| p.device_id == device_id)
+                .map(|(s, p)| (*s, p.unplug.subscribe()))
+        };
+        let (over_network, (slot, unplugged)) = match on(&ports.plugged) {
+            Some(found) => (false, found),
+            None => (true, on(&ports.network)?),
+        };
         Some(Link {
-            ipad: self.device(*slot)?.clone(),
-            unplugged: p.unplug.subscribe(),
+            over_network,
+            ipad: self.device(slot)?.clone(),
+            unplugged,
             faults: self.faults.clone(),
             erase: self.erase_tx.clone(),
             authority: self.authority.clone(),
@@ -295,6 +442,8 @@ impl Cart {
             .ok_or(CartError::NoSuchSlot(slot))?
             .clone();
         let _ = self.unplug(slot);
+        // The erased iPad trusts no host, so no Mac lists it for Wi-Fi sync any more.
+        let _ = self.leave_network(slot);
         {
             let mut state = ipad.state();
             *state = state.erased();
@@ -318,6 +467,10 @@ impl Cart {
             slot,
             udid: ipad.udid().into(),
         });
+        if ipad.spec.connection == Connection::Network {
+            // Reached over Wi-Fi sync only, which the erase ended: nothing lists it again.
+            return Ok(());
+        }
         tokio::time::sleep(ipad.spec.erase_reattach).await;
         self.plug(slot).map(|_| ())
     }
@@ -397,7 +550,12 @@ impl Cart {
         }
     }
 
-    /// `(slot, device_id or None)` for every slot, for `list`.
+    /// The DeviceID of the Wi-Fi listing of the iPad in `slot`, if it is listed so.
+    pub fn network_id(&self, slot: u32) -> Option<u32> {
+        self.ports().network.get(&slot).map(|p| p.device_id)
+    }
+
+    /// `(slot, USB device_id or None)` for every slot, for `list`.
     pub fn slots(&self) -> Vec<(Arc<VirtualIpad>, Option<u32>)> {
         self.slots_in(&self.ports())
     }

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::cart::Cart;
+use crate::trust_prompt::Tap;
 
-pub const HELP: &str = "commands: plug N | unplug N | setup N | list | help";
+pub const HELP: &str = "commands: plug N | unplug N | setup N | trust N | distrust N | list | help";
 
 /// Runs one command line and returns what to print. `setup N` finishes Setup Assistant on the
-/// iPad in slot N (it enrolls in its MDM, see `enrollment.rs`) and answers when it is over.
+/// iPad in slot N (it enrolls in its MDM, see `enrollment.rs`) and answers when it is over;
+/// `trust N` and `distrust N` tap Trust or Don't Trust on the alert it shows.
 pub async fn execute(cart: &Cart, line: &str) -> String {
     let mut words = line.split_whitespace();
     let command = words.next().unwrap_or("");
@@ -25,11 +27,15 @@ pub async fn execute(cart: &Cart, line: &str) -> String {
             .map(|(ipad, id)| {
                 let s = &ipad.spec;
                 format!(
-                    "slot={} {} udid={} serial={} model={} ios={} name={:?}",
+                    "slot={} {}{} udid={} serial={} model={} ios={} name={:?}",
                     s.slot,
                     match id {
                         Some(id) => format!("plugged device_id={id}"),
                         None => "unplugged".into(),
+                    },
+                    match cart.network_id(s.slot) {
+                        Some(id) => format!(" on-wifi device_id={id}"),
+                        None => String::new(),
                     },
                     s.identity.udid,
                     s.identity.serial_number,
@@ -48,6 +54,17 @@ pub async fn execute(cart: &Cart, line: &str) -> String {
             Ok(()) => format!("ok slot {n} unplugged"),
             Err(e) => format!("error: {e}"),
         },
+        ("trust" | "distrust", Some(Ok(n))) => {
+            let tap = if command == "trust" {
+                Tap::Trust
+            } else {
+                Tap::DontTrust
+            };
+            match cart.tap_trust_prompt(n, tap) {
+                Ok(()) => format!("ok slot {n}: {command} tapped"),
+                Err(e) => format!("error: {e}"),
+            }
+        }
         ("setup", Some(Ok(n))) => match cart.device(n).cloned() {
             Some(ipad) => format!(
                 "ok slot {n}: {}",
@@ -55,7 +72,7 @@ pub async fn execute(cart: &Cart, line: &str) -> String {
             ),
             None => format!("error: {}", crate::cart::CartError::NoSuchSlot(n)),
         },
-        ("plug" | "unplug" | "setup", _) => {
+        ("plug" | "unplug" | "setup" | "trust" | "distrust", _) => {
             format!("error: `{command}` needs a slot number; {HELP}")
         }
         _ => format!("error: unknown command {command:?}; {HELP}"),

@@ -22,7 +22,8 @@ pub enum PairingBehavior {
     /// Shows "Trust This Computer?": answers PairingDialogResponsePending `attempts` times,
     /// then the user taps Trust.
     Dialog { attempts: u32 },
-    /// The user taps "Don't Trust".
+    /// The user taps "Don't Trust" the first time the prompt shows; after a replug the prompt
+    /// waits for someone to tap (`Cart::tap_trust_prompt`).
     Deny,
     /// A passcode is set and the screen is locked: PasswordProtected.
     Locked,
@@ -52,6 +53,10 @@ pub struct DeviceSpec {
     pub erase_reattach: Duration,
     /// Device rules a scenario may switch or tune (`crate::device_rules`).
     pub rules: crate::device_rules::DeviceRules,
+    /// On the cart's USB bus, or reached over Wi-Fi only.
+    pub connection: crate::scenario::Connection,
+    /// A USB iPad also paired for Wi-Fi sync: listed over the network too (macOS flavour).
+    pub also_network: bool,
 }
 
 /// What Apple's servers hand an ADE-assigned iPad (its DEP profile).
@@ -100,8 +105,8 @@ pub struct DeviceState {
     pub passcode: bool,
     pub untrusted_host_buid: Option<String>,
     pub hosts: BTreeMap<String, PairedHost>,
-    /// Pair requests answered with PairingDialogResponsePending so far.
-    pub dialog_answers: u32,
+    /// "Trust This Computer?": showing, answered, or refused until a replug.
+    pub trust_prompt: crate::trust_prompt::TrustPrompt,
     /// Values in writable domains other than the default and international ones.
     pub extra_domains: BTreeMap<String, plist::Dictionary>,
     /// CloudConfigurationDetails: absent on a fresh device.
@@ -143,7 +148,7 @@ impl DeviceState {
             passcode,
             untrusted_host_buid: None,
             hosts: BTreeMap::new(),
-            dialog_answers: 0,
+            trust_prompt: Default::default(),
             extra_domains: BTreeMap::new(),
             cloud_config: None,
             profiles: Vec::new(),
@@ -170,9 +175,13 @@ impl DeviceState {
         self
     }
 
-    /// What an erase leaves: a new iPad in Setup Assistant, unactivated, trusting nobody.
+    /// What an erase leaves: a new iPad in Setup Assistant, unactivated, trusting nobody. The
+    /// person holding it is the same: a scripted "Don't Trust" already given is not given again.
     pub fn erased(&self) -> Self {
-        DeviceState::new("iPad".into(), false, false, false)
+        let mut erased = DeviceState::new("iPad".into(), false, false, false);
+        erased.trust_prompt = self.trust_prompt.clone();
+        erased.trust_prompt.reconnected();
+        erased
     }
 
     pub fn is_supervised(&self) -> bool {
@@ -289,6 +298,8 @@ pub struct VirtualIpad {
 pub struct Traffic {
     replies: std::sync::atomic::AtomicU64,
     connections: std::sync::atomic::AtomicU64,
+    /// Of `connections`, those made through its Wi-Fi listing (macOS flavour).
+    wifi_connections: std::sync::atomic::AtomicU64,
 }
 
 impl Traffic {
@@ -300,6 +311,17 @@ impl Traffic {
     pub fn connection(&self) {
         self.connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn wifi_connection(&self) {
+        self.wifi_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Connections made to it over Wi-Fi so far.
+    pub fn wifi_connections(&self) -> u64 {
+        self.wifi_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// (replies, connections) so far.

@@ -16,6 +16,7 @@ pub mod enrollment;
 pub mod error;
 pub mod faults;
 pub mod files;
+pub mod flavour;
 pub mod ipad;
 pub mod lockdownd;
 pub mod mcinstall;
@@ -26,6 +27,7 @@ pub mod scenario;
 pub mod services;
 pub mod sysfs;
 pub mod tls;
+pub mod trust_prompt;
 pub mod untrusted;
 pub mod usbmuxd;
 pub mod value_rules;
@@ -141,6 +143,8 @@ impl Simulator {
                     activation_lock: entry.activation_lock,
                     erase_reattach: Duration::from_millis(entry.erase_reattach_ms.unwrap_or(2000)),
                     rules: device_rules::DeviceRules::from_entry(entry),
+                    connection: entry.connection,
+                    also_network: entry.also_network,
                 },
                 {
                     let mut state = DeviceState::new(
@@ -175,6 +179,7 @@ impl Simulator {
         .map_err(|e| SimError::Key(e.to_string()))??;
         let mut cart = Cart::new(devices, store, faults, authority);
         cart.keys_dir = Some(keys_dir);
+        cart.flavour = scenario.flavour;
         let cart = Arc::new(cart);
         let activation_server = activation_server::start(cart.clone()).await?;
         let mdm_server = mdm_server::start(&config.state_dir, MDM_NAME).await?;
@@ -189,6 +194,10 @@ impl Simulator {
         for slot in 1..=scenario.devices.len() as u32 {
             if scenario.plugged_at_start(slot) {
                 let _ = cart.plug(slot);
+            }
+            // Paired for Wi-Fi sync and on the network: listed a second time (macOS flavour).
+            if scenario.devices[slot as usize - 1].also_network {
+                let _ = cart.join_network(slot);
             }
         }
         Ok(Simulator {

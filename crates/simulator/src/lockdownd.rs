@@ -12,9 +12,10 @@ use tokio_rustls::server::TlsStream;
 use usbmux::plist_service;
 
 use crate::faults::{self, FaultAction, FaultBook};
-use crate::ipad::{PairedHost, PairingBehavior, PendingService, VirtualIpad};
+use crate::ipad::{PairedHost, PendingService, VirtualIpad};
 use crate::services;
 use crate::tls::{self, BoxStream, Prefixed, RecordBounded, TrustedHost};
+use crate::trust_prompt::Consent;
 use crate::value_rules;
 use crate::values;
 
@@ -32,6 +33,8 @@ pub struct Link {
     pub authority: Arc<crate::activation::ActivationAuthority>,
     /// Where EraseDevice and EnterRecovery ask the cart to reset this slot.
     pub erase: tokio::sync::mpsc::UnboundedSender<(u32, crate::cart::Reset)>,
+    /// Reached over Wi-Fi (a macOS `Network` listing), not the USB cable.
+    pub over_network: bool,
 }
 
 impl Link {
@@ -176,7 +179,7 @@ pub async fn serve(mut link: Link, stream: BoxStream) {
             Some(FaultAction::Delay { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
             Some(FaultAction::Error { name: e }) => forced_error = Some(e),
             Some(FaultAction::ErrorAfter { name: e }) => {
-                let _ = handle(&link.ipad, &mut session, &name, &request);
+                let _ = handle(&link.ipad, link.over_network, &mut session, &name, &request);
                 forced_error = Some(e);
             }
             None => {}
@@ -187,7 +190,7 @@ pub async fn serve(mut link: Link, stream: BoxStream) {
         }
         let (answer, then) = match forced_error {
             Some(e) => (error(&name, &e), Then::Continue),
-            None => handle(&link.ipad, &mut session, &name, &request),
+            None => handle(&link.ipad, link.over_network, &mut session, &name, &request),
         };
         if deep {
             // The answer's effects stand; the client just cannot read it.
@@ -287,6 +290,7 @@ async fn start_tls(
 
 fn handle(
     ipad: &VirtualIpad,
+    over_network: bool,
     session: &mut Option<Session>,
     name: &str,
     req: &Dictionary,
@@ -302,6 +306,8 @@ fn handle(
         "GetValue" => cont(get_value(ipad, session.is_some(), req)),
         "SetValue" => cont(set_value(ipad, session.is_some(), req)),
         "RemoveValue" => cont(remove_value(ipad, session.is_some(), req)),
+        // Pairing needs the cable: a Wi-Fi link can only use a pairing made over USB.
+        "Pair" if over_network => cont(error(name, "PairingProhibitedOverThisConnection")),
         "Pair" => cont(pair(ipad, req)),
         "ValidatePair" => cont(match host_id_of(req) {
             None => error(name, "MissingHostID"),
@@ -571,22 +577,13 @@ fn pair(ipad: &VirtualIpad, req: &Dictionary) -> Dictionary {
     d
 }
 
-/// The device's own answer to an ordinary Pair: silent, prompt, refusal or locked.
+/// The device's own answer to an ordinary Pair: silent, prompt, refusal or locked
+/// (`crate::trust_prompt`).
 fn pairing_consent(ipad: &VirtualIpad, state: &mut crate::ipad::DeviceState) -> Option<Dictionary> {
-    const NAME: &str = "Pair";
-    match ipad.spec.pairing {
-        PairingBehavior::Accept => {}
-        PairingBehavior::Dialog { attempts } => {
-            if state.dialog_answers < attempts {
-                state.dialog_answers += 1;
-                return Some(error(NAME, "PairingDialogResponsePending"));
-            }
-            state.dialog_answers = 0;
-        }
-        PairingBehavior::Deny => return Some(error(NAME, "UserDeniedPairing")),
-        PairingBehavior::Locked => return Some(error(NAME, "PasswordProtected")),
+    match state.trust_prompt.on_pair(ipad.spec.pairing) {
+        Consent::Paired => None,
+        Consent::Refused(name) => Some(error("Pair", name)),
     }
-    None
 }
 
 fn start_session(

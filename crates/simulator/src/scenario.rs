@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! seed = 7                       # identities derive from it (same file, same serials)
+//! flavour = "linux"              # linux | macos: whose usbmuxd the simulator imitates
 //!
 //! [[device]]                     # slot 1
 //! model = "iPad12,1"             # a ProductType from the catalogue
@@ -25,6 +26,10 @@
 //! mcinstall_before_activation = false  # true: lockdownd starts MCInstall while unactivated
 //! ade_apply_ms = 5000            # DownloadAndApplyCloudConfiguration takes this long
 //! migration_wait_replies = 0     # MCInstall answers this many requests "wait" (data migration)
+//! connection = "usb"             # usb | network: reached over Wi-Fi only (a teacher's iPad
+//!                                # paired for Wi-Fi sync); listed by the macOS flavour only
+//! also_network = false           # also listed over Wi-Fi (macOS flavour), under a second
+//!                                # DeviceID with the same SerialNumber
 //!
 //! [[timeline]]
 //! at_ms = 1500
@@ -47,6 +52,7 @@ use crate::bus;
 use crate::catalogue;
 use crate::error::SimError;
 use crate::faults::FaultRule;
+use crate::flavour::{self, Flavour};
 use crate::ipad::PairingBehavior;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -54,6 +60,8 @@ use crate::ipad::PairingBehavior;
 pub struct Scenario {
     #[serde(default)]
     pub seed: u64,
+    #[serde(default)]
+    pub flavour: Flavour,
     #[serde(default, rename = "device")]
     pub devices: Vec<DeviceEntry>,
     #[serde(default)]
@@ -75,6 +83,17 @@ pub enum PairingKind {
     Dialog,
     Deny,
     Locked,
+}
+
+/// How usbmuxd reaches an iPad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Connection {
+    /// On a USB cable in its slot.
+    #[default]
+    Usb,
+    /// Over Wi-Fi only: never on the cart's bus.
+    Network,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -110,6 +129,10 @@ pub struct DeviceEntry {
     pub ade_apply_ms: Option<u64>,
     #[serde(default)]
     pub migration_wait_replies: u32,
+    #[serde(default)]
+    pub connection: Connection,
+    #[serde(default)]
+    pub also_network: bool,
 }
 
 impl DeviceEntry {
@@ -149,6 +172,7 @@ impl Scenario {
     pub fn uniform(n: usize) -> Self {
         Scenario {
             seed: 0,
+            flavour: Flavour::default(),
             devices: vec![DeviceEntry::default(); n],
             timeline: vec![],
             faults: vec![],
@@ -220,6 +244,22 @@ impl Scenario {
             if d.ade && d.other_organization.is_some() {
                 return Err(format!(
                     "device {slot}: `other_organization` and `ade` both assign it in Apple School Manager; choose one"
+                ));
+            }
+            if d.connection == Connection::Network && d.also_network {
+                return Err(format!(
+                    "device {slot}: `also_network` is for an iPad on USB; this one is `connection = \"network\"` already"
+                ));
+            }
+            if self.flavour == Flavour::Macos
+                && d.connection == Connection::Usb
+                && bus::port_in(levels, slot as u32)
+                    .and_then(|p| p.macos_location_id())
+                    .is_none()
+            {
+                return Err(format!(
+                    "device {slot}: its port has no macOS LocationID (hub ports past {} do not fit                      a nibble; use hub_levels = 2 or 3 for a larger cart)",
+                    flavour::MACOS_MAX_HUB_PORT
                 ));
             }
             if let Some(u) = &d.udid {
@@ -311,5 +351,40 @@ mod tests {
         assert!(bad(&"[[device]]\n".repeat(126)).contains("126 devices"));
         assert!(Scenario::uniform(125).validate().is_ok());
         assert!(bad("[[device]]\nudid = \"1234\"").contains("udid"));
+        assert!(
+            bad("[[device]]\nconnection = \"network\"\nalso_network = true")
+                .contains("also_network")
+        );
+        assert!(
+            bad(&format!(
+                "flavour = \"macos\"\n{}",
+                "[[device]]\n".repeat(16)
+            ))
+            .contains("hub ports past 15")
+        );
+        assert!(
+            Scenario {
+                hub_levels: Some(2),
+                flavour: Flavour::Macos,
+                ..Scenario::uniform(49)
+            }
+            .validate()
+            .is_ok(),
+            "a Mac's cart of 7-port hubs fits in nibbles"
+        );
+        assert!(
+            bad("hub_levels = 4
+[[device]]")
+            .contains("1 to 3 levels")
+        );
+        assert!(
+            bad(&format!(
+                "hub_levels = 2
+{}",
+                "[[device]]\n".repeat(50)
+            ))
+            .contains("49 slots")
+        );
+        assert!(bad("flavour = \"windows\"\n[[device]]").contains("unknown variant"));
     }
 }

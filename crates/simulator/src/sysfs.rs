@@ -3,7 +3,7 @@
 //! a sysfs tree sees the virtual cart the way it sees a real one: iPads in normal mode with their
 //! UDID as serial, iPads in recovery with iBoot's serial string, and the hubs between.
 //!
-//! The attribute names and formats are the kernel's (docs/fidelity.md §13): hex IDs without
+//! The attribute names and formats are the kernel's (docs/fidelity.md §14): hex IDs without
 //! `0x`, decimal bus and device numbers, the port chain after the bus as `devpath`.
 
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! The usbmuxd server: the socket protocol of Linux usbmuxd (plist version 1, and the binary
-//! version 0 for Listen and Connect), serving the cart's virtual iPads.
+//! version 0 for Listen and Connect), or of macOS's usbmuxd (plist only; `crate::flavour`),
+//! serving the cart's virtual iPads.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,7 +78,13 @@ fn binary_event(event: &DeviceEvent) -> Frame {
 /// Serves one client connection of the usbmuxd socket.
 pub async fn serve_client(cart: Arc<Cart>, mut stream: BoxStream) {
     let client_id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
-    let mut proto = VERSION_BINARY;
+    let flavour = cart.flavour;
+    // macOS's usbmuxd answers in the plist protocol only (`docs/fidelity.md` §13).
+    let mut proto = if flavour.serves_binary_protocol() {
+        VERSION_BINARY
+    } else {
+        VERSION_PLIST
+    };
     loop {
         let frame = match frame::read_frame(&mut stream, MAX_REQUEST_LEN).await {
             Ok(Some(f)) => f,
@@ -104,9 +111,22 @@ pub async fn serve_client(cart: Arc<Cart>, mut stream: BoxStream) {
                 _ => return,
             }
         }
+        let binary_message =
+            frame.header.version == VERSION_BINARY || frame.header.message != message_type::PLIST;
+        if binary_message && !flavour.serves_binary_protocol() {
+            tracing::debug!(
+                client_id,
+                "usbmuxd (macos): closing a binary-protocol client"
+            );
+            return;
+        }
         let request = match frame.header.message {
             message_type::PLIST => {
                 proto = VERSION_PLIST;
+                if flavour.xml_requests_only() && frame.payload.starts_with(b"bplist") {
+                    // Not read as XML: no answer, as for any payload that does not parse.
+                    continue;
+                }
                 // A payload that is not a plist dict with a MessageType string gets no answer
                 // at all from Linux usbmuxd (client_command returns before replying).
                 let Ok(dict) = frame.plist_dict() else {
@@ -172,7 +192,10 @@ pub async fn serve_client(cart: Arc<Cart>, mut stream: BoxStream) {
             Request::ListDevices => plist_frame(tag, &msg::device_list_reply(&cart.attached())),
             Request::ReadBuid => plist_frame(tag, &msg::buid_reply(cart.store.system_buid())),
             Request::ReadPairRecord { udid } => match cart.store.read(&udid) {
-                Ok(data) => plist_frame(tag, &msg::pair_record_reply(data)),
+                Ok(data) => plist_frame(
+                    tag,
+                    &msg::pair_record_reply(flavour.served_pair_record(data)),
+                ),
                 Err(code) => result(code),
             },
             Request::SavePairRecord {
@@ -224,6 +247,9 @@ pub async fn serve_client(cart: Arc<Cart>, mut stream: BoxStream) {
                     }
                 };
                 link.ipad.traffic.connection();
+                if link.over_network {
+                    link.ipad.traffic.wifi_connection();
+                }
                 let service = if port == lockdownd::PORT {
                     None
                 } else {

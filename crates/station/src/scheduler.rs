@@ -180,15 +180,23 @@ impl Scheduler {
     /// cable are prepared: one usbmuxd reaches over the network (a teacher's iPad paired for
     /// Wi-Fi sync, or a second listing of a plugged iPad) is never touched.
     pub fn on_attached(&mut self, props: DeviceProperties) {
-        if !over_usb(&props) {
-            let udid = props.udid;
-            if self.network_seen.insert(udid.clone()) {
-                self.board.note(format!(
-                    "{udid}: seen over {} \u{2014} not touched (only iPads on a USB cable are prepared)",
-                    link_name(props.connection_type.as_deref().unwrap_or_default())
-                ));
+        let listing = classify(&props, |udid| {
+            self.attached.values().any(|p| same_ipad(&p.udid, udid))
+        });
+        match listing {
+            Listing::Cable => {}
+            // The iPad on the cable is the one worked on; its Wi-Fi listing is not another.
+            Listing::Duplicate => return,
+            Listing::NetworkOnly => {
+                let udid = props.udid;
+                if self.network_seen.insert(udid.clone()) {
+                    self.board.note(format!(
+                        "{udid}: seen over {} \u{2014} not touched (only iPads on a USB cable are prepared)",
+                        link_name(props.connection_type.as_deref().unwrap_or_default())
+                    ));
+                }
+                return;
             }
-            return;
         }
         let (id, udid) = (props.device_id, props.udid.clone());
         let location = props.location_id;
@@ -576,6 +584,41 @@ impl Scheduler {
     }
 }
 
+/// What a usbmuxd listing is to the station.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// An iPad on a USB cable: worked on.
+    Cable,
+    /// The Wi-Fi listing of an iPad that is also on a cable (macOS lists it under a second
+    /// DeviceID with the same SerialNumber): the same iPad, not another.
+    Duplicate,
+    /// Reached over the network only: shown once, never touched.
+    NetworkOnly,
+}
+
+/// Sorts a listing; `on_cable` says whether an iPad with that UDID is listed on a cable now.
+fn classify(props: &DeviceProperties, on_cable: impl Fn(&str) -> bool) -> Listing {
+    if over_usb(props) {
+        Listing::Cable
+    } else if on_cable(&props.udid) {
+        Listing::Duplicate
+    } else {
+        Listing::NetworkOnly
+    }
+}
+
+/// Two SerialNumbers name the same iPad: usbmuxd builds differ in the hyphen of 24-digit
+/// UDIDs and in case (`docs/protocol.md` §1).
+fn same_ipad(a: &str, b: &str) -> bool {
+    let plain = |s: &str| {
+        s.chars()
+            .filter(|c| *c != '-')
+            .map(|c| c.to_ascii_uppercase())
+            .collect::<String>()
+    };
+    plain(a) == plain(b)
+}
+
 /// Whether usbmuxd reaches the device over a USB cable (`ConnectionType` `USB`); `Network`
 /// (Wi-Fi sync on macOS) and any other type are not prepared. A listing without the key comes
 /// from a usbmuxd that knows only USB: every build that lists network devices says which is
@@ -635,5 +678,50 @@ mod tests {
             assert_eq!(over_usb(&props), prepared, "{connection_type:?}");
         }
         assert_eq!(link_name("Network"), "Wi-Fi");
+    }
+
+    #[test]
+    fn a_network_listing_is_a_second_listing_of_a_cabled_ipad_or_an_ipad_left_alone() {
+        let udid = "00008030-000D543C1A30C02E";
+        let listing = |connection_type: Option<&str>, serial: &str| {
+            let mut p = DeviceProperties::usb(9, serial);
+            p.connection_type = connection_type.map(str::to_owned);
+            p
+        };
+        let cabled = |u: &str| same_ipad(u, udid);
+        let nothing_cabled = |_: &str| false;
+        for (props, on_cable, want) in [
+            (
+                listing(Some("USB"), udid),
+                &cabled as &dyn Fn(&str) -> bool,
+                Listing::Cable,
+            ),
+            (listing(None, udid), &nothing_cabled, Listing::Cable),
+            (listing(Some("Network"), udid), &cabled, Listing::Duplicate),
+            // macOS may give the UDID without its hyphen, or in another case.
+            (
+                listing(Some("Network"), "00008030000d543c1a30c02e"),
+                &cabled,
+                Listing::Duplicate,
+            ),
+            (
+                listing(Some("Network"), udid),
+                &nothing_cabled,
+                Listing::NetworkOnly,
+            ),
+            (
+                listing(Some("Network"), "00008101-001E30C02E543C1A"),
+                &cabled,
+                Listing::NetworkOnly,
+            ),
+        ] {
+            assert_eq!(
+                classify(&props, on_cable),
+                want,
+                "{:?} {}",
+                props.connection_type,
+                props.udid
+            );
+        }
     }
 }
