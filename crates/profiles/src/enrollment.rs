@@ -198,8 +198,9 @@ pub fn judge_reply(
     }
     // A DER or BER SEQUENCE is the only way a CMS message starts.
     if body.first() != Some(&0x30) {
+        // Unsigned: a configuration profile, whatever else it lacks, is refused for that.
         return Err(match read_profile(body) {
-            Err(e @ ReplyProblem::NotAProfile(_)) => e,
+            Err(e @ ReplyProblem::NotAProfile(_)) if !is_configuration(body) => e,
             _ => ReplyProblem::Unsigned,
         });
     }
@@ -228,6 +229,19 @@ pub fn judge_reply(
     profile.signer = signer;
     profile.signature = signature;
     Ok(profile)
+}
+
+/// Whether `bytes` is a plist dictionary whose `PayloadType` is `Configuration`.
+fn is_configuration(bytes: &[u8]) -> bool {
+    usbmux::bounded_plist::from_bytes(bytes, usbmux::Limits::new(MAX_REPLY))
+        .ok()
+        .and_then(|v| {
+            v.as_dictionary()?
+                .get("PayloadType")?
+                .as_string()
+                .map(|t| t == "Configuration")
+        })
+        .unwrap_or(false)
 }
 
 /// A configuration profile plist with its `com.apple.mdm` payload.
