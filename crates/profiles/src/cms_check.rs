@@ -121,7 +121,7 @@ pub fn verify_by_included_signer(bytes: &[u8]) -> Result<CheckedSignature, CmsCh
         .ok_or_else(|| unsupported(format!("a {} key with {:?}", spki.algorithm.oid, digest)))?;
     sig::UnparsedPublicKey::new(algorithm, key)
         .verify(&signed, signer.signature.as_bytes())
-        .map_err(|_| bad("the signature does not verify with the signer's certificate"))?;
+        .map_err(|_| bad("not made with the key of the signer certificate it includes"))?;
     Ok(CheckedSignature {
         content,
         signer_subject: cert.tbs_certificate.subject.to_string(),
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(
             verify_by_included_signer(&signature),
             Err(CmsCheckError::DoesNotVerify(
-                "the signature does not verify with the signer's certificate".into()
+                "not made with the key of the signer certificate it includes".into()
             ))
         );
     }

@@ -418,7 +418,7 @@ mod tests {
                 200,
                 &tampered,
                 ReplyProblem::BadSignature(
-                    "the signature does not verify with the signer's certificate".into(),
+                    "not made with the key of the signer certificate it includes".into(),
                 ),
             ),
             (

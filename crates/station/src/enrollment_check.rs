@@ -73,7 +73,7 @@ pub async fn fetch(
     url: &str,
     body: Vec<u8>,
     timeout: Duration,
-) -> Result<(u16, Vec<u8>), FetchError> {
+) -> Fetched {
     if !url.starts_with("https://") {
         return Err(FetchError::NotHttps);
     }
@@ -131,12 +131,11 @@ fn request_error(e: reqwest::Error) -> FetchError {
     }
 }
 
+/// The reply's status and body, or why there is none.
+pub type Fetched = Result<(u16, Vec<u8>), FetchError>;
+
 /// What the check reports for `url` (shown without its query), given what was fetched.
-pub fn finding(
-    url: &str,
-    fetched: Result<(u16, Vec<u8>), FetchError>,
-    version_sent: &str,
-) -> Finding {
+pub fn finding(url: &str, fetched: Fetched, version_sent: &str) -> Finding {
     let url = shown_url(url);
     let fail = |detail: String| Finding {
         level: Level::Fail,
@@ -280,7 +279,7 @@ mod tests {
 
     const URL: &str = "https://mdm.example.org/enroll?token=SECRET";
 
-    fn detail(fetched: Result<(u16, Vec<u8>), FetchError>) -> Finding {
+    fn detail(fetched: Fetched) -> Finding {
         finding(URL, fetched, "22A3354")
     }
 
@@ -301,7 +300,7 @@ mod tests {
 
     #[test]
     fn each_outcome_has_its_level_and_next_step() {
-        let cases: Vec<(Result<(u16, Vec<u8>), FetchError>, Level, &str)> = vec![
+        let cases: Vec<(Fetched, Level, &str)> = vec![
             (Ok((404, vec![])), Level::Fail, "copy the enrollment URL"),
             (Ok((500, vec![])), Level::Fail, "look at its log"),
             (Ok((302, vec![])), Level::Fail, "only on HTTP 200"),
