@@ -36,12 +36,22 @@ fn row<'a>(out: &'a str, check: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no row {check}:\n{out}"))
 }
 
-/// The configuration with the MDM enrollment URL on the simulator's TLS server (the
-/// simulator has no MDM server of its own yet).
+/// The configuration with the MDM enrollment URL on the simulator's fake MDM, whose CA the
+/// station trusts beside the activation server's (`activation.extra_ca_file`).
 fn reachable_config(h: &Harness) -> String {
-    let activation = h.settings().activation.base_url.to_string();
+    config_enrolling_at(h, &h.sim().mdm_enrollment_url())
+}
+
+fn config_enrolling_at(h: &Harness, url: &str) -> String {
+    let mut cas = std::fs::read(h.station_dir.join("activation-ca.pem")).unwrap();
+    cas.extend_from_slice(&h.sim().mdm_ca_pem());
+    std::fs::write(h.station_dir.join("check-ca.pem"), cas).unwrap();
     h.config_text(&ConfigSpec::default())
-        .replace(ENROLLMENT_URL, &format!("{activation}enroll"))
+        .replace(ENROLLMENT_URL, url)
+        .replace(
+            "extra_ca_file = \"activation-ca.pem\"",
+            "extra_ca_file = \"check-ca.pem\"",
+        )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,9 +68,30 @@ async fn the_check_passes_against_the_simulator() {
             "usbmuxd",
             "activation server",
             "MDM enrollment URL",
+            "MDM enrollment profile",
         ] {
             assert!(row(&out, check).contains(" ok "), "{check}:\n{out}");
         }
+        let base = &h.sim().mdm_server().base_url;
+        assert!(
+            row(&out, "MDM enrollment profile").contains(&format!(
+                "MDM payload found (server {base}mdm/server, topic \
+                 com.apple.mgmt.External.cartprep-simulator); signed by "
+            )),
+            "{out}"
+        );
+        // The MDM saw what an iPad sends: a POST of a signed MachineInfo.
+        let seen = h.sim().mdm_server().seen();
+        let post = seen
+            .iter()
+            .find(|r| r.method == "POST")
+            .unwrap_or_else(|| panic!("no POST among {seen:?}"));
+        assert_eq!(post.user_agent, "CloudConfiguration/1.0");
+        assert_eq!(post.content_type, "application/pkcs7-signature");
+        assert!(
+            post.udid.is_some(),
+            "a signed MachineInfo with a UDID: {post:?}"
+        );
         assert!(row(&out, "usbmuxd").contains("1 iPad(s) attached"), "{out}");
         assert!(row(&out, "Wi-Fi profile").contains(SSID), "{out}");
         assert!(out.contains("ready: plug the cart in"), "{out}");
@@ -75,15 +106,19 @@ async fn the_check_names_each_failure() {
         let good = reachable_config(&h);
         let usbmuxd = h.config().usbmuxd.clone();
 
-        let wrong_url = good.replace(
-            &format!("{}enroll", h.settings().activation.base_url),
-            "https://127.0.0.1:9/enroll",
-        );
+        let wrong_url = config_enrolling_at(&h, "https://127.0.0.1:9/enroll");
         let (code, out, err) = check(&h, wrong_url).await;
         assert_eq!(code, 2, "{out}{err}");
         assert!(row(&out, "MDM enrollment URL").contains("FAIL"), "{out}");
+        assert!(
+            row(&out, "MDM enrollment profile").contains("FAIL"),
+            "{out}"
+        );
         assert!(row(&out, "activation server").contains(" ok "), "{out}");
-        assert!(err.contains("not ready: MDM enrollment URL"), "{err}");
+        assert!(
+            err.contains("not ready: MDM enrollment URL, MDM enrollment profile"),
+            "{err}"
+        );
 
         let absent = h.station_dir.join("no-usbmuxd.sock");
         let no_usbmuxd = good.replace(
@@ -102,6 +137,40 @@ async fn the_check_names_each_failure() {
         assert!(row(&out, "configuration").contains(" ok "), "{out}");
         assert!(row(&out, "usbmuxd").contains("skipped"), "{out}");
         assert!(err.contains("not ready: identity"), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_names_what_is_wrong_with_the_enrollment_reply() {
+    within(async {
+        let h = Harness::new(cart(vec![fresh()])).await;
+        let base = h.sim().mdm_server().base_url.clone();
+        // (path on the fake MDM, the row's result, what the row says)
+        let cases = [
+            ("enroll/unsigned", "FAIL", "an iPad rejects an unsigned enrollment profile (Invalid Profile)"),
+            ("enroll/nowhere", "FAIL", "HTTP 404 (\u{201c}unknown endpoint\u{201d}): no enrollment profile at this address"),
+            ("enroll/no-mdm-payload", "FAIL", "the profile holds no com.apple.mdm payload (its payloads: com.apple.webClip.managed)"),
+            ("enroll/bad-signature", "FAIL", "the reply's signature does not verify"),
+            ("enroll/not-a-profile", "FAIL", "the reply is not a configuration profile"),
+            ("enroll/devices-only", "warning", "HTTP 403: the MDM refuses the request"),
+        ];
+        for (path, result, says) in cases {
+            let (code, out, err) = check(&h, config_enrolling_at(&h, &format!("{base}{path}"))).await;
+            let profile = row(&out, "MDM enrollment profile");
+            assert!(profile.contains(&format!(" {result} ")), "{path}:\n{out}");
+            assert!(profile.contains(says), "{path}:\n{out}");
+            if result == "FAIL" {
+                assert_eq!(code, 2, "{path}:\n{out}{err}");
+                assert!(err.contains("not ready: MDM enrollment profile"), "{path}: {err}");
+            } else {
+                assert_eq!(code, 0, "{path}: a warning alone does not fail the check\n{out}{err}");
+                assert!(
+                    out.contains("ready: plug the cart in (but read the warning above: MDM enrollment profile)"),
+                    "{path}:\n{out}"
+                );
+            }
+        }
     })
     .await;
 }

@@ -1,5 +1,6 @@
 //! `cartprep check --config FILE`: the pre-flight check before a cart is plugged in. Each
-//! check gets a row (ok, FAIL, or skipped, and why); any failure exits with status 2.
+//! check gets a row (ok, warning, FAIL, or skipped, and why); any failure exits with status 2.
+//! A warning (something the check cannot prove either way) leaves the status at 0.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ pub struct Row {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Ok,
+    /// Not proven wrong; the detail says what to do.
+    Warn,
     Fail,
     Skipped,
 }
@@ -39,6 +42,7 @@ impl Verdict {
     fn word(self) -> &'static str {
         match self {
             Verdict::Ok => "ok",
+            Verdict::Warn => "warning",
             Verdict::Fail => "FAIL",
             Verdict::Skipped => "skipped",
         }
@@ -55,10 +59,10 @@ fn row(check: &'static str, result: Verdict, detail: impl Into<String>) -> Row {
 
 /// The table, as printed.
 pub fn render(rows: &[Row]) -> String {
-    let mut out = format!("{:<22} {:<8} {}\n", "CHECK", "RESULT", "DETAIL");
+    let mut out = format!("{:<24} {:<8} {}\n", "CHECK", "RESULT", "DETAIL");
     for r in rows {
         out.push_str(&format!(
-            "{:<22} {:<8} {}\n",
+            "{:<24} {:<8} {}\n",
             r.check,
             r.result.word(),
             r.detail
@@ -100,7 +104,12 @@ pub fn config_rows(error: &ConfigError) -> Vec<Row> {
             row(check, Verdict::Fail, found.join("; "))
         });
     }
-    for check in ["usbmuxd", "activation server", "MDM enrollment URL"] {
+    for check in [
+        "usbmuxd",
+        "activation server",
+        "MDM enrollment URL",
+        "MDM enrollment profile",
+    ] {
         rows.push(row(
             check,
             Verdict::Skipped,
@@ -145,12 +154,33 @@ pub async fn settings_rows(path: &std::path::Path, settings: &Settings) -> Vec<R
     rows.push(tls_row("activation server", settings, activation.base_url.as_str()).await);
     rows.push(tls_row("MDM enrollment URL", settings, &config.mdm.enrollment_url).await);
     rows.push(asm_row(settings).await);
-    rows.push(row(
-        "MDM enrollment profile",
-        Verdict::Skipped,
-        "not checked: cartprep does not yet send a device-like enrollment request",
-    ));
+    rows.push(enrollment_row(settings).await);
     rows
+}
+
+/// The enrollment URL answers the request an iPad sends at the end of Setup Assistant with a
+/// signed profile holding an MDM payload (`station::enrollment_check`).
+async fn enrollment_row(settings: &Settings) -> Row {
+    const CHECK: &str = "MDM enrollment profile";
+    let client = match settings.activation.client() {
+        Ok(c) => c,
+        Err(e) => return row(CHECK, Verdict::Fail, e.to_string()),
+    };
+    let config = &settings.config;
+    let language = config.setup.language.as_deref().unwrap_or("en");
+    let found = station::enrollment_check::check(
+        &client,
+        &config.mdm.enrollment_url,
+        language,
+        NETWORK_TIMEOUT,
+    )
+    .await;
+    let verdict = match found.level {
+        station::enrollment_check::Level::Pass => Verdict::Ok,
+        station::enrollment_check::Level::Warn => Verdict::Warn,
+        station::enrollment_check::Level::Fail => Verdict::Fail,
+    };
+    row(CHECK, verdict, found.detail)
 }
 
 /// Apple School Manager, when `[asm]` is set: the API account signs in and the MDM server's
@@ -200,8 +230,14 @@ async fn usbmuxd_row(address: &str) -> Row {
 /// Reachable over TLS: a certificate the station trusts (the built-in roots and
 /// `activation.ca_file`) and any HTTP answer at all.
 async fn tls_row(check: &'static str, settings: &Settings, url: &str) -> Row {
+    // Shown without a query, where MDMs put enrollment tokens.
+    let shown = station::enrollment_check::shown_url(url);
     if !url.starts_with("https://") {
-        return row(check, Verdict::Fail, format!("{url}: not an https:// URL"));
+        return row(
+            check,
+            Verdict::Fail,
+            format!("{shown}: not an https:// URL"),
+        );
     }
     let client = match settings.activation.client() {
         Ok(c) => c,
@@ -211,7 +247,7 @@ async fn tls_row(check: &'static str, settings: &Settings, url: &str) -> Row {
         Ok(Ok(answer)) => row(
             check,
             Verdict::Ok,
-            format!("{url}: TLS ok, HTTP {}", answer.status().as_u16()),
+            format!("{shown}: TLS ok, HTTP {}", answer.status().as_u16()),
         ),
         Ok(Err(e)) => {
             // reqwest's own text is "error sending request"; the cause says what failed.
@@ -221,12 +257,12 @@ async fn tls_row(check: &'static str, settings: &Settings, url: &str) -> Row {
                 why = format!("{why}: {s}");
                 source = s.source();
             }
-            row(check, Verdict::Fail, format!("{url}: {why}"))
+            row(check, Verdict::Fail, format!("{shown}: {why}"))
         }
         Err(_) => row(
             check,
             Verdict::Fail,
-            format!("{url}: no answer within {} s", NETWORK_TIMEOUT.as_secs()),
+            format!("{shown}: no answer within {} s", NETWORK_TIMEOUT.as_secs()),
         ),
     }
 }
@@ -244,7 +280,19 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
         .filter(|r| r.result == Verdict::Fail)
         .map(|r| r.check)
         .collect();
-    if failed.is_empty() {
+    let warned: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.result == Verdict::Warn)
+        .map(|r| r.check)
+        .collect();
+    if failed.is_empty() && !warned.is_empty() {
+        writeln!(
+            out,
+            "ready: plug the cart in (but read the warning above: {})",
+            warned.join(", ")
+        )?;
+        Ok(())
+    } else if failed.is_empty() {
         writeln!(out, "ready: plug the cart in")?;
         Ok(())
     } else {

@@ -8,6 +8,10 @@
 //! - [`cms`]: [`sign_attached`] — the CMS SignedData answering MCInstall's `Escalate` and
 //!   supervised pairing's challenge (content attached, never canonicalised).
 //! - [`cloud_config`]: [`CloudConfigBuilder`] — the `SetCloudConfiguration` dictionary.
+//! - [`cms_check`]: a signed profile's signature checked with the signer it includes, in the
+//!   algorithms MDM servers use.
+//! - [`enrollment`]: the MDM enrollment request an iPad sends at the end of Setup Assistant
+//!   (`MachineInfo`) and [`enrollment::judge_reply`], what the reply means.
 //! - [`skip_keys`]: the `SkipSetup` catalogue and [`skip_keys::expand`].
 //! - [`wifi`]: [`WifiProfile`] → `.mobileconfig`; [`load_mobileconfig`] for existing profiles
 //!   (XML, binary or signed), installed unchanged.
@@ -23,6 +27,8 @@
 mod ber;
 pub mod cloud_config;
 pub mod cms;
+pub mod cms_check;
+pub mod enrollment;
 pub mod error;
 pub mod files;
 pub mod identity;

@@ -6,7 +6,13 @@
 //! Paths under the base URL:
 //! - `enroll`: the signed enrollment profile;
 //! - `enroll/unsigned`: the same profile as a plain plist (a misconfigured MDM);
-//! - `enroll/not-a-profile`: a signed plist that is not a configuration profile.
+//! - `enroll/not-a-profile`: a signed plist that is not a configuration profile;
+//! - `enroll/no-mdm-payload`: a signed configuration profile without a `com.apple.mdm` payload;
+//! - `enroll/bad-signature`: the signed profile with its signature spoilt;
+//! - `enroll/devices-only`: 403, as an MDM that checks that the request is signed by an
+//!   Apple-issued device identity answers (a station's check cannot be).
+//!
+//! These failure paths are the fake MDM's test knobs, not device rules.
 //!
 //! Each request is kept (method, path, user agent, the device's UDID from its MachineInfo) so
 //! tests can check what the device sent. The request body must be a CMS-signed MachineInfo
@@ -174,6 +180,19 @@ fn route(served: &Served, req: &Request) -> Response {
             content_type: "application/x-apple-aspen-config",
             body: profile,
         },
+        "/enroll/no-mdm-payload" => signed(&without_mdm_payload(served)),
+        "/enroll/bad-signature" => {
+            let mut response = signed(&profile);
+            // The signature is the message's last bytes.
+            if let Some(last) = response.body.last_mut() {
+                *last ^= 0x01;
+            }
+            response
+        }
+        "/enroll/devices-only" => Response::text(
+            403,
+            "unauthorized enrollment client: not signed by an Apple device identity",
+        ),
         "/enroll/not-a-profile" => {
             let mut d = Dictionary::new();
             d.insert("Message".into(), "Welcome to the MDM".into());
@@ -187,6 +206,33 @@ fn xml(dict: &Dictionary) -> Vec<u8> {
     let mut out = Vec::new();
     let _ = plist::to_writer_xml(&mut out, dict);
     out
+}
+
+/// A configuration profile whose only payload is a web clip: signed, but it enrolls nothing.
+fn without_mdm_payload(served: &Served) -> Vec<u8> {
+    let mut clip = Dictionary::new();
+    clip.insert("PayloadType".into(), "com.apple.webClip.managed".into());
+    clip.insert("PayloadVersion".into(), 1u64.into());
+    clip.insert(
+        "PayloadIdentifier".into(),
+        format!("{PROFILE_IDENTIFIER}.clip").into(),
+    );
+    clip.insert("PayloadUUID".into(), crate::rng::uuid_upper().into());
+    clip.insert("Label".into(), "School portal".into());
+    clip.insert("URL".into(), served.base_url.clone().into());
+    let mut profile = Dictionary::new();
+    profile.insert("PayloadType".into(), "Configuration".into());
+    profile.insert("PayloadVersion".into(), 1u64.into());
+    profile.insert(
+        "PayloadIdentifier".into(),
+        format!("{PROFILE_IDENTIFIER}.web").into(),
+    );
+    profile.insert("PayloadUUID".into(), crate::rng::uuid_upper().into());
+    profile.insert(
+        "PayloadContent".into(),
+        Value::Array(vec![Value::Dictionary(clip)]),
+    );
+    xml(&profile)
 }
 
 /// The enrollment profile: one `com.apple.mdm` payload pointing at this server.

@@ -115,6 +115,21 @@ async fn a_failed_enrollment_keeps_the_ipad_in_setup_assistant_and_says_why() {
             Some(ca.clone()),
             |f| matches!(f, EnrollmentFailure::NotAProfile(_)),
         ),
+        (
+            format!("{base}enroll/no-mdm-payload"),
+            Some(ca.clone()),
+            |f| *f == EnrollmentFailure::NoMdmPayload,
+        ),
+        (
+            format!("{base}enroll/bad-signature"),
+            Some(ca.clone()),
+            |f| matches!(f, EnrollmentFailure::BadSignature(_)),
+        ),
+        (
+            format!("{base}enroll/devices-only"),
+            Some(ca.clone()),
+            |f| *f == EnrollmentFailure::HttpStatus(403),
+        ),
         (format!("{base}nowhere"), Some(ca.clone()), |f| {
             *f == EnrollmentFailure::HttpStatus(404)
         }),

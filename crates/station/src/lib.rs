@@ -31,6 +31,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod enrollment_check;
 pub mod export;
 pub mod ledger;
 pub mod metrics;
