@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use plist::Dictionary;
 use tokio::sync::{broadcast, watch};
 use usbmux::{ClientInfo, DeviceEvent, DeviceProperties};
 
@@ -63,6 +65,16 @@ impl fmt::Display for Notice {
     }
 }
 
+/// What every Listen client is sent.
+#[derive(Debug, Clone)]
+pub enum Broadcast {
+    Event(DeviceEvent),
+    /// A plist message as it is, whatever it holds: what another usbmuxd build (a newer one,
+    /// macOS, Windows' Apple Mobile Device Service) might send that this dialect does not.
+    /// Binary-protocol listeners do not get it (the binary protocol has no plist messages).
+    Message(Dictionary),
+}
+
 #[derive(Debug)]
 struct Plugged {
     device_id: u32,
@@ -88,7 +100,10 @@ pub enum CartError {
 pub struct Cart {
     devices: Vec<Arc<VirtualIpad>>,
     ports: Mutex<Ports>,
-    events: broadcast::Sender<DeviceEvent>,
+    events: broadcast::Sender<Broadcast>,
+    /// Attached messages carry only what identifies and locates the device (see
+    /// [`Cart::set_sparse_attached`]).
+    sparse_attached: AtomicBool,
     notices: broadcast::Sender<Notice>,
     pub faults: Arc<Mutex<FaultBook>>,
     pub store: PairStore,
@@ -125,6 +140,7 @@ impl Cart {
             devices,
             ports: Mutex::new(Ports::default()),
             events: broadcast::channel(1024).0,
+            sparse_attached: AtomicBool::new(false),
             notices: broadcast::channel(1024).0,
             faults: Arc::new(Mutex::new(faults)),
             store,
@@ -148,11 +164,28 @@ impl Cart {
         self.notices.subscribe()
     }
 
-    fn properties(ipad: &VirtualIpad, device_id: u32) -> DeviceProperties {
+    fn properties(&self, ipad: &VirtualIpad, device_id: u32) -> DeviceProperties {
         let mut p = DeviceProperties::usb(device_id, ipad.udid());
         p.location_id = Some(ipad.spec.usb.location_id());
         p.product_id = Some(u64::from(ipad.spec.model.usb_product_id));
+        if self.sparse_attached.load(Ordering::Relaxed) {
+            p.connection_speed = None;
+            p.connection_type = None;
+            p.product_id = None;
+        }
         p
+    }
+
+    /// From now on, `Attached` messages (Listen events and ListDevices entries) leave out
+    /// ConnectionSpeed, ConnectionType and ProductID, which clients proven on devices treat as
+    /// optional (`docs/fidelity.md` §1): a test of clients against usbmuxd builds that omit them.
+    pub fn set_sparse_attached(&self, sparse: bool) {
+        self.sparse_attached.store(sparse, Ordering::Relaxed);
+    }
+
+    /// Sends `message` as it is to every plist Listen client (see [`Broadcast::Message`]).
+    pub fn send_to_listeners(&self, message: Dictionary) {
+        let _ = self.events.send(Broadcast::Message(message));
     }
 
     /// Plugs the iPad in `slot` in: it gets the next free DeviceID (Linux usbmuxd counts up from 1
@@ -183,7 +216,9 @@ impl Cart {
         );
         let _ = self
             .events
-            .send(DeviceEvent::Attached(Self::properties(&ipad, id)));
+            .send(Broadcast::Event(DeviceEvent::Attached(
+                self.properties(&ipad, id),
+            )));
         drop(ports);
         let _ = self.notices.send(Notice::Plugged {
             slot,
@@ -206,9 +241,9 @@ impl Cart {
             .ok_or(CartError::NotPlugged(slot))?;
         let _ = plugged.unplug.send(true);
         ipad.pending_services().clear();
-        let _ = self.events.send(DeviceEvent::Detached {
+        let _ = self.events.send(Broadcast::Event(DeviceEvent::Detached {
             device_id: plugged.device_id,
-        });
+        }));
         drop(ports);
         let _ = self.notices.send(Notice::Unplugged {
             slot,
@@ -224,7 +259,7 @@ impl Cart {
         let mut list: Vec<_> = ports
             .plugged
             .iter()
-            .filter_map(|(slot, p)| self.device(*slot).map(|d| Self::properties(d, p.device_id)))
+            .filter_map(|(slot, p)| self.device(*slot).map(|d| self.properties(d, p.device_id)))
             .collect();
         list.sort_by_key(|p| p.device_id);
         list
@@ -232,13 +267,13 @@ impl Cart {
 
     /// For a new Listen client: the devices present now and the events after, with no gap and
     /// no duplicate between them.
-    pub fn subscribe(&self) -> (Vec<DeviceProperties>, broadcast::Receiver<DeviceEvent>) {
+    pub fn subscribe(&self) -> (Vec<DeviceProperties>, broadcast::Receiver<Broadcast>) {
         let ports = self.ports();
         let rx = self.events.subscribe();
         let list = ports
             .plugged
             .iter()
-            .filter_map(|(slot, p)| self.device(*slot).map(|d| Self::properties(d, p.device_id)))
+            .filter_map(|(slot, p)| self.device(*slot).map(|d| self.properties(d, p.device_id)))
             .collect();
         drop(ports);
         (list, rx)
@@ -365,8 +400,18 @@ impl Cart {
                 d.udid().eq_ignore_ascii_case(udid) || d.spec.identity.usb_serial() == udid
             });
         if matches {
-            let _ = self.events.send(DeviceEvent::Paired { device_id });
+            let _ = self
+                .events
+                .send(Broadcast::Event(DeviceEvent::Paired { device_id }));
         }
+    }
+
+    /// Someone enters the passcode of the iPad in `slot`: a `locked` iPad stops refusing to
+    /// pair (it asks "Trust This Computer?" next).
+    pub fn unlock(&self, slot: u32) -> Result<(), CartError> {
+        let ipad = self.device(slot).ok_or(CartError::NoSuchSlot(slot))?;
+        ipad.state().screen_locked = false;
+        Ok(())
     }
 
     /// `(slot, device_id or None)` for every slot, for `list`.

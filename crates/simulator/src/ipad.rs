@@ -24,8 +24,9 @@ pub enum PairingBehavior {
     Dialog { attempts: u32 },
     /// The user taps "Don't Trust".
     Deny,
-    /// A passcode is set and the screen is locked: PasswordProtected.
-    Locked,
+    /// A passcode is set and the screen is locked: PasswordProtected until someone unlocks it
+    /// ([`DeviceState::screen_locked`]); then it asks "Trust This Computer?" like `Dialog`.
+    Locked { attempts: u32 },
 }
 
 /// Everything fixed about a device for the length of a run.
@@ -100,6 +101,9 @@ pub struct DeviceState {
     pub passcode: bool,
     pub untrusted_host_buid: Option<String>,
     pub hosts: BTreeMap<String, PairedHost>,
+    /// The screen is locked behind a passcode (pairing [`PairingBehavior::Locked`]) and nobody
+    /// has unlocked it yet.
+    pub screen_locked: bool,
     /// Pair requests answered with PairingDialogResponsePending so far.
     pub dialog_answers: u32,
     /// Values in writable domains other than the default and international ones.
@@ -143,6 +147,7 @@ impl DeviceState {
             passcode,
             untrusted_host_buid: None,
             hosts: BTreeMap::new(),
+            screen_locked: false,
             dialog_answers: 0,
             extra_domains: BTreeMap::new(),
             cloud_config: None,

@@ -574,19 +574,24 @@ fn pair(ipad: &VirtualIpad, req: &Dictionary) -> Dictionary {
 /// The device's own answer to an ordinary Pair: silent, prompt, refusal or locked.
 fn pairing_consent(ipad: &VirtualIpad, state: &mut crate::ipad::DeviceState) -> Option<Dictionary> {
     const NAME: &str = "Pair";
-    match ipad.spec.pairing {
-        PairingBehavior::Accept => {}
-        PairingBehavior::Dialog { attempts } => {
-            if state.dialog_answers < attempts {
-                state.dialog_answers += 1;
-                return Some(error(NAME, "PairingDialogResponsePending"));
-            }
-            state.dialog_answers = 0;
+    let dialog = |state: &mut crate::ipad::DeviceState, attempts: u32| {
+        if state.dialog_answers < attempts {
+            state.dialog_answers += 1;
+            return Some(error(NAME, "PairingDialogResponsePending"));
         }
-        PairingBehavior::Deny => return Some(error(NAME, "UserDeniedPairing")),
-        PairingBehavior::Locked => return Some(error(NAME, "PasswordProtected")),
+        state.dialog_answers = 0;
+        None
+    };
+    match ipad.spec.pairing {
+        PairingBehavior::Accept => None,
+        PairingBehavior::Dialog { attempts } => dialog(state, attempts),
+        PairingBehavior::Deny => Some(error(NAME, "UserDeniedPairing")),
+        // Refused while locked; once unlocked, the Trust prompt (`docs/fidelity.md` §2).
+        PairingBehavior::Locked { .. } if state.screen_locked => {
+            Some(error(NAME, "PasswordProtected"))
+        }
+        PairingBehavior::Locked { attempts } => dialog(state, attempts),
     }
-    None
 }
 
 fn start_session(
