@@ -214,11 +214,9 @@ impl Cart {
                 unplug: watch::channel(false).0,
             },
         );
-        let _ = self
-            .events
-            .send(Broadcast::Event(DeviceEvent::Attached(
-                self.properties(&ipad, id),
-            )));
+        let _ = self.events.send(Broadcast::Event(DeviceEvent::Attached(
+            self.properties(&ipad, id),
+        )));
         drop(ports);
         let _ = self.notices.send(Notice::Plugged {
             slot,

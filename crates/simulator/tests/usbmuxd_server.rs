@@ -1018,10 +1018,7 @@ async fn the_control_channel_can_send_listeners_an_unknown_message_and_sparse_at
 
     let said = simulator::control::execute(&sim.cart, "listen-message DeviceListChanged").await;
     assert!(said.starts_with("ok"), "{said}");
-    assert_eq!(
-        next_event(&mut events).await,
-        message("DeviceListChanged")
-    );
+    assert_eq!(next_event(&mut events).await, message("DeviceListChanged"));
 
     let said = simulator::control::execute(&sim.cart, "sparse-attached on").await;
     assert!(said.starts_with("ok"), "{said}");
