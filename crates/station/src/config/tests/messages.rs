@@ -451,15 +451,8 @@ fn cases() -> Vec<Case> {
 }
 
 fn to_bytes(text: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find(BAD_BYTE) {
-        out.extend_from_slice(rest[..at].as_bytes());
-        out.push(0xFF);
-        rest = &rest[at + BAD_BYTE.len()..];
-    }
-    out.extend_from_slice(rest.as_bytes());
-    out
+    let parts: Vec<&[u8]> = text.split(BAD_BYTE).map(str::as_bytes).collect();
+    parts.join(&0xFF)
 }
 
 #[test]
