@@ -37,13 +37,10 @@ async fn each_ipad_that_needs_a_person_says_what_to_do() {
             f(&mut d);
             d
         };
-        // Slot by slot, what is wrong with it and what the operator must read.
+        // Slot by slot, what is wrong with it and what the operator must read. (A locked
+        // iPad steps aside and waits for its passcode instead of ending: see
+        // `a_locked_ipad_steps_aside_and_is_prepared_once_unlocked`.)
         let cases: Vec<(DeviceEntry, Attention, &str)> = vec![
-            (
-                entry(|d| d.pairing = PairingKind::Locked),
-                Attention::Locked,
-                "unlock the iPad (passcode)",
-            ),
             (
                 entry(|d| d.pairing = PairingKind::Deny),
                 Attention::TrustDenied,
@@ -63,7 +60,7 @@ async fn each_ipad_that_needs_a_person_says_what_to_do() {
                 Attention::AlreadySetUp,
                 "already set up; erase is not allowed by policy",
             ),
-            // Slots 5 and 6 get another organisation's cloud configuration below.
+            // Slots 4 and 5 get another organisation's cloud configuration below.
             (
                 fresh(),
                 Attention::SupervisedByOther,
@@ -86,7 +83,7 @@ async fn each_ipad_that_needs_a_person_says_what_to_do() {
         })
         .await
         .unwrap();
-        for (slot, allow_pairing) in [(5, true), (6, false)] {
+        for (slot, allow_pairing) in [(4, true), (5, false)] {
             let mut state = h.sim().cart.device(slot).unwrap().state();
             state.activated = true;
             state.cloud_config = Some(supervised_elsewhere(
@@ -155,11 +152,11 @@ async fn each_ipad_that_needs_a_person_says_what_to_do() {
             );
         }
 
-        // An iPad gives its serial number only to a host it trusts: a locked iPad, one that
-        // refused us, and one that lets only its supervisor pair (slot 6, AllowPairing false)
-        // are recorded by UDID, with what they need.
+        // An iPad gives its serial number only to a host it trusts: one that refused us, and
+        // one that lets only its supervisor pair (slot 5, AllowPairing false) are recorded by
+        // UDID, with what they need.
         let records = h.records();
-        let never_paired = [1u32, 2, 6];
+        let never_paired = [1u32, 5];
         for slot in never_paired {
             let (_, attention, _) = &cases[slot as usize - 1];
             let r = records
@@ -179,7 +176,7 @@ async fn each_ipad_that_needs_a_person_says_what_to_do() {
             assert_eq!(station::ledger::key_of(r), format!("udid:{}", h.udid(slot)));
         }
         assert_eq!(records.len(), cases.len(), "one record per iPad");
-        for slot in [3u32, 4, 5, 7] {
+        for slot in [2u32, 3, 4, 6] {
             let (_, attention, message) = &cases[slot as usize - 1];
             let r = h.record(slot);
             assert_eq!(
@@ -201,12 +198,12 @@ async fn each_ipad_that_needs_a_person_says_what_to_do() {
             assert!(r.settings_fingerprint.is_none(), "not prepared");
         }
         assert_eq!(
-            h.record(3).completed,
+            h.record(2).completed,
             Step::Assessed,
             "activation is what failed"
         );
         assert_eq!(
-            h.record(7).completed,
+            h.record(6).completed,
             Step::Activated,
             "supervision is what failed"
         );
@@ -245,6 +242,83 @@ async fn the_trust_prompt_is_shown_until_someone_taps_trust() {
         let r = h.record(1);
         assert_eq!(r.outcome, Outcome::Done);
         assert_eq!(r.attempts, 1, "waiting for a tap is not a new attempt");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_ipad_steps_aside_and_is_prepared_once_unlocked() {
+    within(async {
+        // Slot 1 is locked with a passcode; slot 2 is a fresh iPad behind it in the queue.
+        let locked = DeviceEntry {
+            pairing: PairingKind::Locked,
+            passcode: true,
+            ..fresh()
+        };
+        let h = Harness::new(cart(vec![locked, fresh()])).await;
+        let daemon = h.spawn_daemon(false, when_all(vec![h.udid(1), h.udid(2)], &[Light::Done]));
+
+        h.wait_for("slot 2 done while slot 1 waits for its passcode", |h| {
+            h.light(2) == Some(Light::Done)
+        })
+        .await;
+        let s = h.status(1).expect("slot 1 is on the board");
+        assert_eq!(s.light, Light::Attention, "{}", h.out.text());
+        assert_eq!(s.attention, Some(Attention::Locked));
+        assert_eq!(s.message, "unlock the iPad (passcode)");
+        assert_eq!(s.current, Some(Step::Paired));
+        // The station keeps asking on its own; nothing is paired while it is locked.
+        let ipad = h.sim().cart.device(1).unwrap().clone();
+        h.wait_for("pairing asked again", |_| {
+            ipad.state().pair_request_host_ids.len() >= 2
+        })
+        .await;
+        assert!(ipad.state().hosts.is_empty());
+        assert_eq!(h.record(2).outcome, Outcome::Done);
+
+        // Someone enters the passcode: no one touches the station.
+        h.sim().cart.unlock(1).unwrap();
+        let report = daemon.await.unwrap().expect("the daemon runs");
+        assert_eq!(report.summary.done, 2, "{}", h.out.text());
+        assert_eq!(report.summary.attention, 0, "{}", h.out.text());
+
+        let lines = h.out.lines();
+        let position = |slot: &str, what: &str| {
+            lines
+                .iter()
+                .position(|l| slot_of_line(l).as_deref() == Some(slot) && l.contains(what))
+                .unwrap_or_else(|| panic!("slot {slot}: no line with {what:?}:\n{}", h.out.text()))
+        };
+        let asked_to_unlock = position("1", "— unlock the iPad (passcode)");
+        let second_done = position("2", "DONE");
+        let first_done = position("1", "DONE");
+        assert!(
+            asked_to_unlock < second_done && second_done < first_done,
+            "slot 1 asks for its passcode, slot 2 finishes meanwhile, then slot 1:\n{}",
+            h.out.text()
+        );
+
+        // The journal: one record each, by serial; slot 1's says what it waited for, and the
+        // wait was no new attempt.
+        assert_eq!(h.records().len(), 2, "{:#?}", h.records());
+        let r = h.record(1);
+        assert_eq!(r.outcome, Outcome::Done);
+        assert_eq!(r.attempts, 1);
+        let paired = r
+            .history
+            .iter()
+            .find(|e| e.step == Step::Paired)
+            .and_then(|e| e.note.clone())
+            .unwrap_or_default();
+        assert_eq!(paired, "slot 1; waited for the passcode to be entered");
+        assert_ne!(r.name, h.record(2).name, "two names");
+        let unwaited = h
+            .record(2)
+            .history
+            .iter()
+            .find(|e| e.step == Step::Paired)
+            .and_then(|e| e.note.clone());
+        assert_eq!(unwaited.as_deref(), Some("slot 2"));
     })
     .await;
 }

@@ -37,7 +37,7 @@ name = "Room 12 iPad"
 pairing = "deny"
 setup_done = true
 
-[[device]]            # 4: locked with a passcode
+[[device]]            # 4: locked with a passcode (Trust asked twice once unlocked)
 pairing = "locked"
 passcode = true
 setup_done = true
@@ -244,6 +244,30 @@ async fn refusals_are_typed_errors() {
         matches!(unanswered, Err(LockdownError::TrustPromptUnanswered(w)) if w == wait),
         "{unanswered:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_ipad_refuses_pairing_until_unlocked_then_asks_for_trust() {
+    let cart = Cart::start(SCENARIO).await;
+    let wait = Duration::from_secs(10);
+    for _ in 0..2 {
+        let locked = lockdown::trusted_session(cart.device(4).await, None, wait).await;
+        assert!(
+            matches!(locked, Err(LockdownError::PasswordProtected)),
+            "{locked:?}"
+        );
+    }
+    let ipad = cart.sim.cart.device(4).unwrap().clone();
+    assert!(ipad.state().hosts.is_empty(), "nothing paired while locked");
+
+    cart.sim.cart.unlock(4).unwrap();
+    let (mut s, _) = lockdown::trusted_session(cart.device(4).await, None, wait)
+        .await
+        .expect("pairs once unlocked");
+    assert!(s.get_string("SerialNumber").await.is_ok());
+    // Unlocked, it asked "Trust This Computer?" first (its two prompts, then trusted).
+    let pairs = ipad.state().pair_request_host_ids.len();
+    assert_eq!(pairs, 2 + 3, "two refusals, two prompts, one success");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use plist::Dictionary;
 use tokio::sync::{broadcast, watch};
 use usbmux::{ClientInfo, DeviceEvent, DeviceProperties};
 
@@ -90,6 +92,16 @@ impl fmt::Display for Notice {
     }
 }
 
+/// What every Listen client is sent.
+#[derive(Debug, Clone)]
+pub enum Broadcast {
+    Event(DeviceEvent),
+    /// A plist message as it is, whatever it holds: what another usbmuxd build (a newer one,
+    /// macOS, Windows' Apple Mobile Device Service) might send that this dialect does not.
+    /// Binary-protocol listeners do not get it (the binary protocol has no plist messages).
+    Message(Dictionary),
+}
+
 #[derive(Debug)]
 struct Plugged {
     device_id: u32,
@@ -146,7 +158,10 @@ pub struct Cart {
     pub flavour: Flavour,
     devices: Vec<Arc<VirtualIpad>>,
     ports: Mutex<Ports>,
-    events: broadcast::Sender<DeviceEvent>,
+    events: broadcast::Sender<Broadcast>,
+    /// Attached messages carry only what identifies and locates the device (see
+    /// [`Cart::set_sparse_attached`]).
+    sparse_attached: AtomicBool,
     notices: broadcast::Sender<Notice>,
     pub faults: Arc<Mutex<FaultBook>>,
     pub store: PairStore,
@@ -186,6 +201,7 @@ impl Cart {
             devices,
             ports: Mutex::new(Ports::default()),
             events: broadcast::channel(1024).0,
+            sparse_attached: AtomicBool::new(false),
             notices: broadcast::channel(1024).0,
             faults: Arc::new(Mutex::new(faults)),
             store,
@@ -232,12 +248,18 @@ impl Cart {
     }
 
     fn properties(&self, ipad: &VirtualIpad, device_id: u32) -> DeviceProperties {
-        self.flavour.usb_properties(
+        let mut p = self.flavour.usb_properties(
             device_id,
             &ipad.spec.identity,
             &ipad.spec.usb,
             ipad.spec.model.usb_product_id,
-        )
+        );
+        if self.sparse_attached.load(Ordering::Relaxed) {
+            p.connection_speed = None;
+            p.connection_type = None;
+            p.product_id = None;
+        }
+        p
     }
 
     fn network_properties(&self, ipad: &VirtualIpad, device_id: u32) -> Option<DeviceProperties> {
@@ -258,6 +280,18 @@ impl Cart {
         let mut list: Vec<_> = usb.chain(network).collect();
         list.sort_by_key(|p| p.device_id);
         list
+    }
+
+    /// From now on, `Attached` messages (Listen events and ListDevices entries) leave out
+    /// ConnectionSpeed, ConnectionType and ProductID, which clients proven on devices treat as
+    /// optional (`docs/fidelity.md` §1): a test of clients against usbmuxd builds that omit them.
+    pub fn set_sparse_attached(&self, sparse: bool) {
+        self.sparse_attached.store(sparse, Ordering::Relaxed);
+    }
+
+    /// Sends `message` as it is to every plist Listen client (see [`Broadcast::Message`]).
+    pub fn send_to_listeners(&self, message: Dictionary) {
+        let _ = self.events.send(Broadcast::Message(message));
     }
 
     /// Plugs the iPad in `slot` in: it gets the next free DeviceID (Linux usbmuxd counts up from 1
@@ -284,9 +318,9 @@ impl Cart {
             },
         );
         self.bus_changed(&ports);
-        let _ = self
-            .events
-            .send(DeviceEvent::Attached(self.properties(&ipad, id)));
+        let _ = self.events.send(Broadcast::Event(DeviceEvent::Attached(
+            self.properties(&ipad, id),
+        )));
         drop(ports);
         let _ = self.notices.send(Notice::Plugged {
             slot,
@@ -316,9 +350,9 @@ impl Cart {
         let _ = plugged.unplug.send(true);
         ipad.pending_services().clear();
         self.bus_changed(&ports);
-        let _ = self.events.send(DeviceEvent::Detached {
+        let _ = self.events.send(Broadcast::Event(DeviceEvent::Detached {
             device_id: plugged.device_id,
-        });
+        }));
         drop(ports);
         let _ = self.notices.send(Notice::Unplugged {
             slot,
@@ -353,7 +387,9 @@ impl Cart {
                 unplug: watch::channel(false).0,
             },
         );
-        let _ = self.events.send(DeviceEvent::Attached(props));
+        let _ = self
+            .events
+            .send(Broadcast::Event(DeviceEvent::Attached(props)));
         drop(ports);
         let _ = self.notices.send(Notice::OnNetwork {
             slot,
@@ -375,9 +411,9 @@ impl Cart {
             .remove(&slot)
             .ok_or(CartError::NotPlugged(slot))?;
         let _ = listed.unplug.send(true);
-        let _ = self.events.send(DeviceEvent::Detached {
+        let _ = self.events.send(Broadcast::Event(DeviceEvent::Detached {
             device_id: listed.device_id,
-        });
+        }));
         drop(ports);
         let _ = self.notices.send(Notice::OffNetwork {
             slot,
@@ -403,7 +439,7 @@ impl Cart {
 
     /// For a new Listen client: the devices present now and the events after, with no gap and
     /// no duplicate between them.
-    pub fn subscribe(&self) -> (Vec<DeviceProperties>, broadcast::Receiver<DeviceEvent>) {
+    pub fn subscribe(&self) -> (Vec<DeviceProperties>, broadcast::Receiver<Broadcast>) {
         let ports = self.ports();
         let rx = self.events.subscribe();
         let list = self.listed(&ports);
@@ -546,13 +582,25 @@ impl Cart {
                 d.udid().eq_ignore_ascii_case(udid) || d.spec.identity.usb_serial() == udid
             });
         if matches {
-            let _ = self.events.send(DeviceEvent::Paired { device_id });
+            let _ = self
+                .events
+                .send(Broadcast::Event(DeviceEvent::Paired { device_id }));
         }
     }
 
     /// The DeviceID of the Wi-Fi listing of the iPad in `slot`, if it is listed so.
     pub fn network_id(&self, slot: u32) -> Option<u32> {
         self.ports().network.get(&slot).map(|p| p.device_id)
+    }
+
+    /// Someone enters the passcode of the iPad in `slot`: a `locked` iPad stops refusing to
+    /// pair, and the next Pair shows "Trust This Computer?" afresh (as after a replug).
+    pub fn unlock(&self, slot: u32) -> Result<(), CartError> {
+        let ipad = self.device(slot).ok_or(CartError::NoSuchSlot(slot))?;
+        let mut state = ipad.state();
+        state.screen_locked = false;
+        state.trust_prompt.reconnected();
+        Ok(())
     }
 
     /// `(slot, USB device_id or None)` for every slot, for `list`.

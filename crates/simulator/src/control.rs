@@ -1,5 +1,6 @@
-//! The operator's control channel: `plug N`, `unplug N`, `setup N`, `list`, from stdin or a
-//! unix socket.
+//! The operator's control channel: `plug N`, `unplug N`, `setup N`, `unlock N`, `list`, and
+//! two usbmuxd oddities for testing clients (`listen-message TYPE`, `sparse-attached on|off`),
+//! from stdin or a unix socket.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::cart::Cart;
 use crate::trust_prompt::Tap;
 
-pub const HELP: &str = "commands: plug N | unplug N | setup N | trust N | distrust N | list | help";
+pub const HELP: &str = "commands: plug N | unplug N | setup N | trust N | distrust N | \
+unlock N | list | listen-message TYPE | sparse-attached on|off | help";
 
 /// Runs one command line and returns what to print. `setup N` finishes Setup Assistant on the
 /// iPad in slot N (it enrolls in its MDM, see `enrollment.rs`) and answers when it is over;
@@ -20,6 +22,26 @@ pub async fn execute(cart: &Cart, line: &str) -> String {
     let slot = words.next().map(str::parse::<u32>);
     match (command, slot) {
         ("", _) => String::new(),
+        // Not slots: these take a word.
+        ("listen-message", _) => match line.split_whitespace().nth(1) {
+            Some(kind) => {
+                let mut message = plist::Dictionary::new();
+                message.insert("MessageType".into(), kind.into());
+                cart.send_to_listeners(message);
+                format!("ok sent MessageType {kind:?} to every Listen client")
+            }
+            None => format!("error: `listen-message` needs a MessageType; {HELP}"),
+        },
+        ("sparse-attached", _) => match line.split_whitespace().nth(1) {
+            Some(word @ ("on" | "off")) => {
+                cart.set_sparse_attached(word == "on");
+                format!(
+                    "ok Attached messages {} ConnectionSpeed, ConnectionType and ProductID",
+                    if word == "on" { "leave out" } else { "carry" }
+                )
+            }
+            _ => format!("error: `sparse-attached` needs on or off; {HELP}"),
+        },
         ("help", _) => HELP.into(),
         ("list", _) => cart
             .slots()
@@ -65,6 +87,10 @@ pub async fn execute(cart: &Cart, line: &str) -> String {
                 Err(e) => format!("error: {e}"),
             }
         }
+        ("unlock", Some(Ok(n))) => match cart.unlock(n) {
+            Ok(()) => format!("ok slot {n} unlocked"),
+            Err(e) => format!("error: {e}"),
+        },
         ("setup", Some(Ok(n))) => match cart.device(n).cloned() {
             Some(ipad) => format!(
                 "ok slot {n}: {}",
@@ -72,7 +98,7 @@ pub async fn execute(cart: &Cart, line: &str) -> String {
             ),
             None => format!("error: {}", crate::cart::CartError::NoSuchSlot(n)),
         },
-        ("plug" | "unplug" | "setup" | "trust" | "distrust", _) => {
+        ("plug" | "unplug" | "setup" | "trust" | "distrust" | "unlock", _) => {
             format!("error: `{command}` needs a slot number; {HELP}")
         }
         _ => format!("error: unknown command {command:?}; {HELP}"),

@@ -25,8 +25,9 @@ pub enum PairingBehavior {
     /// The user taps "Don't Trust" the first time the prompt shows; after a replug the prompt
     /// waits for someone to tap (`Cart::tap_trust_prompt`).
     Deny,
-    /// A passcode is set and the screen is locked: PasswordProtected.
-    Locked,
+    /// A passcode is set and the screen is locked: PasswordProtected until someone unlocks it
+    /// ([`DeviceState::screen_locked`]); then it asks "Trust This Computer?" like `Dialog`.
+    Locked { attempts: u32 },
 }
 
 /// Everything fixed about a device for the length of a run.
@@ -107,6 +108,9 @@ pub struct DeviceState {
     pub hosts: BTreeMap<String, PairedHost>,
     /// "Trust This Computer?": showing, answered, or refused until a replug.
     pub trust_prompt: crate::trust_prompt::TrustPrompt,
+    /// The screen is locked behind a passcode (pairing [`PairingBehavior::Locked`]) and nobody
+    /// has unlocked it yet.
+    pub screen_locked: bool,
     /// Values in writable domains other than the default and international ones.
     pub extra_domains: BTreeMap<String, plist::Dictionary>,
     /// CloudConfigurationDetails: absent on a fresh device.
@@ -149,6 +153,7 @@ impl DeviceState {
             untrusted_host_buid: None,
             hosts: BTreeMap::new(),
             trust_prompt: Default::default(),
+            screen_locked: false,
             extra_domains: BTreeMap::new(),
             cloud_config: None,
             profiles: Vec::new(),

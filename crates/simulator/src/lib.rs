@@ -154,6 +154,7 @@ impl Simulator {
                         entry.passcode,
                     );
                     state.migration_waits_left = entry.migration_wait_replies;
+                    state.screen_locked = entry.pairing == scenario::PairingKind::Locked;
                     if entry.setup_done {
                         state.with_setup_done()
                     } else {
@@ -257,6 +258,7 @@ impl Simulator {
                 let r = match t.action {
                     scenario::Action::Plug => cart.plug(t.slot).map(|_| ()),
                     scenario::Action::Unplug => cart.unplug(t.slot),
+                    scenario::Action::Unlock => cart.unlock(t.slot),
                     scenario::Action::Setup => {
                         if let Some(ipad) = cart.device(t.slot).cloned() {
                             // Setup Assistant runs on the device, beside the timeline.

@@ -580,6 +580,10 @@ fn pair(ipad: &VirtualIpad, req: &Dictionary) -> Dictionary {
 /// The device's own answer to an ordinary Pair: silent, prompt, refusal or locked
 /// (`crate::trust_prompt`).
 fn pairing_consent(ipad: &VirtualIpad, state: &mut crate::ipad::DeviceState) -> Option<Dictionary> {
+    // Refused while locked (`docs/fidelity.md` §2); once unlocked, the Trust prompt.
+    if state.screen_locked {
+        return Some(error("Pair", "PasswordProtected"));
+    }
     match state.trust_prompt.on_pair(ipad.spec.pairing) {
         Consent::Paired => None,
         Consent::Refused(name) => Some(error("Pair", name)),

@@ -14,6 +14,7 @@
 //! passcode = false
 //! pairing = "auto"               # auto | accept | dialog | deny | locked
 //! dialog_attempts = 2            # PairingDialogResponsePending answers before "Trust"
+//!                                # (with locked: once unlocked)
 //! latency_ms = 0                 # before every reply
 //! plugged = true                 # plugged at start (default: unless the timeline plugs it)
 //! activation_lock = false        # Find My on: the activation server wants an Apple ID
@@ -35,7 +36,8 @@
 //! at_ms = 1500
 //! slot = 1
 //! action = "unplug"              # plug | unplug | setup (finish Setup Assistant: the iPad
-//!                                # fetches its ConfigurationURL and enrolls)
+//!                                # fetches its ConfigurationURL and enrolls) | unlock (enter
+//!                                # the passcode of a `locked` iPad; Trust is asked next)
 //!
 //! [[fault]]
 //! slot = 1                       # omit for every device; 0 = the usbmuxd server
@@ -145,7 +147,9 @@ impl DeviceEntry {
             PairingKind::Auto | PairingKind::Accept => PairingBehavior::Accept,
             PairingKind::Dialog => dialog,
             PairingKind::Deny => PairingBehavior::Deny,
-            PairingKind::Locked => PairingBehavior::Locked,
+            PairingKind::Locked => PairingBehavior::Locked {
+                attempts: self.dialog_attempts.unwrap_or(2),
+            },
         }
     }
 }
@@ -157,6 +161,8 @@ pub enum Action {
     Unplug,
     /// The person at the iPad finishes Setup Assistant (see `enrollment.rs`).
     Setup,
+    /// The person at the iPad enters its passcode (pairing `locked`).
+    Unlock,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -317,7 +323,10 @@ mod tests {
             s.devices[1].pairing_behavior(),
             PairingBehavior::Dialog { attempts: 2 }
         );
-        assert_eq!(s.devices[2].pairing_behavior(), PairingBehavior::Locked);
+        assert_eq!(
+            s.devices[2].pairing_behavior(),
+            PairingBehavior::Locked { attempts: 2 }
+        );
         assert_eq!(s.faults[0].action, crate::faults::FaultAction::Drop);
     }
 

@@ -48,11 +48,13 @@ pub struct TrustPrompt {
 impl TrustPrompt {
     /// Answers an ordinary Pair, as `behaviour` (the scenario's person) would.
     pub fn on_pair(&mut self, behaviour: PairingBehavior) -> Consent {
-        match behaviour {
+        // A passcode-locked iPad refuses before any alert (lockdownd.rs); once unlocked it
+        // asks like any set-up iPad.
+        let behaviour = match behaviour {
             PairingBehavior::Accept => return Consent::Paired,
-            PairingBehavior::Locked => return Consent::Refused("PasswordProtected"),
-            PairingBehavior::Dialog { .. } | PairingBehavior::Deny => {}
-        }
+            PairingBehavior::Locked { attempts } => PairingBehavior::Dialog { attempts },
+            b @ (PairingBehavior::Dialog { .. } | PairingBehavior::Deny) => b,
+        };
         if matches!(self.alert, Alert::Hidden | Alert::Showing) {
             match behaviour {
                 PairingBehavior::Dialog { attempts } if self.pending_answers >= attempts => {
@@ -148,13 +150,11 @@ mod tests {
     }
 
     #[test]
-    fn accept_and_locked_never_show_the_alert() {
+    fn accept_never_shows_the_alert_and_an_unlocked_ipad_asks_like_a_dialog() {
         let mut p = TrustPrompt::default();
         assert_eq!(p.on_pair(PairingBehavior::Accept), Consent::Paired);
-        assert_eq!(
-            p.on_pair(PairingBehavior::Locked),
-            Consent::Refused("PasswordProtected")
-        );
         assert!(!p.is_showing());
+        let unlocked = PairingBehavior::Locked { attempts: 1 };
+        assert_eq!(answers(&mut p, unlocked, 2), [PENDING, Consent::Paired]);
     }
 }

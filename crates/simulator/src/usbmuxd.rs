@@ -12,7 +12,7 @@ use usbmux::DeviceEvent;
 use usbmux::frame::{self, Frame, MAX_REQUEST_LEN, VERSION_BINARY, VERSION_PLIST, message_type};
 use usbmux::message::{self as msg, ClientInfo, Request, ResultCode};
 
-use crate::cart::Cart;
+use crate::cart::{Broadcast, Cart};
 use crate::faults::{self, FaultAction};
 use crate::lockdownd;
 use crate::services;
@@ -328,8 +328,15 @@ async fn listen(cart: &Cart, mut stream: BoxStream, ok: Frame, binary: bool) {
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Ok(e) => {
+                Ok(Broadcast::Event(e)) => {
                     let Some(f) = encode(&e) else { return };
+                    if write(&mut stream, &f).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Broadcast::Message(_)) if binary => {}
+                Ok(Broadcast::Message(m)) => {
+                    let Some(f) = plist_frame(0, &m) else { return };
                     if write(&mut stream, &f).await.is_err() {
                         return;
                     }

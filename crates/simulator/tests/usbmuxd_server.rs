@@ -1007,6 +1007,47 @@ async fn save_pair_record_with_the_device_id_of_the_matching_device_tells_listen
     assert_eq!(next_event(&mut events).await, simple_event("Paired", 2));
 }
 
+/// Test hooks, not device rules: a message this usbmuxd dialect never sends, and Attached
+/// messages without the properties clients treat as optional (`docs/fidelity.md` §1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_channel_can_send_listeners_an_unknown_message_and_sparse_attached_events() {
+    let (_dir, sim) = start(Scenario::uniform(2)).await;
+    sim.cart.unplug(2).unwrap();
+    let mut events = listen(&sim, 1, &message("Listen")).await;
+    assert_eq!(next_event(&mut events).await, attached(&sim, 1, 1));
+
+    let said = simulator::control::execute(&sim.cart, "listen-message DeviceListChanged").await;
+    assert!(said.starts_with("ok"), "{said}");
+    assert_eq!(next_event(&mut events).await, message("DeviceListChanged"));
+
+    let said = simulator::control::execute(&sim.cart, "sparse-attached on").await;
+    assert!(said.starts_with("ok"), "{said}");
+    sim.cart.plug(2).unwrap();
+    let sparse = dict(&[
+        ("DeviceID", n(3)),
+        ("MessageType", s("Attached")),
+        (
+            "Properties",
+            Value::Dictionary(dict(&[
+                ("DeviceID", n(3)),
+                ("LocationID", n(location_id(2))),
+                ("SerialNumber", s(&udid(&sim, 2))),
+            ])),
+        ),
+    ]);
+    assert_eq!(next_event(&mut events).await, sparse);
+
+    simulator::control::execute(&sim.cart, "sparse-attached off").await;
+    sim.cart.unplug(2).unwrap();
+    assert_eq!(next_event(&mut events).await, simple_event("Detached", 3));
+    sim.cart.plug(2).unwrap();
+    assert_eq!(next_event(&mut events).await, attached(&sim, 2, 4));
+    for bad in ["listen-message", "sparse-attached maybe"] {
+        let said = simulator::control::execute(&sim.cart, bad).await;
+        assert!(said.starts_with("error"), "{bad}: {said}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_listeners_shows_an_active_listen_connection_with_its_prog_name() {
     let (_dir, sim) = start(Scenario::uniform(1)).await;

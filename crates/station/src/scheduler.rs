@@ -22,6 +22,9 @@ use crate::settings::Settings;
 use crate::slots::{AppleUsbDevice, SlotLabels, Topology, UsbMode};
 use crate::status::{Board, DeviceStatus, Label, Light};
 
+/// How long stopping waits for aborted jobs to be dropped (they are, at their next pause).
+const JOBS_DROPPED: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the scheduler is doing (for the demo's and tests' stop condition).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Idle {
@@ -352,6 +355,14 @@ impl Scheduler {
         for udid in running {
             self.interrupt(&udid, "the station stopped").await;
         }
+        // An aborted job holds the ledger until its task is dropped: let them go, so the state
+        // folder is free once the daemon returns (an iPad waiting for its passcode is still
+        // running when the station stops).
+        self.jobs.abort_all();
+        let _ = tokio::time::timeout(JOBS_DROPPED, async {
+            while self.jobs.join_next().await.is_some() {}
+        })
+        .await;
     }
 
     /// An operator's command (`cartprep erase|retry|forget`, through `control.sock`); `uid`

@@ -1,7 +1,7 @@
 //! Execute: carry out a plan on an identified iPad and journal each step. Nothing here decides
 //! what to do; [`super::plan`] does.
 
-use lockdown::{DeviceRef, DeviceSession, PairingFile};
+use lockdown::{DeviceRef, PairingFile};
 use mcinstall::{McInstallClient, McInstallError};
 use plist::Value;
 
@@ -68,10 +68,14 @@ impl<'a> Identified<'a> {
         mut record: DeviceRecord,
         public: PublicFacts,
         facts: DeviceFacts,
-        pair_record: PairingFile,
-        session: DeviceSession,
+        paired: super::pair::Paired,
         reporter: &mut Reporter,
     ) -> Result<Identified<'a>, StepError> {
+        let super::pair::Paired {
+            session,
+            record: pair_record,
+            waited_for,
+        } = paired;
         record.product_type = public.product_type.clone();
         record.marketing_name = model_name(&public.product_type).to_owned();
         record.ios_version = public.ios_version.clone();
@@ -91,7 +95,10 @@ impl<'a> Identified<'a> {
             pair_record,
             link: tokio::sync::Mutex::new(link),
         };
-        let slot = format!("slot {}", job.plugged.slot.as_deref().unwrap_or("?"));
+        let mut slot = format!("slot {}", job.plugged.slot.as_deref().unwrap_or("?"));
+        if let Some(waited) = waited_for.as_ref().and_then(super::pair::waited_note) {
+            slot = format!("{slot}; {waited}");
+        }
         job.advance(Step::Paired, Some(slot)).await?;
         let what = format!("{} iPadOS {}", public.product_type, public.ios_version);
         job.advance(Step::Identified, Some(what)).await?;

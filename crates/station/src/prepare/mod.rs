@@ -123,7 +123,7 @@ impl<'a> Unpaired<'a> {
         self.public = Some(public.clone());
 
         reporter.show(Light::Working, Some(Step::Paired), "pairing");
-        let (facts, pair_record, session) = self.pair_and_read(settings, device, reporter).await?;
+        let (facts, paired) = self.pair_and_read(settings, device, reporter).await?;
 
         let record = self
             .ctx
@@ -137,8 +137,7 @@ impl<'a> Unpaired<'a> {
             record,
             public,
             facts,
-            pair_record,
-            session,
+            paired,
             reporter,
         )
         .await
@@ -152,20 +151,18 @@ impl<'a> Unpaired<'a> {
         settings: &'a Settings,
         device: &DeviceRef,
         reporter: &mut Reporter,
-    ) -> Result<
-        (
-            assess::DeviceFacts,
-            lockdown::PairingFile,
-            lockdown::DeviceSession,
-        ),
-        StepError,
-    > {
+    ) -> Result<(assess::DeviceFacts, pair::Paired), StepError> {
         let mut attempt = 1;
+        let mut waited_for = None;
         loop {
-            let (mut session, pair_record) =
-                pair::pair(self.ctx, settings, device, reporter).await?;
-            match assess::read_device(&mut session).await {
-                Ok(facts) => return Ok((facts, pair_record, session)),
+            let mut paired = pair::pair(self.ctx, settings, device, reporter).await?;
+            // A wait before an earlier attempt still happened.
+            waited_for = paired.waited_for.take().or(waited_for);
+            match assess::read_device(&mut paired.session).await {
+                Ok(facts) => {
+                    paired.waited_for = waited_for;
+                    return Ok((facts, paired));
+                }
                 Err(StepError::Transient(e)) if attempt < error::STEP_ATTEMPTS => {
                     tracing::info!("transient error reading the iPad (attempt {attempt}): {e}");
                     error::pause_before_retry(attempt).await;

@@ -11,6 +11,7 @@ use crate::settings::Settings;
 
 mod checks;
 mod files;
+mod messages;
 mod web;
 
 const PASSWORD: &str = "correct horse battery staple";
