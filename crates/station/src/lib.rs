@@ -45,6 +45,7 @@ pub mod services;
 pub mod settings;
 pub mod slots;
 pub mod status;
+pub mod transcript;
 pub mod usb_events;
 pub mod watch;
 pub mod web;
