@@ -41,6 +41,9 @@ pub struct DemoArgs {
     /// attention.
     #[arg(long)]
     bell: bool,
+    /// Write each simulated iPad's transcript here, as `cartprep run --transcript` does.
+    #[arg(long, value_name = "DIR")]
+    transcript: Option<PathBuf>,
 }
 
 const MODELS: &[(&str, &str)] = &[
@@ -226,6 +229,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         web,
         lines,
         bell,
+        transcript,
     } = args;
     if devices < PULLED_SLOT as usize {
         return Err(bad_input(format!(
@@ -351,10 +355,13 @@ extra_ca_file = "asm-ca.pem"
     );
     let config_path = station_dir.join("station.toml");
     write(&config_path, config_text.as_bytes())?;
-    let settings = match station::Settings::load(&config_path) {
+    let mut settings = match station::Settings::load(&config_path) {
         Ok(s) => s,
         Err(e) => anyhow::bail!("the demo's own configuration is invalid: {e}"),
     };
+    if transcript.is_some() {
+        std::sync::Arc::make_mut(&mut settings.config).transcript = transcript;
+    }
 
     let full_screen = super::board_screen::wanted(lines);
     let board = if full_screen {

@@ -35,7 +35,7 @@ pub const LOCKDOWND: &str = "lockdownd";
 pub const MAX_FILE_LEN: usize = 256 * 1024 * 1024;
 
 /// Which way a message went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Direction {
     /// Host to device (or to usbmuxd).
     Request,
