@@ -133,10 +133,28 @@ pub fn synthesise(reply: &Dictionary) -> Dictionary {
     reply.iter().map(|(k, v)| (k.clone(), value(v))).collect()
 }
 
+/// The serial number the iPad told (a `GetValue` of `SerialNumber`, or of every value).
+pub fn serial_number(entries: &[Entry]) -> Option<String> {
+    entries
+        .iter()
+        .filter(|e| e.channel == transcript::LOCKDOWND && e.direction == Direction::Reply)
+        .find_map(|e| {
+            let value = e.message.get("Value")?;
+            match e.message.get("Key").and_then(Value::as_string) {
+                Some("SerialNumber") => value.as_string(),
+                Some(_) => None,
+                None => value.as_dictionary()?.get("SerialNumber")?.as_string(),
+            }
+            .map(str::to_owned)
+        })
+}
+
 /// A transcript being served.
 pub struct Replay {
     pub header: Header,
     pub device: DeviceProperties,
+    /// The iPad's serial number, when the transcript holds it.
+    pub serial: Option<String>,
     script: Mutex<Script>,
     pair_records: Mutex<HashMap<String, Vec<u8>>>,
     services: Mutex<HashMap<u16, (String, bool)>>,
@@ -189,6 +207,7 @@ impl Replay {
         )
         .map_err(|e| SimError::Tls(e.to_string()))?;
         Ok(Replay {
+            serial: serial_number(&entries),
             script: Mutex::new(Script::from_entries(&entries)),
             header,
             device,
@@ -199,6 +218,21 @@ impl Replay {
             tls: Arc::new(tls),
             misses: AtomicU64::new(0),
         })
+    }
+
+    /// A cart holding the replayed iPad, unplugged: its fake activation server knows the
+    /// iPad (by UDID and serial number), so a transcript of an unactivated iPad can be
+    /// replayed through activation (`cartprep sim --replay` starts it alongside).
+    pub fn companion_scenario(&self) -> crate::Scenario {
+        crate::Scenario {
+            devices: vec![crate::scenario::DeviceEntry {
+                udid: Some(self.header.udid.clone()),
+                serial: self.serial.clone(),
+                plugged: Some(false),
+                ..Default::default()
+            }],
+            ..crate::Scenario::uniform(0)
+        }
     }
 
     /// Requests that had no recorded reply (each closed its connection, as a dropped link).
