@@ -77,8 +77,10 @@ async fn prepare_cart(n: u32) -> (Harness, PathBuf) {
     })
     .await;
     h.sim().cart.unplug(2).expect("slot 2 unplugs");
-    h.wait_for("slot 2 is seen gone", |h| h.light(2) != Some(Light::Working))
-        .await;
+    h.wait_for("slot 2 is seen gone", |h| {
+        h.light(2) != Some(Light::Working)
+    })
+    .await;
     h.sim().cart.plug(2).expect("slot 2 plugs back in");
     let report = daemon.await.unwrap().expect("the station runs");
     assert_eq!(report.summary.done, n as usize, "{}", h.out.text());
@@ -128,7 +130,10 @@ async fn no_secret_of_a_cart_reaches_a_transcript() {
         let hex: String = middle.iter().map(|b| format!("{b:02x}")).collect();
         forms.push((format!("{what} (raw)"), middle.clone()));
         // Base64 of a middle part: trim the ends, which depend on the alignment.
-        forms.push((format!("{what} (base64)"), b64.as_bytes()[4..b64.len() - 4].to_vec()));
+        forms.push((
+            format!("{what} (base64)"),
+            b64.as_bytes()[4..b64.len() - 4].to_vec(),
+        ));
         forms.push((format!("{what} (hex)"), hex.into_bytes()));
     }
 
@@ -146,8 +151,8 @@ async fn no_secret_of_a_cart_reaches_a_transcript() {
             .copied()
             .filter(|b| !b.is_ascii_whitespace())
             .collect();
-        let (_, entries) = transcript::read(file)
-            .unwrap_or_else(|e| panic!("{} reads back: {e}", file.display()));
+        let (_, entries) =
+            transcript::read(file).unwrap_or_else(|e| panic!("{} reads back: {e}", file.display()));
         let mut inside = Vec::new();
         for e in &entries {
             channels.insert((e.channel.clone(), e.direction));

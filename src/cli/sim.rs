@@ -46,9 +46,10 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
     let replay = match &args.replay {
         Some(path) => {
             let path = path.clone();
-            let loaded = tokio::task::spawn_blocking(move || simulator::replay::Replay::load(&path))
-                .await?
-                .map_err(bad_input)?;
+            let loaded =
+                tokio::task::spawn_blocking(move || simulator::replay::Replay::load(&path))
+                    .await?
+                    .map_err(bad_input)?;
             Some(std::sync::Arc::new(loaded))
         }
         None => None,

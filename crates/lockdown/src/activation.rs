@@ -17,8 +17,8 @@
 
 use std::time::{Duration, Instant};
 
-use idevice::Idevice;
 use crate::provider::UsbmuxProvider;
+use idevice::Idevice;
 use plist::{Dictionary, Value};
 
 use crate::error::LockdownError;

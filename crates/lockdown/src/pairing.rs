@@ -158,7 +158,9 @@ pub async fn trusted_session(
     trust_wait: Duration,
 ) -> Result<(DeviceSession, PairingFile), LockdownError> {
     let mut session = DeviceSession::connect(device.clone()).await?;
-    if let Some(record) = pair_records::find(&device.addr, store, &device.udid, &device.transcript).await? {
+    if let Some(record) =
+        pair_records::find(&device.addr, store, &device.udid, &device.transcript).await?
+    {
         match session.start_session(&record).await {
             Ok(()) => return Ok((session, record)),
             Err(LockdownError::InvalidHostId) => {

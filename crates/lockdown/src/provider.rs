@@ -35,7 +35,9 @@ pub async fn connect_port(
     transcript: &Transcript,
 ) -> Result<Idevice, usbmux::UsbmuxError> {
     if port == usbmux::LOCKDOWN_PORT {
-        return Ok(connect_lockdown(addr, device_id, label, transcript).await?.0);
+        return Ok(connect_lockdown(addr, device_id, label, transcript)
+            .await?
+            .0);
     }
     let stream = UsbmuxClient::connect(addr)
         .await?
@@ -63,8 +65,7 @@ pub async fn connect_lockdown(
     let idevice = match &tap {
         Some(t) => Idevice::new(
             Box::new(
-                Recorded::new(guarded, t.clone())
-                    .stop_after(plist_guard::lockdown_session_starts),
+                Recorded::new(guarded, t.clone()).stop_after(plist_guard::lockdown_session_starts),
             ),
             label,
         ),
@@ -74,7 +75,11 @@ pub async fn connect_lockdown(
 }
 
 /// A plist service's stream (after TLS, if any), replies guarded, recorded under `tap`.
-pub fn guarded_service<S: ReadWrite + 'static>(stream: S, tap: Option<Tap>, label: &str) -> Idevice {
+pub fn guarded_service<S: ReadWrite + 'static>(
+    stream: S,
+    tap: Option<Tap>,
+    label: &str,
+) -> Idevice {
     let guarded = PlistGuard::new(stream);
     match tap {
         Some(t) => Idevice::new(Box::new(Recorded::new(guarded, t)), label),

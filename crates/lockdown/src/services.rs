@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use idevice::Idevice;
 use idevice::provider::IdeviceProvider;
 use idevice::services::lockdown::LockdownClient;
-use idevice::Idevice;
 
 use crate::provider::{UsbmuxProvider, connect_lockdown, connect_port, guarded_service};
 

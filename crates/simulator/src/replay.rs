@@ -180,7 +180,10 @@ impl Replay {
             reason: e.to_string(),
         })?;
         let mut attached = Dictionary::new();
-        attached.insert("Properties".into(), Value::Dictionary(header.device.clone()));
+        attached.insert(
+            "Properties".into(),
+            Value::Dictionary(header.device.clone()),
+        );
         let device =
             DeviceProperties::from_attached(&attached).map_err(|e| SimError::Scenario {
                 path: path.display().to_string(),
@@ -317,7 +320,12 @@ async fn serve_client(replay: Arc<Replay>, mut stream: BoxStream) {
         if frame.header.message != message_type::PLIST {
             // Only the plist protocol is replayed; the binary one is refused as Linux usbmuxd
             // refuses a version it does not speak.
-            let _ = reply(&mut stream, tag, &msg::result_reply(ResultCode::BAD_VERSION)).await;
+            let _ = reply(
+                &mut stream,
+                tag,
+                &msg::result_reply(ResultCode::BAD_VERSION),
+            )
+            .await;
             return;
         }
         let Ok(dict) = frame.plist_dict() else { return };
@@ -336,7 +344,12 @@ async fn serve_client(replay: Arc<Replay>, mut stream: BoxStream) {
             Request::ListListeners => msg::listener_list_reply(Vec::new()),
             Request::ReadBuid => msg::buid_reply(&replay.buid),
             Request::ReadPairRecord { udid } => {
-                match replay.pair_records.lock().unwrap_or_else(|p| p.into_inner()).get(&udid) {
+                match replay
+                    .pair_records
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&udid)
+                {
                     Some(data) => msg::pair_record_reply(data.clone()),
                     None => msg::result_reply(ResultCode::ENOENT),
                 }
@@ -425,7 +438,10 @@ async fn serve_lockdownd(replay: &Replay, mut stream: BoxStream) {
         };
         let name = request.get("Request").and_then(Value::as_string);
         if name == Some("StartService") && answer.contains_key("Port") {
-            let service = request.get("Service").and_then(Value::as_string).unwrap_or("");
+            let service = request
+                .get("Service")
+                .and_then(Value::as_string)
+                .unwrap_or("");
             let ssl = answer
                 .get("EnableServiceSSL")
                 .and_then(Value::as_boolean)
@@ -499,7 +515,12 @@ mod tests {
         const L: &str = transcript::LOCKDOWND;
         const MC: &str = "com.apple.mobile.MCInstall";
         let entries = vec![
-            entry("usbmuxd", 1, Request, dict(&[("MessageType", "Connect".into())])),
+            entry(
+                "usbmuxd",
+                1,
+                Request,
+                dict(&[("MessageType", "Connect".into())]),
+            ),
             entry("usbmuxd", 1, Reply, dict(&[("Number", 0u64.into())])),
             entry(L, 2, Request, get("ActivationState")),
             entry(L, 2, Reply, value("Unactivated")),
@@ -531,7 +552,9 @@ mod tests {
         for (channel, key, expected) in cases {
             let got = script.answer(channel, &key);
             assert_eq!(
-                got.as_ref().and_then(|d| d.get("Value")).and_then(Value::as_string),
+                got.as_ref()
+                    .and_then(|d| d.get("Value"))
+                    .and_then(Value::as_string),
                 expected,
                 "{channel} {key}"
             );
@@ -564,7 +587,11 @@ mod tests {
             ),
         ];
         for (channel, a, b, same) in cases {
-            assert_eq!(request_key(channel, &a) == request_key(channel, &b), same, "{a:?} {b:?}");
+            assert_eq!(
+                request_key(channel, &a) == request_key(channel, &b),
+                same,
+                "{a:?} {b:?}"
+            );
         }
     }
 
@@ -573,12 +600,23 @@ mod tests {
         let recorded = dict(&[
             ("Request", "Pair".into()),
             ("EscrowBag", redact::marker("EscrowBag")),
-            ("Nested", Value::Dictionary(dict(&[("K", redact::marker("K"))]))),
+            (
+                "Nested",
+                Value::Dictionary(dict(&[("K", redact::marker("K"))])),
+            ),
         ]);
         let out = synthesise(&recorded);
         assert_eq!(out["Request"].as_string(), Some("Pair"));
         assert_eq!(out["EscrowBag"].as_data().map(<[u8]>::len), Some(32));
-        assert!(out["Nested"].as_dictionary().unwrap()["K"].as_data().is_some());
-        assert_ne!(synthesise(&recorded)["EscrowBag"], out["EscrowBag"], "fresh each time");
+        assert!(
+            out["Nested"].as_dictionary().unwrap()["K"]
+                .as_data()
+                .is_some()
+        );
+        assert_ne!(
+            synthesise(&recorded)["EscrowBag"],
+            out["EscrowBag"],
+            "fresh each time"
+        );
     }
 }

@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use usbmux::transcript::{FileSink, Header, Transcript};
 use usbmux::DeviceProperties;
+use usbmux::transcript::{FileSink, Header, Transcript};
 
 use crate::clock;
 
@@ -18,7 +18,13 @@ pub fn file_name(udid: &str, started_ms: u64) -> String {
     let udid: String = udid
         .chars()
         .take(64)
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{udid}-{}.transcript", clock::compact_utc(started_ms))
 }

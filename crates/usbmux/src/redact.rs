@@ -61,12 +61,16 @@ fn redact_dict(dict: &Dictionary, in_activation_record: bool, nesting: usize) ->
         .map(|(key, value)| {
             let secret = SECRET_KEYS.contains(&key.as_str())
                 || (pkcs12 && key == "PayloadContent")
-                || (in_activation_record
-                    && ACTIVATION_SUFFIXES.iter().any(|s| key.ends_with(s)));
+                || (in_activation_record && ACTIVATION_SUFFIXES.iter().any(|s| key.ends_with(s)));
             let value = if secret {
                 marker(key)
             } else {
-                redact_value(key, value, in_activation_record || key == ACTIVATION_RECORD, nesting)
+                redact_value(
+                    key,
+                    value,
+                    in_activation_record || key == ACTIVATION_RECORD,
+                    nesting,
+                )
             };
             (key.clone(), value)
         })
@@ -139,7 +143,10 @@ fn signed_marker(key: &str, len: usize, content: &[u8]) -> Value {
     if let Ok(profile) = bounded_plist::dictionary_from_bytes(content, NESTED_LIMITS) {
         let mut note = |d: &Dictionary| {
             if let Some(id) = d.get("PayloadIdentifier").and_then(Value::as_string) {
-                let kind = d.get("PayloadType").and_then(Value::as_string).unwrap_or("?");
+                let kind = d
+                    .get("PayloadType")
+                    .and_then(Value::as_string)
+                    .unwrap_or("?");
                 identifiers.push(format!("{id} ({kind})"));
             }
         };
@@ -179,7 +186,8 @@ mod tests {
         String::from_utf8(xml(v)).unwrap()
     }
 
-    const PEM_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n";
+    const PEM_KEY: &str =
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n";
 
     #[test]
     fn secrets_are_replaced_and_everything_else_kept() {
@@ -190,7 +198,10 @@ mod tests {
         ]);
         let profile = dict(&[
             ("PayloadIdentifier", "org.example.wifi".into()),
-            ("PayloadContent", Value::Array(vec![Value::Dictionary(wifi)])),
+            (
+                "PayloadContent",
+                Value::Array(vec![Value::Dictionary(wifi)]),
+            ),
         ]);
         let pkcs12 = dict(&[
             ("PayloadType", PKCS12_PAYLOAD.into()),
@@ -201,13 +212,19 @@ mod tests {
             ("HostPrivateKey", Value::Data(PEM_KEY.as_bytes().to_vec())),
             ("RootPrivateKey", Value::Data(b"root-secret".to_vec())),
             ("EscrowBag", Value::Data(b"escrow-secret".to_vec())),
-            ("HostCertificate", Value::Data(b"-----BEGIN CERTIFICATE-----".to_vec())),
+            (
+                "HostCertificate",
+                Value::Data(b"-----BEGIN CERTIFICATE-----".to_vec()),
+            ),
         ]);
         let activation = dict(&[(
             "ActivationRecord",
             Value::Dictionary(dict(&[
                 ("AccountToken", Value::Data(b"token-public".to_vec())),
-                ("AccountTokenCertificate", Value::Data(b"cert-secret".to_vec())),
+                (
+                    "AccountTokenCertificate",
+                    Value::Data(b"cert-secret".to_vec()),
+                ),
                 ("DeviceCertificate", Value::Data(b"devcert-secret".to_vec())),
                 ("unbrick", true.into()),
             ])),
@@ -330,7 +347,10 @@ mod tests {
     #[test]
     fn plain_der_and_plain_data_are_kept() {
         let cert = vec![0x30, 0x82, 0x02, 0x0a, 1, 2, 3];
-        let out = redact("mc", &dict(&[("SupervisorCertificate", Value::Data(cert.clone()))]));
+        let out = redact(
+            "mc",
+            &dict(&[("SupervisorCertificate", Value::Data(cert.clone()))]),
+        );
         assert_eq!(out["SupervisorCertificate"], Value::Data(cert));
     }
 }

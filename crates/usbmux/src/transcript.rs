@@ -179,10 +179,7 @@ impl Splitter {
             return out;
         }
         self.pending.extend_from_slice(bytes);
-        loop {
-            let Some(head) = self.pending.get(..4) else {
-                break;
-            };
+        while let Some(head) = self.pending.get(..4) {
             let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
             if len > MAX_MESSAGE_LEN {
                 out.push(Err((len as usize, "not a framed plist".into())));
@@ -246,8 +243,7 @@ impl<S> Recorded<S> {
             match message {
                 Ok(dict) => {
                     self.tap.record(direction, &dict);
-                    if direction == Direction::Reply && self.stop_after.is_some_and(|t| t(&dict))
-                    {
+                    if direction == Direction::Reply && self.stop_after.is_some_and(|t| t(&dict)) {
                         self.stopped = true;
                         return;
                     }
@@ -565,7 +561,10 @@ mod tests {
             Direction::Request,
             &message(&[("RequestType", "Flush".into()), ("Note", "</plist>".into())]),
         );
-        tap.record(Direction::Reply, &message(&[("Status", "Acknowledged".into())]));
+        tap.record(
+            Direction::Reply,
+            &message(&[("Status", "Acknowledged".into())]),
+        );
         let (h, entries) = read(&path).unwrap();
         assert_eq!(h, header);
         assert_eq!(entries.len(), 2);
@@ -575,7 +574,10 @@ mod tests {
             Some("</plist>")
         );
         assert_eq!(entries[1].direction, Direction::Reply);
-        assert!(FileSink::create(&path, &header).is_err(), "never overwrites");
+        assert!(
+            FileSink::create(&path, &header).is_err(),
+            "never overwrites"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
