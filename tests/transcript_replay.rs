@@ -113,3 +113,114 @@ async fn a_recorded_ipad_replays_and_the_station_prepares_it() {
     })
     .await;
 }
+
+/// `cartprep sim --replay FILE`: the replayed iPad is listed by its recorded properties and
+/// answers lockdownd with the recorded reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cartprep_sim_replay_serves_the_recorded_ipad() {
+    use std::io::BufRead;
+    use usbmux::transcript::{Direction, FileSink, Header, LOCKDOWND, Transcript};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ipad.transcript");
+    let udid = "00008101-000A1C2E3F4A5B6C";
+    let header = Header {
+        udid: udid.into(),
+        started: "2026-12-01T08:00:00Z".into(),
+        device: usbmux::DeviceProperties::usb(9, udid).properties_dict(),
+    };
+    let transcript = Transcript::new(FileSink::create(&file, &header).unwrap());
+    let tap = transcript.tap(LOCKDOWND).unwrap();
+    let message = |pairs: &[(&str, &str)]| -> plist::Dictionary {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), plist::Value::from(*v)))
+            .collect()
+    };
+    tap.record(Direction::Request, &message(&[("Request", "QueryType")]));
+    tap.record(
+        Direction::Reply,
+        &message(&[
+            ("Request", "QueryType"),
+            ("Type", "com.apple.mobile.lockdown"),
+        ]),
+    );
+    tap.record(
+        Direction::Request,
+        &message(&[("Request", "GetValue"), ("Key", "SerialNumber")]),
+    );
+    tap.record(
+        Direction::Reply,
+        &message(&[
+            ("Request", "GetValue"),
+            ("Key", "SerialNumber"),
+            ("Value", "F9FS33GDN4QW"),
+        ]),
+    );
+    drop((tap, transcript));
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cartprep"))
+        .arg("sim")
+        .arg("--replay")
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:0", "--state"])
+        .arg(dir.path().join("sim"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cartprep sim starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let announced = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(90))
+            .expect("cartprep sim says where it replays");
+        if line.starts_with("replaying ") {
+            break line;
+        }
+    };
+    assert!(
+        announced.contains(udid) && announced.contains("serial F9FS33GDN4QW"),
+        "{announced}"
+    );
+    let addr: usbmux::UsbmuxAddress = announced
+        .rsplit(" on ")
+        .next()
+        .unwrap()
+        .parse()
+        .expect("an address");
+    let result = async {
+        let devices = usbmux::UsbmuxClient::connect(&addr)
+            .await?
+            .list_devices()
+            .await?;
+        let listed: Vec<(u32, String)> = devices
+            .iter()
+            .map(|d| (d.device_id, d.udid.clone()))
+            .collect();
+        assert_eq!(listed, [(9, udid.to_owned())]);
+        let mut session =
+            lockdown::DeviceSession::connect(lockdown::DeviceRef::new(addr.clone(), &devices[0]))
+                .await?;
+        assert_eq!(session.query_type().await?, "com.apple.mobile.lockdown");
+        assert_eq!(session.get_string("SerialNumber").await?, "F9FS33GDN4QW");
+        // Never recorded: the replayed iPad drops the connection rather than make one up.
+        assert!(session.get_string("DeviceName").await.is_err());
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result.expect("the replayed iPad answers");
+}
