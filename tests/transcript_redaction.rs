@@ -13,6 +13,7 @@ use std::sync::Arc;
 use base64::Engine;
 use common::*;
 use plist::Value;
+use station::Step;
 use station::status::Light;
 use usbmux::transcript::{self, Direction};
 
@@ -58,7 +59,7 @@ fn transcript_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Runs a cart of `n` fresh iPads to DONE with transcripts in `dir`; the iPad in slot 2 is
-/// pulled out once its preparation has begun and plugged back in.
+/// pulled out while it is being supervised and plugged back in.
 async fn prepare_cart(n: u32) -> (Harness, PathBuf) {
     let h = Harness::new(cart((0..n).map(|_| fresh()).collect())).await;
     let dir = h.root.path().join("transcripts");
@@ -72,13 +73,17 @@ async fn prepare_cart(n: u32) -> (Harness, PathBuf) {
         false,
         when_all(udids, &[Light::Done]),
     );
-    h.wait_for("slot 2 is being worked on", |h| {
-        h.light(2) == Some(Light::Working)
+    // Pulled out once activated, while it is being supervised or later (as
+    // `tests/station_e2e.rs` does), so its first transcript ends in the middle of MCInstall.
+    h.wait_for("slot 2 working at “supervised” or later", |h| {
+        h.status(2).is_some_and(|s| {
+            s.light == Light::Working && s.current.is_some_and(|st| st >= Step::Supervised)
+        })
     })
     .await;
     h.sim().cart.unplug(2).expect("slot 2 unplugs");
-    h.wait_for("slot 2 is seen gone", |h| {
-        h.light(2) != Some(Light::Working)
+    h.wait_for("slot 2 shown unplugged", |h| {
+        h.light(2) == Some(Light::Unplugged)
     })
     .await;
     h.sim().cart.plug(2).expect("slot 2 plugs back in");
