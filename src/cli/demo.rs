@@ -41,6 +41,9 @@ pub struct DemoArgs {
     /// attention.
     #[arg(long)]
     bell: bool,
+    /// Write each simulated iPad's transcript here, as `cartprep run --transcript` does.
+    #[arg(long, value_name = "DIR")]
+    transcript: Option<PathBuf>,
 }
 
 const MODELS: &[(&str, &str)] = &[
@@ -139,8 +142,8 @@ pub fn scenario(devices: usize) -> Scenario {
 enum Enrolling {
     /// Not prepared yet (or never will be).
     Pending,
-    /// Set up and plugged back in; the station has not picked it up yet.
-    Replugged,
+    /// Set up and plugged back in at `at_ms`; the station has not picked it up yet.
+    Replugged { at_ms: u64 },
     /// The station is looking at it again.
     Seen,
     /// The station has finished with it again.
@@ -161,7 +164,11 @@ fn spawn_enroller(
             tokio::time::sleep(Duration::from_millis(20)).await;
             for (i, udid) in udids.iter().enumerate() {
                 let slot = i as u32 + 1;
-                let light = board.get(udid).map(|s| s.light);
+                let status = board.get(udid);
+                let light = status.as_ref().map(|s| s.light);
+                // A status that began after the replug: the station's answer to it, even when
+                // its whole job fell between two looks (a busy machine).
+                let since_ms = status.as_ref().map_or(0, |s| s.since_ms);
                 let phase = phases.lock().unwrap_or_else(|p| p.into_inner())[i];
                 let next = match (phase, light) {
                     (Enrolling::Pending, Some(Light::Done)) => {
@@ -175,13 +182,18 @@ fn spawn_enroller(
                         board.note(format!(
                             ">>> demo: slot {slot} through Setup Assistant: {outcome}; plugged back in"
                         ));
+                        let at_ms = station::clock::now_ms();
                         let _ = cart.plug(slot);
-                        Enrolling::Replugged
+                        Enrolling::Replugged { at_ms }
                     }
                     (
-                        Enrolling::Replugged,
+                        Enrolling::Replugged { .. },
                         Some(Light::Ready | Light::Waiting | Light::Working),
                     ) => Enrolling::Seen,
+                    (
+                        Enrolling::Replugged { at_ms },
+                        Some(Light::Done | Light::Attention | Light::Failed),
+                    ) if since_ms >= at_ms => Enrolling::Checked,
                     (Enrolling::Seen, Some(Light::Done | Light::Attention | Light::Failed)) => {
                         Enrolling::Checked
                     }
@@ -226,6 +238,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         web,
         lines,
         bell,
+        transcript,
     } = args;
     if devices < PULLED_SLOT as usize {
         return Err(bad_input(format!(
@@ -351,10 +364,13 @@ extra_ca_file = "asm-ca.pem"
     );
     let config_path = station_dir.join("station.toml");
     write(&config_path, config_text.as_bytes())?;
-    let settings = match station::Settings::load(&config_path) {
+    let mut settings = match station::Settings::load(&config_path) {
         Ok(s) => s,
         Err(e) => anyhow::bail!("the demo's own configuration is invalid: {e}"),
     };
+    if transcript.is_some() {
+        std::sync::Arc::make_mut(&mut settings.config).transcript = transcript;
+    }
 
     let full_screen = super::board_screen::wanted(lines);
     let board = if full_screen {

@@ -41,6 +41,10 @@ pub struct SimArgs {
     /// scenario's `flavour`, else linux].
     #[arg(long, value_name = "linux|macos")]
     flavour: Option<String>,
+    /// Serve a field transcript (`cartprep run --transcript`) back as one virtual iPad, with an
+    /// activation server that knows it (docs/protocol.md §9).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["scenario", "activated", "mcinstall_before_activation"])]
+    replay: Option<PathBuf>,
 }
 
 /// One line on standard output; an error (the reader went away) ends the caller's printing.
@@ -49,10 +53,24 @@ fn say(line: impl Display) -> std::io::Result<()> {
 }
 
 pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
-    let scenario = match &args.scenario {
-        Some(path) => simulator::Scenario::load(path).map_err(bad_input)?,
-        None if args.devices == 0 => return Err(bad_input("--devices must be at least 1")),
-        None => simulator::Scenario::uniform(args.devices),
+    let replay = match &args.replay {
+        Some(path) => {
+            let path = path.clone();
+            let loaded =
+                tokio::task::spawn_blocking(move || simulator::replay::Replay::load(&path))
+                    .await?
+                    .map_err(bad_input)?;
+            Some(std::sync::Arc::new(loaded))
+        }
+        None => None,
+    };
+    let scenario = match (&args.scenario, &replay) {
+        (_, Some(r)) => r.companion_scenario(),
+        (Some(path), None) => simulator::Scenario::load(path).map_err(bad_input)?,
+        (None, None) if args.devices == 0 => {
+            return Err(bad_input("--devices must be at least 1"));
+        }
+        (None, None) => simulator::Scenario::uniform(args.devices),
     };
     let mut scenario = scenario;
     if let Some(f) = &args.flavour {
@@ -86,14 +104,34 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
             (t.path().to_owned(), Some(t))
         }
     };
+    // With --replay the listen addresses are the replayed iPad's; the cart that carries the
+    // activation server listens on a free port of its own, with no iPad plugged in.
+    let (sim_listen, replay_listen) = match &replay {
+        Some(_) => (vec!["127.0.0.1:0".parse()?], listen),
+        None => (listen, Vec::new()),
+    };
     let sim = simulator::Simulator::start(simulator::SimConfig {
         scenario,
-        listen,
+        listen: sim_listen,
         state_dir: state_dir.clone(),
         activated: args.activated,
     })
     .await
     .context("starting the simulator")?;
+    let mut _replay_tasks = Vec::new();
+    if let Some(r) = &replay {
+        for addr in &replay_listen {
+            let (bound, task) = simulator::replay::start(r.clone(), addr)
+                .await
+                .with_context(|| format!("serving the transcript on {addr}"))?;
+            _replay_tasks.push(task);
+            say(format_args!(
+                "replaying {} (serial {}) on {bound}",
+                r.header.udid,
+                r.serial.as_deref().unwrap_or("unknown")
+            ))?;
+        }
+    }
 
     let control_path = state_dir.join("control.sock");
     {

@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// machine's: /sys on Linux, else libusb [default: the machine's].
     #[arg(long, value_name = "DIR")]
     pub sysfs: Option<PathBuf>,
+    /// Write a transcript of each iPad's traffic (secrets redacted) to this folder, for a bug
+    /// report; overrides `[debug] transcript` (README, "Sending a transcript with a bug report").
+    #[arg(long, value_name = "DIR")]
+    pub transcript: Option<PathBuf>,
 }
 
 /// Loads a configuration and the files it names; an invalid one is bad input
@@ -46,7 +50,10 @@ pub fn load_config(path: &std::path::Path, state: Option<PathBuf>) -> anyhow::Re
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let settings = load_config(&args.config, args.state)?;
+    let mut settings = load_config(&args.config, args.state)?;
+    if let Some(dir) = args.transcript {
+        Arc::make_mut(&mut settings.config).transcript = Some(dir);
+    }
     // Everything the station creates from here on is its own (0700/0600), including files
     // libraries create later, such as sled's segments (README, "Permissions").
     // SAFETY: umask only sets the process's file-creation mask; it cannot fail.

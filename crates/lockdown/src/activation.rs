@@ -17,8 +17,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::provider::UsbmuxProvider;
 use idevice::Idevice;
-use idevice::provider::IdeviceProvider;
 use plist::{Dictionary, Value};
 
 use crate::error::LockdownError;
@@ -378,7 +378,7 @@ struct Connection {
 
 /// mobileactivationd, each request on a new connection, each step with a deadline.
 pub struct MobileActivationd<'a> {
-    provider: &'a dyn IdeviceProvider,
+    provider: &'a UsbmuxProvider,
     timeout: Duration,
 }
 
@@ -407,11 +407,11 @@ impl<'a> MobileActivationd<'a> {
     /// Default deadline for each exchange.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-    pub fn new(provider: &'a dyn IdeviceProvider) -> Self {
+    pub fn new(provider: &'a UsbmuxProvider) -> Self {
         Self::with_timeout(provider, Self::DEFAULT_TIMEOUT)
     }
 
-    pub fn with_timeout(provider: &'a dyn IdeviceProvider, timeout: Duration) -> Self {
+    pub fn with_timeout(provider: &'a UsbmuxProvider, timeout: Duration) -> Self {
         MobileActivationd { provider, timeout }
     }
 
@@ -556,7 +556,7 @@ fn timeout_named(command: &'static str, e: LockdownError) -> ActivationError {
 
 /// Lockdown `SetValue ActivationStateAcknowledged = true`, in a session.
 pub async fn acknowledge_activation(
-    provider: &dyn IdeviceProvider,
+    provider: &UsbmuxProvider,
     timeout: Duration,
 ) -> Result<(), ActivationError> {
     let mut lockdown = crate::services::lockdown_session(provider, timeout).await?;
@@ -599,7 +599,7 @@ pub enum ActivationOutcome {
 
 /// Activates the device through `server` with default device timeouts.
 pub async fn activate(
-    provider: &dyn IdeviceProvider,
+    provider: &UsbmuxProvider,
     server: &ActivationServer,
 ) -> Result<ActivationOutcome, ActivationError> {
     activate_with(provider, server, &ActivationOptions::default()).await
@@ -607,7 +607,7 @@ pub async fn activate(
 
 /// The whole session flow (module docs).
 pub async fn activate_with(
-    provider: &dyn IdeviceProvider,
+    provider: &UsbmuxProvider,
     server: &ActivationServer,
     options: &ActivationOptions,
 ) -> Result<ActivationOutcome, ActivationError> {

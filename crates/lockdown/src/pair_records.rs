@@ -113,9 +113,11 @@ pub async fn find(
     addr: &UsbmuxAddress,
     store: Option<&PairRecordStore>,
     udid: &str,
+    transcript: &usbmux::Transcript,
 ) -> Result<Option<PairingFile>, LockdownError> {
     if let Some(bytes) = UsbmuxClient::connect(addr)
         .await?
+        .recorded(transcript)
         .read_pair_record(udid)
         .await?
     {

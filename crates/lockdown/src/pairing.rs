@@ -119,7 +119,11 @@ pub async fn pair_and_save(
     trust_wait: Duration,
 ) -> Result<PairingFile, LockdownError> {
     let addr = session.device.addr.clone();
-    let system_buid = UsbmuxClient::connect(&addr).await?.read_buid().await?;
+    let system_buid = UsbmuxClient::connect(&addr)
+        .await?
+        .recorded(&session.device.transcript)
+        .read_buid()
+        .await?;
     let host_id = new_host_id();
     let record = pair(session, &host_id, &system_buid, host_name, trust_wait).await?;
     save_record(session, store, &record).await?;
@@ -137,6 +141,7 @@ pub async fn save_record(
     let udid = &session.device.udid;
     UsbmuxClient::connect(&session.device.addr)
         .await?
+        .recorded(&session.device.transcript)
         .save_pair_record(udid, bytes.clone(), Some(session.device.device_id))
         .await?;
     if let Some(store) = store {
@@ -153,7 +158,9 @@ pub async fn trusted_session(
     trust_wait: Duration,
 ) -> Result<(DeviceSession, PairingFile), LockdownError> {
     let mut session = DeviceSession::connect(device.clone()).await?;
-    if let Some(record) = pair_records::find(&device.addr, store, &device.udid).await? {
+    if let Some(record) =
+        pair_records::find(&device.addr, store, &device.udid, &device.transcript).await?
+    {
         match session.start_session(&record).await {
             Ok(()) => return Ok((session, record)),
             Err(LockdownError::InvalidHostId) => {

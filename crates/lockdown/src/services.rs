@@ -8,7 +8,8 @@ use std::time::Duration;
 use idevice::Idevice;
 use idevice::provider::IdeviceProvider;
 use idevice::services::lockdown::LockdownClient;
-use usbmux::plist_guard::PlistGuard;
+
+use crate::provider::{UsbmuxProvider, connect_lockdown, connect_port, guarded_service};
 
 use crate::error::LockdownError;
 use crate::session::timed;
@@ -16,19 +17,32 @@ use crate::session_tls;
 
 /// A lockdownd client in a TLS session, replies guarded.
 pub async fn lockdown_session(
-    provider: &dyn IdeviceProvider,
+    provider: &UsbmuxProvider,
     after: Duration,
 ) -> Result<LockdownClient, LockdownError> {
-    let record = timed("PairRecord", after, provider.get_pairing_file()).await?;
-    let idevice = timed("Connect", after, provider.connect(usbmux::LOCKDOWN_PORT)).await?;
+    let record = &provider.pair_record;
+    let (idevice, tap) = tokio::time::timeout(
+        after,
+        connect_lockdown(
+            &provider.addr,
+            provider.device_id,
+            provider.label(),
+            &provider.transcript,
+        ),
+    )
+    .await
+    .map_err(|_| LockdownError::Timeout {
+        operation: "Connect",
+        after,
+    })??;
     let mut client = LockdownClient::new(idevice);
-    session_tls::start(&mut client, &record, provider.label(), after).await?;
+    session_tls::start(&mut client, record, provider.label(), after, tap.as_ref()).await?;
     Ok(client)
 }
 
 /// A connection to the plist service `name` (4-byte-framed plists both ways).
 pub async fn connect_plist_service(
-    provider: &dyn IdeviceProvider,
+    provider: &UsbmuxProvider,
     name: &str,
     after: Duration,
 ) -> Result<Idevice, LockdownError> {
@@ -43,16 +57,30 @@ pub async fn connect_plist_service(
     .ok()
     .and_then(|v| v.as_string().map(str::to_owned));
     let (port, tls) = timed("StartService", after, lockdown.start_service(name)).await?;
-    let service = timed("Connect", after, provider.connect(port)).await?;
+    let service: Idevice = tokio::time::timeout(
+        after,
+        connect_port(
+            &provider.addr,
+            provider.device_id,
+            port,
+            provider.label(),
+            &provider.transcript,
+        ),
+    )
+    .await
+    .map_err(|_| LockdownError::Timeout {
+        operation: "Connect",
+        after,
+    })??;
     let socket = service
         .get_socket()
         .ok_or_else(|| LockdownError::Idevice("the service connection is gone".into()))?;
+    let tap = provider.transcript.tap(name);
     let mut idevice = if tls {
-        let record = timed("PairRecord", after, provider.get_pairing_file()).await?;
-        let stream = session_tls::connect(socket, &record, after).await?;
-        Idevice::new(Box::new(PlistGuard::new(stream)), provider.label())
+        let stream = session_tls::connect(socket, &provider.pair_record, after).await?;
+        guarded_service(stream, tap, provider.label())
     } else {
-        Idevice::new(Box::new(PlistGuard::new(socket)), provider.label())
+        guarded_service(socket, tap, provider.label())
     };
     if let Some(udid) = udid {
         idevice.set_udid(udid);

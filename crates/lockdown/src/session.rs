@@ -7,11 +7,11 @@ use std::time::Duration;
 use idevice::pairing_file::PairingFile;
 use idevice::services::lockdown::LockdownClient;
 use plist::Value;
-use usbmux::plist_guard::PlistGuard;
+use usbmux::transcript::{Tap, Transcript};
 use usbmux::{DeviceProperties, UsbmuxAddress};
 
 use crate::error::LockdownError;
-use crate::provider::{UsbmuxProvider, connect_port};
+use crate::provider::{UsbmuxProvider, connect_lockdown, connect_port, guarded_service};
 
 /// Default wait for one lockdownd reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -31,12 +31,23 @@ pub async fn timed<T>(
 }
 
 /// Which device a session talks to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DeviceRef {
     pub addr: UsbmuxAddress,
     pub device_id: u32,
     pub udid: String,
+    /// Where the device's traffic is recorded; off unless asked for (`with_transcript`).
+    pub transcript: Transcript,
 }
+
+/// The same device, whether or not its traffic is recorded.
+impl PartialEq for DeviceRef {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.addr, self.device_id, &self.udid) == (&other.addr, other.device_id, &other.udid)
+    }
+}
+
+impl Eq for DeviceRef {}
 
 impl DeviceRef {
     pub fn new(addr: UsbmuxAddress, device: &DeviceProperties) -> Self {
@@ -44,7 +55,14 @@ impl DeviceRef {
             addr,
             device_id: device.device_id,
             udid: device.udid.clone(),
+            transcript: Transcript::off(),
         }
+    }
+
+    /// Records every request and reply to this device in `transcript`.
+    pub fn with_transcript(mut self, transcript: Transcript) -> Self {
+        self.transcript = transcript;
+        self
     }
 }
 
@@ -53,6 +71,8 @@ pub struct DeviceSession {
     client: LockdownClient,
     timeout: Duration,
     in_session: bool,
+    /// This connection's place in the transcript, kept for the TLS stream StartSession makes.
+    tap: Option<Tap>,
 }
 
 impl std::fmt::Debug for DeviceSession {
@@ -74,9 +94,9 @@ impl DeviceSession {
         device: DeviceRef,
         timeout: Duration,
     ) -> Result<Self, LockdownError> {
-        let idevice = tokio::time::timeout(
+        let (idevice, tap) = tokio::time::timeout(
             timeout,
-            connect_port(&device.addr, device.device_id, usbmux::LOCKDOWN_PORT, LABEL),
+            connect_lockdown(&device.addr, device.device_id, LABEL, &device.transcript),
         )
         .await
         .map_err(|_| LockdownError::Timeout {
@@ -88,6 +108,7 @@ impl DeviceSession {
             client: LockdownClient::new(idevice),
             timeout,
             in_session: false,
+            tap,
         })
     }
 
@@ -157,7 +178,14 @@ impl DeviceSession {
     /// StartSession with the record's HostID, then TLS with its host certificate; every reply
     /// of the session is checked within bounds before idevice parses it.
     pub async fn start_session(&mut self, record: &PairingFile) -> Result<(), LockdownError> {
-        crate::session_tls::start(&mut self.client, record, LABEL, self.timeout).await?;
+        crate::session_tls::start(
+            &mut self.client,
+            record,
+            LABEL,
+            self.timeout,
+            self.tap.as_ref(),
+        )
+        .await?;
         self.in_session = true;
         Ok(())
     }
@@ -191,7 +219,13 @@ impl DeviceSession {
         let (port, ssl) = self.start_service(service).await?;
         let idevice = tokio::time::timeout(
             self.timeout,
-            connect_port(&self.device.addr, self.device.device_id, port, LABEL),
+            connect_port(
+                &self.device.addr,
+                self.device.device_id,
+                port,
+                LABEL,
+                &self.device.transcript,
+            ),
         )
         .await
         .map_err(|_| LockdownError::Timeout {
@@ -203,11 +237,12 @@ impl DeviceSession {
         let socket = idevice
             .get_socket()
             .ok_or_else(|| LockdownError::Idevice("the service connection is gone".into()))?;
+        let tap = self.device.transcript.tap(service);
         Ok(if ssl {
             let stream = crate::session_tls::connect(socket, record, self.timeout).await?;
-            idevice::Idevice::new(Box::new(PlistGuard::new(stream)), LABEL)
+            guarded_service(stream, tap, LABEL)
         } else {
-            idevice::Idevice::new(Box::new(PlistGuard::new(socket)), LABEL)
+            guarded_service(socket, tap, LABEL)
         })
     }
 
@@ -229,6 +264,7 @@ impl DeviceSession {
             device_id: self.device.device_id,
             label: LABEL.into(),
             pair_record: record,
+            transcript: self.device.transcript.clone(),
         }
     }
 }

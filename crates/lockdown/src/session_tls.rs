@@ -21,7 +21,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::client::TlsStream;
-use usbmux::plist_guard::PlistGuard;
+use usbmux::transcript::Tap;
 
 use crate::error::LockdownError;
 use crate::supervised_pairing::{lockdown_error, read_plist, send_plist};
@@ -35,6 +35,7 @@ pub(crate) async fn start(
     record: &PairingFile,
     label: &str,
     after: Duration,
+    tap: Option<&Tap>,
 ) -> Result<(), LockdownError> {
     let mut request = Dictionary::new();
     request.insert("Label".into(), label.into());
@@ -51,7 +52,7 @@ pub(crate) async fn start(
         .get_socket()
         .ok_or_else(|| LockdownError::Idevice("the lockdownd connection is gone".into()))?;
     let tls = connect(plain, record, after).await?;
-    client.idevice = Idevice::new(Box::new(PlistGuard::new(tls)), label);
+    client.idevice = crate::provider::guarded_service(tls, tap.cloned(), label);
     client.session_id = session_id;
     Ok(())
 }

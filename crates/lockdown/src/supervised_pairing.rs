@@ -401,7 +401,11 @@ pub async fn pair_supervised_and_save_with_wait(
     trust_wait: Duration,
 ) -> Result<PairingFile, LockdownError> {
     let addr = session.device.addr.clone();
-    let system_buid = UsbmuxClient::connect(&addr).await?.read_buid().await?;
+    let system_buid = UsbmuxClient::connect(&addr)
+        .await?
+        .recorded(&session.device.transcript)
+        .read_buid()
+        .await?;
     let host_id = new_host_id();
     let record = pair_supervised(
         session,

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use idevice::provider::IdeviceProvider;
 use idevice::{Idevice, IdeviceError, IdeviceService};
 use lockdown::ChallengeSigner;
 use plist::{Dictionary, Value};
@@ -134,12 +133,12 @@ impl McInstallClient {
     /// within the default connect deadline, every reply checked within bounds
     /// (`lockdown::services`). (This inherent method shadows `IdeviceService::connect`, adding
     /// the deadline, the bounds and typed errors.)
-    pub async fn connect(provider: &dyn IdeviceProvider) -> Result<Self, McInstallError> {
+    pub async fn connect(provider: &lockdown::UsbmuxProvider) -> Result<Self, McInstallError> {
         Self::connect_with_timeouts(provider, Timeouts::default()).await
     }
 
     pub async fn connect_with_timeouts(
-        provider: &dyn IdeviceProvider,
+        provider: &lockdown::UsbmuxProvider,
         timeouts: Timeouts,
     ) -> Result<Self, McInstallError> {
         let connect =

@@ -22,6 +22,7 @@ pub mod lockdownd;
 pub mod mcinstall;
 pub mod mdm_server;
 pub mod pair_store;
+pub mod replay;
 pub mod rng;
 pub mod scenario;
 pub mod services;

@@ -191,6 +191,7 @@ async fn open(settings: Arc<Settings>, board: &Board) -> Result<Opened, DaemonEr
         ledger,
         pair_store: lockdown::PairRecordStore::new(state_dir.join("pair-records")),
         asm,
+        transcripts: config.transcript.clone(),
     });
     Ok(Opened {
         addr,

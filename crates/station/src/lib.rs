@@ -47,6 +47,7 @@ pub mod settings;
 pub mod slots;
 pub mod status;
 pub mod sysfs_topology;
+pub mod transcript;
 pub mod usb_events;
 pub mod watch;
 pub mod web;

@@ -10,6 +10,7 @@ use crate::error::UsbmuxError;
 use crate::frame::{self, Frame, MAX_REPLY_LEN, message_type};
 use crate::listen::Listener;
 use crate::message::{ClientInfo, Request, ResultCode, result_number};
+use crate::transcript::{self, Direction, Tap, Transcript};
 
 /// Default time to wait for a usbmuxd reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,6 +22,8 @@ pub struct UsbmuxClient {
     tag: u32,
     timeout: Duration,
     client: ClientInfo,
+    /// Set when a transcript is on: requests and replies are recorded on the usbmuxd channel.
+    tap: Option<Tap>,
 }
 
 impl UsbmuxClient {
@@ -40,14 +43,25 @@ impl UsbmuxClient {
             tag: 0,
             timeout,
             client: ClientInfo::cartprep(),
+            tap: None,
         })
+    }
+
+    /// Records this connection's requests and replies in `transcript` (when it is on).
+    pub fn recorded(mut self, transcript: &Transcript) -> Self {
+        self.tap = transcript.tap(transcript::USBMUXD);
+        self
     }
 
     /// Sends a request and returns the reply dict, checking the echoed tag.
     pub async fn request(&mut self, request: &Request) -> Result<Dictionary, UsbmuxError> {
         self.tag = self.tag.wrapping_add(1);
         let tag = self.tag;
-        let frame = Frame::plist(tag, &request.to_dict(&self.client))?;
+        let dict = request.to_dict(&self.client);
+        if let Some(tap) = &self.tap {
+            tap.record(Direction::Request, &dict);
+        }
+        let frame = Frame::plist(tag, &dict)?;
         let timeout = self.timeout;
         let reply = tokio::time::timeout(timeout, async {
             frame::write_frame(&mut self.stream, &frame).await?;
@@ -68,7 +82,11 @@ impl UsbmuxClient {
                 reply.header.message
             )));
         }
-        reply.plist_dict()
+        let reply = reply.plist_dict()?;
+        if let Some(tap) = &self.tap {
+            tap.record(Direction::Reply, &reply);
+        }
+        Ok(reply)
     }
 
     /// Sends a request whose only answer is a Result; anything but 0 is an error.

@@ -11,8 +11,10 @@ pub mod listen;
 pub mod message;
 pub mod plist_guard;
 pub mod plist_service;
+pub mod redact;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
+pub mod transcript;
 
 pub use address::{UsbmuxAddress, UsbmuxStream};
 pub use bounded_plist::{BoundedPlistError, Limits};
@@ -22,6 +24,7 @@ pub use error::UsbmuxError;
 pub use frame::{Frame, Header};
 pub use listen::{ListenMessage, Listener, Oddity, listen_loop};
 pub use message::{ClientInfo, Request, ResultCode};
+pub use transcript::{Tap, Transcript};
 
 /// lockdownd's TCP port on the device.
 pub const LOCKDOWN_PORT: u16 = 62078;

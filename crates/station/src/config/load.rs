@@ -271,6 +271,7 @@ fn check(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems) -> Option<S
         asm: asm_config,
         web,
         notify,
+        transcript: raw.debug.transcript.as_deref().map(resolve),
     };
     Some(Settings {
         fingerprint: config.fingerprint(),

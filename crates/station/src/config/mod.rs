@@ -91,6 +91,9 @@ pub struct StationConfig {
     pub web: Option<WebConfig>,
     /// `[notify]`: the webhook; `None` (the default) posts nothing.
     pub notify: Option<NotifyConfig>,
+    /// `[debug] transcript`: the folder each iPad's transcript is written to; `None` (the
+    /// default) records nothing.
+    pub transcript: Option<PathBuf>,
 }
 
 /// Who the iPads belong to: shown on the device and in the cloud configuration.

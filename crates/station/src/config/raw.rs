@@ -32,6 +32,16 @@ pub(super) struct RawConfig {
     pub(super) asm: Option<super::asm::RawAsm>,
     pub(super) web: Option<super::web::RawWeb>,
     pub(super) notify: Option<super::web::RawNotify>,
+    #[serde(default)]
+    pub(super) debug: RawDebug,
+}
+
+/// `[debug]`: help for a bug report; nothing here changes what is done to an iPad.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDebug {
+    /// A folder for field transcripts (`docs/protocol.md` §9).
+    pub(super) transcript: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]

@@ -463,6 +463,7 @@ impl<'a> Identified<'a> {
             device_id: self.device.device_id,
             label: lockdown::session::LABEL.into(),
             pair_record: self.pair_record.clone(),
+            transcript: self.device.transcript.clone(),
         }
     }
 

@@ -51,6 +51,8 @@ pub struct Context {
     pub pair_store: PairRecordStore,
     /// Apple School Manager, when `[asm]` is configured.
     pub asm: Option<Arc<crate::asm_sync::AsmSync>>,
+    /// Where each job's transcript goes, when transcripts are on.
+    pub transcripts: Option<std::path::PathBuf>,
 }
 
 /// How a job ended.
@@ -89,7 +91,14 @@ pub async fn run(
     plugged: Plugged,
     mut reporter: Reporter,
 ) -> JobEnd {
-    let device = DeviceRef::new(ctx.usbmux.clone(), &plugged.props);
+    let mut device = DeviceRef::new(ctx.usbmux.clone(), &plugged.props);
+    if let Some(dir) = &ctx.transcripts {
+        match crate::transcript::start(dir, &plugged.props) {
+            Ok((transcript, _)) => device = device.with_transcript(transcript),
+            // A debugging aid: the iPad is prepared without one.
+            Err(e) => tracing::warn!(udid = %plugged.props.udid, "no transcript: {e}"),
+        }
+    }
     let mut unpaired = Unpaired {
         ctx,
         plugged,

@@ -492,3 +492,17 @@ fn a_file_that_is_not_utf8_is_named_with_the_line_and_setting() {
     assert_eq!((p.field.as_str(), p.line), ("mdm.name", Some(14)), "{p}");
     assert!(err.to_string().contains("station.toml"), "{err}");
 }
+
+#[test]
+fn transcripts_are_off_unless_debug_names_a_folder_relative_to_the_config() {
+    let f = Fixture::new();
+    assert_eq!(f.load(MINIMAL).expect("valid").transcript, None);
+    let on = f
+        .load(&format!(
+            "{MINIMAL}\n[debug]\ntranscript = \"transcripts\"\n"
+        ))
+        .expect("valid");
+    assert_eq!(on.transcript, Some(f.path("transcripts")));
+    let p = only_problem(f.load(&format!("{MINIMAL}\n[debug]\ntranscripts = \"t\"\n")));
+    assert_eq!(p.field, "debug.transcripts");
+}
