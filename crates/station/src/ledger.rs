@@ -563,19 +563,34 @@ fn decode(serial: &str, bytes: &[u8]) -> Result<DeviceRecord, LedgerError> {
     })
 }
 
+/// How long an open waits for a lock held by a closing database: sled releases its file lock
+/// when the last of its background references drops, a moment after the `Db` itself.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 fn open_db(path: &Path) -> sled::Result<sled::Db> {
-    // No periodic flusher: durability comes from the explicit flush in `save`, and its thread
-    // would wake an idle station several times a second.
-    sled::Config::new().path(path).flush_every_ms(None).open()
+    let started = std::time::Instant::now();
+    loop {
+        // No periodic flusher: durability comes from the explicit flush in `save`, and its
+        // thread would wake an idle station several times a second.
+        match sled::Config::new().path(path).flush_every_ms(None).open() {
+            Err(e) if is_lock_held(&e) && started.elapsed() < LOCK_GRACE => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// sled reports a held lock as ErrorKind::Other with this text (0.34.7 config.rs).
+fn is_lock_held(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(e) if e.to_string().contains("could not acquire lock"))
 }
 
 /// False for the open failures that say nothing about the database's contents.
 fn moving_aside_helps(error: &sled::Error) -> bool {
     match error {
         sled::Error::Io(e) => {
-            // sled reports a held lock as ErrorKind::Other with this text (0.34.7 config.rs).
-            let locked = e.to_string().contains("could not acquire lock");
-            !locked
+            !is_lock_held(error)
                 && !matches!(
                     e.kind(),
                     io::ErrorKind::PermissionDenied
