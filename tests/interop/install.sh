@@ -3,6 +3,8 @@
 #   - Debian's libimobiledevice-utils (ideviceinfo, idevice_id, idevicepair, idevicename)
 #   - openssl (CLI)
 #   - pymobiledevice3 in a venv at ${CARTPREP_VENV:-/var/tmp/cartprep-venv}
+#   - tidevice (Alibaba's client, which makes X.509 v1 host and device certificates when it
+#     pairs) in its own venv at ${CARTPREP_TIDEVICE_VENV:-/var/tmp/cartprep-tidevice-venv}
 # Idempotent; runs as root; never reads stdin.
 set -euo pipefail
 
@@ -161,6 +163,27 @@ EOF_CONSTRAINTS
     [[ -n "${CARTPREP_PIP_UNPINNED:-}" ]] && pin=()
     "$VENV/bin/python" -m pip install -q --prefer-binary "pymobiledevice3==$PMD3_VERSION" "${pin[@]}" </dev/null
     pmd3_ok || { log "pymobiledevice3 $PMD3_VERSION import check failed"; exit 1; }
+fi
+
+# ---------------------------------------------------------------- tidevice
+# Its own venv: tidevice pairs with pyOpenSSL's X509Req.set_version(2), which pyOpenSSL
+# refuses from 23.x on, so it needs the older pyOpenSSL/cryptography pair (wheels exist).
+TIDEVICE_VERSION="0.12.11"
+TIDEVICE_VENV="${CARTPREP_TIDEVICE_VENV:-/var/tmp/cartprep-tidevice-venv}"
+tidevice_ok() {
+    [[ -x "$TIDEVICE_VENV/bin/tidevice" ]] &&
+        "$TIDEVICE_VENV/bin/python" -c 'import tidevice._ca' 2>/dev/null &&
+        [[ "$("$TIDEVICE_VENV/bin/tidevice" version 2>/dev/null)" == *"$TIDEVICE_VERSION"* ]]
+}
+if tidevice_ok; then
+    log "venv: tidevice $TIDEVICE_VERSION already installed in $TIDEVICE_VENV"
+else
+    [[ -x "$TIDEVICE_VENV/bin/python" ]] || "$PYTHON" -m venv "$TIDEVICE_VENV" </dev/null
+    log "venv: installing tidevice==$TIDEVICE_VERSION"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 "$TIDEVICE_VENV/bin/python" -m pip install -q \
+        --prefer-binary "tidevice==$TIDEVICE_VERSION" "pyOpenSSL==22.1.0" "cryptography==38.0.4" \
+        "pyasn1==0.6.5" </dev/null
+    tidevice_ok || { log "tidevice $TIDEVICE_VERSION check failed"; exit 1; }
 fi
 
 log "done: $(ideviceinfo --version 2>/dev/null || echo 'ideviceinfo ?'), pymobiledevice3 $PMD3_VERSION at $VENV/bin/pymobiledevice3"

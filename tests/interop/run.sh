@@ -317,6 +317,43 @@ check "usbmux list shows the new names, untouched slot 0 keeps its name" \
     'rc == 0 and {d["UniqueDeviceID"]: d["DeviceName"] for d in json()} == dict(zip(args[0::2], args[1::2]))' \
     "$U0" "${NAME[0]}" "$U1" "$NEW1" "$U2" "$NEW2"
 
+# ---------------------------------------------------------------- tidevice (X.509 v1 certificates)
+# tidevice pairs with X.509 v1 host and device certificates (no extensions) and saves its pair
+# record through usbmuxd; iOS accepts them (docs/fidelity.md §3). Slot 2, after the name checks.
+TIDEVICE="${CARTPREP_TIDEVICE_VENV:-/var/tmp/cartprep-tidevice-venv}/bin/tidevice"
+if [[ -x "$TIDEVICE" ]]; then
+    run tidevice-list "$TIDEVICE" --socket "$ADDR" list --json
+    check "tidevice list --json lists the 3 UDIDs" \
+        'rc == 0 and sorted(d["udid"] for d in json()) == sorted(args)' "${UDID[@]}"
+
+    # tidevice saves its record through usbmuxd in place of the one idevicename made; that
+    # one is put back afterwards for the later stages.
+    PAIR_RECORD="$(dirname "${BASH_SOURCE[0]}")/pair_record.py"
+    run pair-record-save-2 "$PY" "$PAIR_RECORD" "$ADDR" read "$U2" "$WORK/u2-record.plist"
+    check "usbmuxd ReadPairRecord keeps slot 2's record aside" 'rc == 0'
+
+    run tidevice-pair-2 "$TIDEVICE" --socket "$ADDR" -u "$U2" pair
+    check "tidevice pair (X.509 v1 certificates, SavePairRecord), slot 2" \
+        'rc == 0 and ("Paired with device " + args[0]) in out' "$U2"
+
+    run tidevice-cert-versions-2 "$PY" "$PAIR_RECORD" "$ADDR" cert-versions "$U2"
+    check "the pair record tidevice saved holds X.509 v1 host and device certificates, slot 2" \
+        'rc == 0 and lines() == ["HostCertificate Version: 1 (0x0)", "DeviceCertificate Version: 1 (0x0)"]'
+
+    run tidevice-info-2 "$TIDEVICE" --socket "$ADDR" -u "$U2" info --json
+    check "tidevice info --json (TLS session with its v1 certificates): SerialNumber, ProductType, UDID, slot 2" \
+        'rc == 0 and (json().get("SerialNumber"), json().get("ProductType"), json().get("UniqueDeviceID")) == tuple(args)' \
+        "${SERIAL[2]}" "${MODEL[2]}" "$U2"
+
+    run tidevice-name-2 "$TIDEVICE" --socket "$ADDR" -u "$U2" info -k DeviceName
+    check "tidevice reads the name idevicename set (a second session), slot 2" 'rc == 0 and args[0] in out' "$NEW2"
+
+    run pair-record-restore-2 "$PY" "$PAIR_RECORD" "$ADDR" write "$U2" "$WORK/u2-record.plist"
+    check "usbmuxd SavePairRecord puts slot 2's earlier record back" 'rc == 0'
+else
+    not_ok "tidevice installed at $TIDEVICE (run tests/interop/install.sh)"
+fi
+
 # ---------------------------------------------------------------- later: services
 if [[ -n "${INTEROP_EXTRA:-}" ]]; then
     run pmd3-activation-1 "$PMD3" activation state --udid "$U1"

@@ -44,17 +44,37 @@ pub fn server_config(
 ) -> Result<Arc<rustls::ServerConfig>, SimError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(PairedHostVerifier { host });
+    let key = provider
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            device_key_pkcs8,
+        )))
+        .map_err(|e| SimError::Tls(e.to_string()))?;
+    let certified =
+        rustls::sign::CertifiedKey::new(vec![CertificateDer::from(device_cert_der)], key);
     let config = rustls::ServerConfig::builder_with_provider(provider)
         // Real lockdownd negotiates TLS 1.2 (only 1.2 has been observed).
         .with_protocol_versions(&[&rustls::version::TLS12])
         .map_err(|e| SimError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![CertificateDer::from(device_cert_der)],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(device_key_pkcs8)),
-        )
-        .map_err(|e| SimError::Tls(e.to_string()))?;
+        .with_cert_resolver(Arc::new(DeviceCertificate(Arc::new(certified))));
     Ok(Arc::new(config))
+}
+
+/// The DeviceCertificate the host made at pairing, served as it is. rustls's `with_single_cert`
+/// parses it with webpki, which refuses X.509 v1 certificates; hosts that make v1 device
+/// certificates (tidevice) work with real iPads (docs/fidelity.md §3), so the certificate is
+/// served without that check.
+#[derive(Debug)]
+struct DeviceCertificate(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for DeviceCertificate {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
 }
 
 /// PEM certificate (as stored in pair records) to DER.
@@ -414,5 +434,25 @@ mod tests {
             .as_bytes()
             .to_vec();
         assert_eq!(certificate_public_key(&host), Some(host_public));
+    }
+
+    #[test]
+    fn a_v1_device_certificate_made_at_pairing_is_served() {
+        use rsa::pkcs8::EncodePrivateKey;
+        let (root_key, device_key) = (key(), key());
+        let device = v1_certificate(&root_key, &device_key);
+        let pkcs8 = device_key
+            .to_pkcs8_der()
+            .expect("pkcs8")
+            .as_bytes()
+            .to_vec();
+        let host = TrustedHost {
+            host_cert_der: v1_certificate(&root_key, &root_key),
+            root_cert_der: v1_certificate(&root_key, &root_key),
+        };
+        assert!(
+            server_config(device, pkcs8, host).is_ok(),
+            "tidevice makes v1 device certificates and real iPads serve them"
+        );
     }
 }
