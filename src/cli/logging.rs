@@ -19,7 +19,11 @@ pub fn init(verbose: u8) {
         Err(_) if verbose > 0 => (EnvFilter::new(level_for(verbose)), "idevice=info"),
         Err(_) => (EnvFilter::new("warn"), "idevice=warn"),
     };
-    let filter = filter.add_directive(idevice_cap.parse().expect("static directive"));
+    // notify describes every inotify event of the config folder at trace level: with the log
+    // written into that folder, each line would make another (tests/config_watch_trace.rs).
+    let filter = filter
+        .add_directive(idevice_cap.parse().expect("static directive"))
+        .add_directive("notify=info".parse().expect("static directive"));
     // Plain under systemd/launchd (stderr is the journal or a file), coloured on a terminal.
     let ansi = {
         use std::io::IsTerminal;
