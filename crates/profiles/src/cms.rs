@@ -125,6 +125,43 @@ pub fn signed_content(bytes: &[u8]) -> Result<SignedContent> {
     }
 }
 
+/// The certificate among those a SignedData carries that `sid` names: by issuer and serial
+/// number, or by subject key identifier.
+pub(crate) fn signer_certificate<'a>(
+    sd: &'a SignedData,
+    sid: &SignerIdentifier,
+) -> Option<&'a Certificate> {
+    sd.certificates
+        .iter()
+        .flat_map(|set| set.0.iter())
+        .filter_map(|c| match c {
+            CertificateChoices::Certificate(c) => Some(c),
+            _ => None,
+        })
+        .find(|c| match sid {
+            SignerIdentifier::IssuerAndSerialNumber(ias) => {
+                c.tbs_certificate.issuer == ias.issuer
+                    && c.tbs_certificate.serial_number == ias.serial_number
+            }
+            SignerIdentifier::SubjectKeyIdentifier(ski) => {
+                subject_key_id(c).as_deref() == Some(ski.0.as_bytes())
+            }
+        })
+}
+
+fn subject_key_id(cert: &Certificate) -> Option<Vec<u8>> {
+    use x509_cert::ext::pkix::SubjectKeyIdentifier;
+    let ext = cert
+        .tbs_certificate
+        .extensions
+        .as_ref()?
+        .iter()
+        .find(|e| e.extn_id == rfc5912::ID_CE_SUBJECT_KEY_IDENTIFIER)?;
+    SubjectKeyIdentifier::from_der(ext.extn_value.as_bytes())
+        .ok()
+        .map(|ski| ski.0.as_bytes().to_vec())
+}
+
 /// Verifies a DER SignedData made by [`sign_attached`] (or any signer using SHA-256 with RSA
 /// PKCS#1 v1.5 and signed attributes) the way the device does: the first signer's signature
 /// verifies with its certificate (found in the message by issuer and serial number), and the
@@ -146,26 +183,12 @@ pub fn verify_attached(bytes: &[u8]) -> Result<SignedContent> {
             format!("unsupported digest algorithm {}", signer.digest_alg.oid),
         ));
     }
-    let SignerIdentifier::IssuerAndSerialNumber(ias) = &signer.sid else {
+    if !matches!(signer.sid, SignerIdentifier::IssuerAndSerialNumber(_)) {
         return Err(fail(
             "signer identified by key identifier, not issuer and serial",
         ));
-    };
-    let certs: Vec<&Certificate> = sd
-        .certificates
-        .iter()
-        .flat_map(|set| set.0.iter())
-        .filter_map(|c| match c {
-            CertificateChoices::Certificate(c) => Some(c),
-            _ => None,
-        })
-        .collect();
-    let cert = certs
-        .iter()
-        .find(|c| {
-            c.tbs_certificate.issuer == ias.issuer
-                && c.tbs_certificate.serial_number == ias.serial_number
-        })
+    }
+    let cert = signer_certificate(&sd, &signer.sid)
         .ok_or_else(|| fail("the signer's certificate is not in the message"))?;
     let attrs = signer
         .signed_attrs

@@ -5,9 +5,8 @@
 //! `ring`. Anything else is [`CmsCheckError::Unsupported`], which is not a bad signature: the
 //! device may well accept it (`docs/protocol.md` §7.1).
 
-use cms::cert::CertificateChoices;
 use cms::content_info::ContentInfo;
-use cms::signed_data::{SignedData, SignerIdentifier};
+use cms::signed_data::SignedData;
 use der::oid::ObjectIdentifier;
 use der::oid::db::{rfc5911, rfc5912};
 use der::{Decode, Encode, Tag, Tagged};
@@ -74,26 +73,7 @@ pub fn verify_by_included_signer(bytes: &[u8]) -> Result<CheckedSignature, CmsCh
         .0
         .get(0)
         .ok_or_else(|| not("no signer".into()))?;
-    let certs: Vec<&Certificate> = sd
-        .certificates
-        .iter()
-        .flat_map(|set| set.0.iter())
-        .filter_map(|c| match c {
-            CertificateChoices::Certificate(c) => Some(c),
-            _ => None,
-        })
-        .collect();
-    let cert = certs
-        .iter()
-        .find(|c| match &signer.sid {
-            SignerIdentifier::IssuerAndSerialNumber(ias) => {
-                c.tbs_certificate.issuer == ias.issuer
-                    && c.tbs_certificate.serial_number == ias.serial_number
-            }
-            SignerIdentifier::SubjectKeyIdentifier(ski) => subject_key_id(c)
-                .as_deref()
-                .is_some_and(|id| id == ski.0.as_bytes()),
-        })
+    let cert = crate::cms::signer_certificate(&sd, &signer.sid)
         .ok_or_else(|| bad("the signer's certificate is not in the message"))?;
     let digest = digest_algorithm(&signer.digest_alg.oid)
         .ok_or_else(|| unsupported(format!("digest algorithm {}", signer.digest_alg.oid)))?;
@@ -187,19 +167,6 @@ fn verification_algorithm(
 }
 
 /// The certificate's SubjectKeyIdentifier extension value.
-fn subject_key_id(cert: &Certificate) -> Option<Vec<u8>> {
-    use x509_cert::ext::pkix::SubjectKeyIdentifier;
-    let ext = cert
-        .tbs_certificate
-        .extensions
-        .as_ref()?
-        .iter()
-        .find(|e| e.extn_id == rfc5912::ID_CE_SUBJECT_KEY_IDENTIFIER)?;
-    SubjectKeyIdentifier::from_der(ext.extn_value.as_bytes())
-        .ok()
-        .map(|ski| ski.0.as_bytes().to_vec())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
