@@ -76,7 +76,7 @@ impl Flavour {
         match self {
             Flavour::Linux => p.location_id = Some(port.location_id()),
             Flavour::Macos => {
-                p.location_id = macos_location_id(port);
+                p.location_id = port.macos_location_id().map(u64::from);
                 p.usb_serial_number = Some(identity.usb_serial());
             }
         }
@@ -125,12 +125,6 @@ impl Flavour {
             Err(_) => stored,
         }
     }
-}
-
-/// IOKit's location ID: the bus in the top byte, then one nibble per hub port from the root
-/// (a capture shows 0x14200000, port 2 of bus 0x14). `None` past a nibble's range.
-pub fn macos_location_id(port: &UsbPort) -> Option<u64> {
-    port.macos_location_id().map(u64::from)
 }
 
 /// The Bonjour name of an iPad's Wi-Fi sync service: `<Wi-Fi MAC>@<IPv6 link-local>.
@@ -188,7 +182,7 @@ mod tests {
             (16, None),
         ] {
             let port = crate::bus::port(slot).expect("a slot on the bus");
-            assert_eq!(macos_location_id(&port), want, "slot {slot}");
+            assert_eq!(port.macos_location_id(), want, "slot {slot}");
         }
     }
 

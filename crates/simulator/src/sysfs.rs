@@ -108,7 +108,7 @@ pub fn write(root: &Path, devices: &[BusDevice]) -> std::io::Result<()> {
     }
     for folder in &wanted {
         let path = dir.join(&folder.name);
-        if read_folder(&path).as_ref() == Some(&folder.attributes) {
+        if read_folder(&path) == folder.attributes {
             continue;
         }
         let staging = dir.join(format!(".{}.new", folder.name));
@@ -126,7 +126,7 @@ pub fn write(root: &Path, devices: &[BusDevice]) -> std::io::Result<()> {
 }
 
 /// The attributes a folder holds now, in the order `folders` writes them.
-fn read_folder(path: &Path) -> Option<Vec<(&'static str, String)>> {
+fn read_folder(path: &Path) -> Vec<(&'static str, String)> {
     const NAMES: [&str; 10] = [
         "idVendor",
         "idProduct",
@@ -145,7 +145,7 @@ fn read_folder(path: &Path) -> Option<Vec<(&'static str, String)>> {
             out.push((name, text.trim_end_matches('\n').to_owned()));
         }
     }
-    Some(out)
+    out
 }
 
 #[cfg(test)]
