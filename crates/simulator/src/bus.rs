@@ -2,6 +2,10 @@
 //! hubs under it (`1-1.k` for one level; `1-1.a.b` for two; `1-1.a.b.c` for three), the way a
 //! cart's chained hubs sit.
 //!
+//! A cart bigger than one bus holds (more than 125 iPads with one hub level) goes on on the
+//! next bus (`2-1.k`…), the layout repeated, as on a station with several USB host
+//! controllers: a district-sized simulator of 1,000 iPads uses 8.
+//!
 //! This is the one place that says where a slot sits. The simulator reports each iPad's
 //! LocationID from it, and whoever draws the cart's bus for the station (the demo, the
 //! end-to-end tests, the sysfs tree of `crate::sysfs`) reads the same layout instead of writing
@@ -19,6 +23,9 @@ pub const HUB_PORTS: u32 = 7;
 /// The most slots one hub level has room for: USB addresses are 7 bits (at most 127), and
 /// addresses 1 and 2 belong to the root hub and the cart's hub.
 pub const MAX_SLOTS: u32 = 125;
+
+/// The most buses (host controllers) a simulated station has.
+pub const MAX_BUSES: u32 = 16;
 
 /// How many levels of hubs the cart's bus has (1 to 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +54,11 @@ impl HubLevels {
             n => HUB_PORTS.pow(u32::from(n - 1)) * HUB_PORTS,
         };
         ports.min(127 - 1 - self.hubs())
+    }
+
+    /// Slots on all the buses a simulated station can have.
+    pub fn max_slots_all_buses(self) -> u32 {
+        self.max_slots() * MAX_BUSES
     }
 }
 
@@ -96,11 +108,24 @@ pub fn port(slot: u32) -> Option<UsbPort> {
     port_in(HubLevels::ONE, slot)
 }
 
-/// The port of `slot` with `levels` of hubs; `None` for slot 0 or past the layout's room.
+/// The port of `slot` with `levels` of hubs; `None` for slot 0 or past the room of
+/// [`MAX_BUSES`] buses. Slots past one bus's room go on the next bus, laid out the same way.
 pub fn port_in(levels: HubLevels, slot: u32) -> Option<UsbPort> {
-    if !(1..=levels.max_slots()).contains(&slot) {
+    if !(1..=levels.max_slots_all_buses()).contains(&slot) {
         return None;
     }
+    let per_bus = levels.max_slots();
+    let bus = BUS.checked_add(u8::try_from((slot - 1) / per_bus).ok()?)?;
+    let on_bus = (slot - 1) % per_bus + 1;
+    let mut port = port_on_bus(levels, on_bus)?;
+    port.slot = slot;
+    port.bus = bus;
+    port.chain = chain(bus, &port.ports);
+    Some(port)
+}
+
+/// The port of the `slot`-th iPad of one bus (bus [`BUS`]).
+fn port_on_bus(levels: HubLevels, slot: u32) -> Option<UsbPort> {
     let mut ports = vec![HUB_PORT];
     if levels.get() == 1 {
         ports.push(u8::try_from(slot).ok()?);
@@ -125,9 +150,12 @@ pub fn port_in(levels: HubLevels, slot: u32) -> Option<UsbPort> {
     })
 }
 
-/// The port chain of `slot` on a one-level cart (`1-1.k`), the key of the station's `[slots]`.
+/// The port chain of `slot` on a one-level cart (`1-1.k`; `2-1.k` past the first bus), the key
+/// of the station's `[slots]`.
 pub fn port_chain(slot: u32) -> String {
-    format!("{BUS}-{HUB_PORT}.{slot}")
+    port(slot)
+        .map(|p| p.chain)
+        .unwrap_or_else(|| format!("{BUS}-{HUB_PORT}.{slot}"))
 }
 
 /// `bus-port.port…`, as Linux names USB devices in sysfs.
@@ -215,10 +243,35 @@ mod tests {
     }
 
     #[test]
-    fn there_is_no_slot_0_and_none_past_the_last_address() {
+    fn there_is_no_slot_0_and_none_past_the_last_bus() {
         assert_eq!(port(0), None);
-        assert_eq!(port(MAX_SLOTS + 1), None);
+        assert_eq!(port(MAX_SLOTS * MAX_BUSES + 1), None);
         assert_eq!(port(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_cart_bigger_than_one_bus_goes_on_on_the_next_bus() {
+        let two = HubLevels::new(2).unwrap();
+        let cases = [
+            // levels, slot, chain, bus, address, Linux LocationID
+            (HubLevels::ONE, MAX_SLOTS, "1-1.125", 1, 127, 0x1_007F),
+            (HubLevels::ONE, MAX_SLOTS + 1, "2-1.1", 2, 3, 0x2_0003),
+            (HubLevels::ONE, 1000, "8-1.125", 8, 127, 0x8_007F),
+            (two, 50, "2-1.1.1", 2, 10, 0x2_000A),
+        ];
+        for (levels, slot, chain, bus, address, location_id) in cases {
+            let p = port_in(levels, slot).expect("a slot on some bus");
+            assert_eq!(p.slot, slot);
+            assert_eq!(p.chain, chain, "slot {slot}");
+            assert_eq!(p.bus, bus, "slot {slot}");
+            assert_eq!(p.address, address, "slot {slot}");
+            assert_eq!(p.location_id(), location_id, "slot {slot}");
+        }
+        assert_eq!(port_chain(MAX_SLOTS + 1), "2-1.1");
+        assert_eq!(
+            port(MAX_SLOTS + 1).unwrap().macos_location_id(),
+            Some(0x0211_0000)
+        );
     }
 
     #[test]
@@ -243,8 +296,8 @@ mod tests {
         }
         assert_eq!(two.max_slots(), 49);
         assert_eq!(three.max_slots(), 69);
-        assert_eq!(port_in(two, 50), None);
-        assert_eq!(port_in(three, 70), None);
+        assert_eq!(port_in(two, 50).map(|p| p.bus), Some(2));
+        assert_eq!(port_in(three, 70).map(|p| p.bus), Some(2));
         assert_eq!(HubLevels::new(0), None);
         assert_eq!(HubLevels::new(4), None);
     }

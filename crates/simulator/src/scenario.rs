@@ -212,12 +212,15 @@ impl Scenario {
             return Err("no [[device]] entries".into());
         }
         let levels = self.levels()?;
-        if self.devices.len() > levels.max_slots() as usize {
+        if self.devices.len() > levels.max_slots_all_buses() as usize {
             return Err(format!(
-                "{} devices: the cart's USB bus has {} slots with {} level(s) of hubs",
+                "{} devices: with {} level(s) of hubs a USB bus has {} slots, and the simulator \
+                 has at most {} buses ({} slots)",
                 self.devices.len(),
+                levels.get(),
                 levels.max_slots(),
-                levels.get()
+                crate::bus::MAX_BUSES,
+                levels.max_slots_all_buses()
             ));
         }
         for (i, d) in self.devices.iter().enumerate() {
@@ -357,8 +360,12 @@ mod tests {
                 .contains("unknown action")
         );
         assert!(bad("seed = 1").contains("no [[device]]"));
-        assert!(bad(&"[[device]]\n".repeat(126)).contains("126 devices"));
-        assert!(Scenario::uniform(125).validate().is_ok());
+        let all_buses = crate::bus::HubLevels::default().max_slots_all_buses() as usize;
+        assert!(Scenario::uniform(all_buses).validate().is_ok());
+        assert!(
+            bad(&"[[device]]\n".repeat(all_buses + 1))
+                .contains(&format!("{} devices", all_buses + 1))
+        );
         assert!(bad("[[device]]\nudid = \"1234\"").contains("udid"));
         assert!(
             bad("[[device]]\nconnection = \"network\"\nalso_network = true")
@@ -390,9 +397,18 @@ mod tests {
             bad(&format!(
                 "hub_levels = 2
 {}",
-                "[[device]]\n".repeat(50)
+                "[[device]]\n".repeat(49 * crate::bus::MAX_BUSES as usize + 1)
             ))
-            .contains("49 slots")
+            .contains("a USB bus has 49 slots")
+        );
+        assert!(
+            Scenario {
+                hub_levels: Some(2),
+                ..Scenario::uniform(50)
+            }
+            .validate()
+            .is_ok(),
+            "the 50th iPad of 7-port hubs goes on a second bus"
         );
         assert!(bad("flavour = \"windows\"\n[[device]]").contains("unknown variant"));
     }

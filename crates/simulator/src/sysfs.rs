@@ -28,33 +28,39 @@ struct Folder {
 /// The folders for the bus as it is now: the root hub, every hub above an Apple device, and
 /// the Apple devices.
 fn folders(devices: &[BusDevice]) -> Vec<Folder> {
-    let mut out = vec![Folder {
-        name: format!("usb{}", bus::BUS),
-        attributes: vec![
-            ("idVendor", ROOT_HUB.0.into()),
-            ("idProduct", ROOT_HUB.1.into()),
-            ("busnum", bus::BUS.to_string()),
-            ("devnum", "1".into()),
-            ("devpath", "0".into()),
-        ],
-    }];
-    let mut hubs: Vec<Vec<u8>> = Vec::new();
+    // Bus 1 is always there (the cart's own); another bus once an iPad sits on it.
+    let mut buses: Vec<u8> = devices.iter().map(|d| d.port.bus).collect();
+    buses.push(bus::BUS);
+    buses.sort_unstable();
+    buses.dedup();
+    let mut out: Vec<Folder> = buses
+        .iter()
+        .map(|b| Folder {
+            name: format!("usb{b}"),
+            attributes: vec![
+                ("idVendor", ROOT_HUB.0.into()),
+                ("idProduct", ROOT_HUB.1.into()),
+                ("busnum", b.to_string()),
+                ("devnum", "1".into()),
+                ("devpath", "0".into()),
+            ],
+        })
+        .collect();
+    let mut hubs: Vec<(u8, Vec<u8>)> = Vec::new();
     for d in devices {
         for depth in 1..d.port.ports.len() {
-            let hub = d.port.ports[..depth].to_vec();
-            if !hubs.contains(&hub) {
-                hubs.push(hub);
-            }
+            hubs.push((d.port.bus, d.port.ports[..depth].to_vec()));
         }
     }
     hubs.sort();
-    for hub in hubs {
-        let chain = bus::chain(bus::BUS, &hub);
+    hubs.dedup();
+    for (b, hub) in hubs {
+        let chain = bus::chain(b, &hub);
         out.push(Folder {
             attributes: vec![
                 ("idVendor", HUB.0.into()),
                 ("idProduct", HUB.1.into()),
-                ("busnum", bus::BUS.to_string()),
+                ("busnum", b.to_string()),
                 ("devpath", devpath(&chain)),
                 ("bDeviceClass", "09".into()),
             ],
@@ -199,6 +205,19 @@ mod tests {
             std::fs::read_to_string(recovery.join("idProduct")).unwrap(),
             "1281\n"
         );
+    }
+
+    #[test]
+    fn an_ipad_past_the_first_bus_has_a_root_hub_and_cart_hub_of_its_own() {
+        let root = tempfile::tempdir().unwrap();
+        let last = bus::MAX_SLOTS + 1;
+        write(root.path(), &[device(1, 1, false), device(1, last, false)]).unwrap();
+        assert_eq!(
+            names(root.path()),
+            ["1-1", "1-1.1", "2-1", "2-1.1", "usb1", "usb2"]
+        );
+        let busnum = root.path().join(DEVICES).join("2-1.1/busnum");
+        assert_eq!(std::fs::read_to_string(busnum).unwrap(), "2\n");
     }
 
     #[test]
