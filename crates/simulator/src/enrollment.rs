@@ -142,7 +142,12 @@ pub async fn finish_setup_assistant(ipad: &VirtualIpad) -> SetupOutcome {
         complete(ipad, None);
         return SetupOutcome::FinishedWithoutMdm;
     };
-    let result = match machine_info(ipad, &info) {
+    // The device signs MachineInfo with its own key, made on first use.
+    let signed = match ipad.keys_ready().await {
+        Ok(()) => machine_info(ipad, &info),
+        Err(e) => Err(e.to_string()),
+    };
+    let result = match signed {
         Ok(body) => fetch_profile(&url, &anchors, &body).await,
         Err(e) => Err(EnrollmentFailure::Unreachable(e)),
     };

@@ -2,7 +2,7 @@
 //! language, activation, trusted hosts).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -258,7 +258,7 @@ pub struct PendingService {
 }
 
 /// The device's key pair in the forms lockdownd needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct DeviceKeys {
     /// DevicePublicKey: PKCS#1 PEM, the only form idevice and go-ios accept.
     public_pem: Vec<u8>,
@@ -289,8 +289,14 @@ impl DeviceKeys {
 #[derive(Debug)]
 pub struct VirtualIpad {
     pub spec: DeviceSpec,
-    /// Replaced by an erase: lockdownd's key pair lives in the data partition.
-    keys: Mutex<DeviceKeys>,
+    /// Replaced by an erase: lockdownd's key pair lives in the data partition. `None` until
+    /// the first connection asks for it ([`VirtualIpad::keys_ready`]): a 2048-bit key takes
+    /// ~100 ms to make, so a cart of 1,000 iPads starts without making any.
+    keys: Mutex<Option<DeviceKeys>>,
+    /// Where the key is cached between runs (`<udid>.key`), for a lazily made key.
+    key_dir: Option<PathBuf>,
+    /// Held while the key is loaded or made, so two first connections make one key.
+    key_init: tokio::sync::Mutex<()>,
     pub state: Mutex<DeviceState>,
     pub services: Mutex<HashMap<u16, PendingService>>,
     /// What a client cost this iPad (for the benchmark): counted, never acted on.
@@ -340,15 +346,72 @@ impl VirtualIpad {
     pub fn new(spec: DeviceSpec, key: RsaPrivateKey, state: DeviceState) -> Result<Self, SimError> {
         Ok(VirtualIpad {
             spec,
-            keys: Mutex::new(DeviceKeys::new(&key)?),
+            keys: Mutex::new(Some(DeviceKeys::new(&key)?)),
+            key_dir: None,
+            key_init: tokio::sync::Mutex::new(()),
             state: Mutex::new(state),
             services: Mutex::new(HashMap::new()),
             traffic: Traffic::default(),
         })
     }
 
-    fn keys(&self) -> DeviceKeys {
+    /// An iPad whose key is loaded from `key_dir` (or made and saved there) on its first
+    /// connection, off the async runtime.
+    pub fn with_lazy_key(spec: DeviceSpec, state: DeviceState, key_dir: Option<PathBuf>) -> Self {
+        VirtualIpad {
+            spec,
+            keys: Mutex::new(None),
+            key_dir,
+            key_init: tokio::sync::Mutex::new(()),
+            state: Mutex::new(state),
+            services: Mutex::new(HashMap::new()),
+            traffic: Traffic::default(),
+        }
+    }
+
+    fn loaded_keys(&self) -> Option<DeviceKeys> {
         self.keys.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Loads or makes the device key on a blocking thread if it is not there yet. Called before
+    /// a connection reaches lockdownd or a service, and before anything else uses the key.
+    pub async fn keys_ready(&self) -> Result<(), SimError> {
+        if self.loaded_keys().is_some() {
+            return Ok(());
+        }
+        let _one_at_a_time = self.key_init.lock().await;
+        if self.loaded_keys().is_some() {
+            return Ok(());
+        }
+        let (dir, udid) = (self.key_dir.clone(), self.udid().to_owned());
+        let key = tokio::task::spawn_blocking(move || load_or_create_key(dir.as_deref(), &udid))
+            .await
+            .map_err(|e| SimError::Key(e.to_string()))??;
+        let keys = DeviceKeys::new(&key)?;
+        *self.keys.lock().unwrap_or_else(|p| p.into_inner()) = Some(keys);
+        Ok(())
+    }
+
+    /// The key pair. Every connection has awaited [`VirtualIpad::keys_ready`] first; a caller
+    /// that did not (a test reading the key) has it loaded or made here, blocking.
+    fn keys(&self) -> DeviceKeys {
+        if let Some(keys) = self.loaded_keys() {
+            return keys;
+        }
+        let made = load_or_create_key(self.key_dir.as_deref(), self.udid())
+            .and_then(|key| DeviceKeys::new(&key));
+        match made {
+            Ok(keys) => {
+                let mut slot = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert(keys).clone()
+            }
+            Err(e) => {
+                // Only a full disk or a broken RNG gets here; the handshake that needs the key
+                // then fails as a device with a broken key would.
+                tracing::error!(udid = self.udid(), "the virtual iPad has no key: {e}");
+                DeviceKeys::default()
+            }
+        }
     }
 
     /// DevicePublicKey (PKCS#1 PEM).
@@ -368,7 +431,7 @@ impl VirtualIpad {
 
     /// Gives the device a new key pair (an erase wipes the old one).
     pub fn rekey(&self, key: &RsaPrivateKey) -> Result<(), SimError> {
-        *self.keys.lock().unwrap_or_else(|p| p.into_inner()) = DeviceKeys::new(key)?;
+        *self.keys.lock().unwrap_or_else(|p| p.into_inner()) = Some(DeviceKeys::new(key)?);
         Ok(())
     }
 

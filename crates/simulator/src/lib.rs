@@ -87,7 +87,8 @@ impl Simulator {
         let levels = scenario.levels().unwrap_or_default();
         let store = PairStore::open(&config.state_dir)?;
         let keys_dir = config.state_dir.join("devices");
-        let mut key_jobs = Vec::new();
+        // Made now, though the keys come later: the state folder looks the same from the start.
+        std::fs::create_dir_all(&keys_dir)?;
         let mut specs = Vec::new();
         for (i, entry) in scenario.devices.iter().enumerate() {
             let slot = i as u32 + 1;
@@ -113,11 +114,6 @@ impl Simulator {
             if let Some(u) = &entry.udid {
                 identity.udid = u.clone();
             }
-            let udid = identity.udid.clone();
-            let dir = keys_dir.clone();
-            key_jobs.push(tokio::task::spawn_blocking(move || {
-                ipad::load_or_create_key(Some(&dir), &udid)
-            }));
             specs.push((
                 DeviceSpec {
                     slot,
@@ -164,11 +160,18 @@ impl Simulator {
                 },
             ));
         }
-        let mut devices = Vec::new();
-        for ((spec, state), job) in specs.into_iter().zip(key_jobs) {
-            let key = job.await.map_err(|e| SimError::Key(e.to_string()))??;
-            devices.push(Arc::new(VirtualIpad::new(spec, key, state)?));
-        }
+        // Keys are made on each iPad's first connection (`VirtualIpad::keys_ready`), so a
+        // cart of any size is listed at once.
+        let devices: Vec<_> = specs
+            .into_iter()
+            .map(|(spec, state)| {
+                Arc::new(VirtualIpad::with_lazy_key(
+                    spec,
+                    state,
+                    Some(keys_dir.clone()),
+                ))
+            })
+            .collect();
         let mut faults = FaultBook::default();
         for f in &scenario.faults {
             faults.add(f.clone());

@@ -262,6 +262,15 @@ pub async fn serve_client(cart: Arc<Cart>, mut stream: BoxStream) {
                         },
                     }
                 };
+                if let Err(e) = link.ipad.keys_ready().await {
+                    // A device without its key cannot serve lockdownd: refused, as a port
+                    // nothing listens on is.
+                    tracing::warn!(device_id, "no device key: {e}");
+                    match result(ResultCode::CONNECTION_REFUSED) {
+                        Some(f) if write(&mut stream, &f).await.is_ok() => continue,
+                        _ => return,
+                    }
+                }
                 let Some(ok) = result(ResultCode::OK) else {
                     return;
                 };
