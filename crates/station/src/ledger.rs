@@ -567,12 +567,22 @@ fn decode(serial: &str, bytes: &[u8]) -> Result<DeviceRecord, LedgerError> {
 /// when the last of its background references drops, a moment after the `Db` itself.
 const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// sled's page cache, in bytes (see `open_db`).
+const CACHE_BYTES: u64 = 1024 * 1024;
+
 fn open_db(path: &Path) -> sled::Result<sled::Db> {
     let started = std::time::Instant::now();
     loop {
         // No periodic flusher: durability comes from the explicit flush in `save`, and its
-        // thread would wake an idle station several times a second.
-        match sled::Config::new().path(path).flush_every_ms(None).open() {
+        // thread would wake an idle station several times a second. A small page cache: sled's
+        // default (1 GiB) keeps every record it ever wrote in memory, so a station's memory
+        // would grow with its history; a record is read once per job, from disk if it must.
+        match sled::Config::new()
+            .path(path)
+            .flush_every_ms(None)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
             Err(e) if is_lock_held(&e) && started.elapsed() < LOCK_GRACE => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
