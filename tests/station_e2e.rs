@@ -489,6 +489,66 @@ async fn an_ipad_already_prepared_with_these_settings_is_not_touched() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_ipad_new_to_the_station_is_read_after_its_refusal() {
+    within(async {
+        let h = Harness::new(cart(vec![fresh()])).await;
+        let udid = h.udid(1);
+        let daemon = h.spawn_daemon(false, when_all(vec![udid.clone()], &[Light::Done]));
+        daemon.await.unwrap().expect("the daemon runs");
+        // The ledger is lost (a new station, a wiped disk): the prepared iPad is new to it.
+        h.sim().cart.unplug(1).unwrap();
+        std::fs::remove_dir_all(h.station_dir.join(station::ledger::DB_DIR)).unwrap();
+        std::fs::remove_file(h.station_dir.join(station::ledger::AUDIT_FILE)).unwrap();
+        let before = snapshot(&h, 1);
+        let stop = {
+            let udid = udid.clone();
+            Box::new(
+                move |board: &station::status::Board, idle: &station::daemon::Idle| {
+                    idle.running == 0
+                        && idle.queued == 0
+                        && board.get(&udid).is_some_and(|s| {
+                            s.light == Light::Done && s.message.contains("already prepared")
+                        })
+                },
+            )
+        };
+        let daemon = h.spawn_daemon(false, stop);
+        h.sim().cart.plug(1).unwrap();
+        daemon.await.unwrap().expect("the daemon runs");
+
+        assert_eq!(snapshot(&h, 1), before, "the refusal changed nothing");
+        let r = h.record(1);
+        assert_eq!(r.outcome, Outcome::Done);
+        let steps: Vec<(Step, bool)> = r
+            .history
+            .iter()
+            .filter(|e| e.attempt == 1)
+            .map(|e| (e.step, e.error.is_some()))
+            .collect();
+        let assessed: Vec<&str> = r
+            .history
+            .iter()
+            .filter(|e| e.step == Step::Assessed)
+            .filter_map(|e| e.note.as_deref())
+            .collect();
+        assert_eq!(assessed.len(), 2, "{assessed:?}");
+        assert!(assessed[0].contains("new to this station"), "{assessed:?}");
+        assert!(
+            assessed[1].contains("cloud configuration ours"),
+            "{assessed:?}"
+        );
+        assert_eq!(
+            steps.last(),
+            Some(&(Step::Done, false)),
+            "recognised as prepared: {steps:?}"
+        );
+        let done = r.history.last().and_then(|e| e.note.clone()).unwrap();
+        assert!(done.contains("already prepared"), "{done}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_station_reconnects_when_usbmuxd_restarts_and_finishes_the_cart() {
     within(async {
         // Activated iPads (still in Setup Assistant): the restarted simulator's activation

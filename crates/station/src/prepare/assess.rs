@@ -207,7 +207,8 @@ impl Assessment {
             return format!("activation {activation}: new or erased, nothing set up yet");
         };
         let cloud = match &config.cloud {
-            None => "none",
+            // The profile list is not read then (see `read_config`).
+            None => return format!("activation {activation}; no cloud configuration"),
             Some(c) if c.supervised_by(certificate) => "ours",
             Some(_) => "someone else's",
         };
@@ -220,36 +221,50 @@ impl Assessment {
     }
 }
 
-/// Reads the public values and checks the iPad is in normal mode (not recovery).
+/// Reads the public values before pairing. Only while the iPad waits for a person (Trust, its
+/// passcode), so the board can name the model meanwhile: on the way through, the paired
+/// session's read ([`read_device`]) has the same values and costs no extra round trip.
 pub async fn read_public(device: &lockdown::DeviceRef) -> Result<PublicFacts, StepError> {
     retrying(|| async {
         let mut s = DeviceSession::connect(device.clone()).await?;
-        let kind = s.query_type().await?;
-        if kind != "com.apple.mobile.lockdown" {
-            return Err(StepError::Fatal(format!(
-                "device is in {kind} mode, not normal mode"
-            )));
-        }
         // One GetValue for all three (the public subset), not one per key.
-        let values = s.get_all_values().await?;
-        Ok(PublicFacts {
-            product_type: string(&values, "ProductType")?,
-            ios_version: string(&values, "ProductVersion")?,
-            build: string(&values, "BuildVersion").unwrap_or_default(),
-        })
+        public_facts(&s.get_all_values().await?)
     })
     .await
 }
 
-/// Reads what a paired host may know, in the trusted session.
-pub async fn read_device(session: &mut DeviceSession) -> Result<DeviceFacts, StepError> {
+/// Why an iPad that failed before pairing cannot be worked on, when lockdownd says it is not
+/// in normal mode (`QueryType` answers another service, e.g. a restore in progress). Asked only
+/// after a failure, so a healthy iPad is not sent a request that decides nothing.
+pub async fn mode_problem(device: &lockdown::DeviceRef) -> Option<StepError> {
+    let mut s = DeviceSession::connect(device.clone()).await.ok()?;
+    let kind = s.query_type().await.ok()?;
+    (kind != "com.apple.mobile.lockdown")
+        .then(|| StepError::Fatal(format!("device is in {kind} mode, not normal mode")))
+}
+
+fn public_facts(values: &Dictionary) -> Result<PublicFacts, StepError> {
+    Ok(PublicFacts {
+        product_type: string(values, "ProductType")?,
+        ios_version: string(values, "ProductVersion")?,
+        build: string(values, "BuildVersion").unwrap_or_default(),
+    })
+}
+
+/// Reads what a paired host may know, in the trusted session: the public values too.
+pub async fn read_device(
+    session: &mut DeviceSession,
+) -> Result<(PublicFacts, DeviceFacts), StepError> {
     // One GetValue for the whole default domain, not one per key.
     let values = session.get_all_values().await?;
-    Ok(DeviceFacts {
-        serial: string(&values, "SerialNumber")?,
-        name: string(&values, "DeviceName").unwrap_or_default(),
-        activation: Activation::from_state(&string(&values, "ActivationState")?),
-    })
+    Ok((
+        public_facts(&values)?,
+        DeviceFacts {
+            serial: string(&values, "SerialNumber")?,
+            name: string(&values, "DeviceName").unwrap_or_default(),
+            activation: Activation::from_state(&string(&values, "ActivationState")?),
+        },
+    ))
 }
 
 /// A string value from a GetValue answer; missing or not a string is a malformed reply.
@@ -271,10 +286,21 @@ pub async fn read_config(
     mc: &mut McInstallClient,
     wifi_identifier: &str,
 ) -> Result<ConfigFacts, StepError> {
-    mc.flush().await?;
+    // No Flush first: it empties the MDM command queue, which a read does not need, and
+    // pymobiledevice3 reads without it (docs/protocol.md §4).
     let cloud = mc.get_cloud_configuration().await?;
-    let profiles = mc.get_profile_list().await?;
     let cloud = cloud.as_ref().map(CloudFacts::from_dict);
+    if cloud.is_none() {
+        // Nothing set up: the plan supervises and installs the Wi-Fi profile whatever the
+        // profile list says (an install replaces a profile with the same identifier), so
+        // reading the list would be a round trip that decides nothing.
+        return Ok(ConfigFacts {
+            enrollment: Enrollment::NoEnrollmentUrl,
+            cloud: None,
+            wifi_installed: false,
+        });
+    }
+    let profiles = mc.get_profile_list().await?;
     let installed: Vec<(String, Option<String>)> = profiles
         .profiles
         .iter()

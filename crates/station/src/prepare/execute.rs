@@ -4,6 +4,7 @@
 use lockdown::{DeviceRef, PairingFile};
 use mcinstall::{McInstallClient, McInstallError};
 use plist::Value;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use super::assess::{self, Assessment, DeviceFacts, PublicFacts};
 use super::error::{StepError, retrying};
@@ -55,6 +56,8 @@ pub struct Identified<'a> {
     pair_record: PairingFile,
     /// The job's lockdown session and MCInstall connection (see [`super::link`]).
     link: tokio::sync::Mutex<Link>,
+    /// Set when `SetCloudConfiguration` was refused because the iPad is configured already.
+    refused_as_configured: AtomicBool,
 }
 
 impl<'a> Identified<'a> {
@@ -94,6 +97,7 @@ impl<'a> Identified<'a> {
             facts,
             pair_record,
             link: tokio::sync::Mutex::new(link),
+            refused_as_configured: AtomicBool::new(false),
         };
         let mut slot = format!("slot {}", job.plugged.slot.as_deref().unwrap_or("?"));
         if let Some(waited) = waited_for.as_ref().and_then(super::pair::waited_note) {
@@ -152,20 +156,63 @@ impl<'a> Identified<'a> {
     async fn steps(&mut self, reporter: &mut Reporter) -> Result<JobEnd, StepError> {
         // First, so an iPad it stops at is recorded under its serial like any other end.
         self.check_asm(reporter).await?;
+        let mut read_first = !self.may_supervise_unread();
+        loop {
+            match self.assess_plan_execute(read_first, reporter).await {
+                Err(e) if !read_first && self.refused_as_configured.swap(false, Relaxed) => {
+                    // It has a configuration after all (set up by someone, or prepared here
+                    // before the ledger knew it): read it and decide again.
+                    tracing::info!(serial = %self.record.serial, "already configured ({e:?}); reading it");
+                    read_first = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether the iPad may be supervised without reading its configuration first: activated,
+    /// manual mode, and never seen here before this attempt (no erase asked for). A configured
+    /// iPad refuses `SetCloudConfiguration` with 14002 (docs/fidelity.md §6), changing nothing,
+    /// and is then read; a new one saves the `GetCloudConfiguration` round trip.
+    fn may_supervise_unread(&self) -> bool {
+        self.facts.activation.is_activated()
+            && self.settings.config.mdm.mode == MdmMode::Manual
+            && self.settings.identity.is_some()
+            && self.record.erase_request.is_none()
+            && self.record.attempts <= 1
+            && self.record.history.iter().all(|e| {
+                e.attempt == self.record.attempts || (e.attempt == 0 && e.step == Step::Detected)
+            })
+    }
+
+    async fn assess_plan_execute(
+        &mut self,
+        read_first: bool,
+        reporter: &mut Reporter,
+    ) -> Result<JobEnd, StepError> {
         reporter.show(Light::Working, Some(Step::Assessed), "checking its state");
         let provider = self.provider();
-        let config = if self.facts.activation.is_activated() {
+        let config = if !self.facts.activation.is_activated() {
+            None
+        } else if read_first {
             let wifi = &self.settings.wifi.identifier;
             Some(on_mc!(self, |mc| assess::read_config(mc, wifi))?)
         } else {
-            None
+            Some(assess::ConfigFacts::default())
         };
         let assessment = Assessment {
             device: self.facts.clone(),
             config,
         };
         let certificate = self.settings.identity.as_ref().map(|i| i.certificate_der());
-        let note = assessment.note(certificate);
+        let note = if read_first {
+            assessment.note(certificate)
+        } else {
+            format!(
+                "activation {}; new to this station: supervised without reading its configuration first (a configured iPad refuses, and is then read)",
+                assessment.device.activation.as_str()
+            )
+        };
         self.advance(Step::Assessed, Some(note)).await?;
 
         let name = self.wanted_name();
@@ -276,12 +323,18 @@ impl<'a> Identified<'a> {
                     .settings
                     .cloud_configuration(&self.record.ios_version)
                     .map_err(|e| StepError::Fatal(e.to_string()))?;
+                // SetCloudConfiguration alone, as pymobiledevice3 supervises real iPads: the
+                // HelloHostIdentifier pings Configurator sends around it change nothing
+                // (docs/protocol.md §4), and each is a round trip.
                 on_mc!(self, |mc| async {
-                    mc.hello_host_identifier().await?;
                     match mc.set_cloud_configuration(&cc).await {
                         // Activation may still be settling: worth another try.
                         Err(McInstallError::NotActivated { description }) => {
                             Err(StepError::Transient(description))
+                        }
+                        Err(e @ McInstallError::AlreadyConfigured { .. }) => {
+                            self.refused_as_configured.store(true, Relaxed);
+                            Err(e.into())
                         }
                         other => Ok(other?),
                     }

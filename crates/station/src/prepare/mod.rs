@@ -127,12 +127,28 @@ impl<'a> Unpaired<'a> {
         reporter: &mut Reporter,
     ) -> Result<Identified<'a>, StepError> {
         reporter.show(Light::Working, Some(Step::Detected), "plugged in");
-        let public = assess::read_public(device).await?;
+        // Straight to pairing: the paired session's one GetValue reads the public values too
+        // (docs/protocol.md §3.1); they are read before only while it waits for a person.
+        reporter.show(Light::Working, Some(Step::Paired), "pairing");
+        let (public, facts, paired) = match self.pair_and_read(settings, device, reporter).await {
+            Ok(read) => read,
+            Err(e @ StepError::Attention(_)) => {
+                // It stops here for a person (Don't Trust, another supervisor): its model goes
+                // on the board and into the record (a round trip only on this way out).
+                if self.public.is_none()
+                    && let Ok(p) = assess::read_public(device).await
+                {
+                    reporter.learn_model(model_name(&p.product_type));
+                    self.public = Some(p);
+                }
+                return Err(e);
+            }
+            Err(e @ StepError::Transient(_)) => return Err(e),
+            // Not in normal mode explains any failure better than the failure itself.
+            Err(e) => return Err(assess::mode_problem(device).await.unwrap_or(e)),
+        };
         reporter.learn_model(model_name(&public.product_type));
         self.public = Some(public.clone());
-
-        reporter.show(Light::Working, Some(Step::Paired), "pairing");
-        let (facts, paired) = self.pair_and_read(settings, device, reporter).await?;
 
         let record = self
             .ctx
@@ -156,21 +172,22 @@ impl<'a> Unpaired<'a> {
     /// starts over on a new session, a bounded number of times (like every step,
     /// [`error::retrying`]).
     async fn pair_and_read(
-        &self,
+        &mut self,
         settings: &'a Settings,
         device: &DeviceRef,
         reporter: &mut Reporter,
-    ) -> Result<(assess::DeviceFacts, pair::Paired), StepError> {
+    ) -> Result<(PublicFacts, assess::DeviceFacts, pair::Paired), StepError> {
         let mut attempt = 1;
         let mut waited_for = None;
         loop {
-            let mut paired = pair::pair(self.ctx, settings, device, reporter).await?;
+            let mut paired =
+                pair::pair(self.ctx, settings, device, reporter, &mut self.public).await?;
             // A wait before an earlier attempt still happened.
             waited_for = paired.waited_for.take().or(waited_for);
             match assess::read_device(&mut paired.session).await {
-                Ok(facts) => {
+                Ok((public, facts)) => {
                     paired.waited_for = waited_for;
-                    return Ok((facts, paired));
+                    return Ok((public, facts, paired));
                 }
                 Err(StepError::Transient(e)) if attempt < error::STEP_ATTEMPTS => {
                     tracing::info!("transient error reading the iPad (attempt {attempt}): {e}");

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use lockdown::{ChallengeSigner, DeviceRef, DeviceSession, LockdownError, PairingFile};
 
 use super::Context;
+use super::assess::PublicFacts;
 use super::error::StepError;
 use super::progress::Reporter;
 use crate::record::{Attention, Step};
@@ -34,15 +35,26 @@ pub struct Paired {
 /// Pairs (or reuses our pairing) and opens a TLS session. While the iPad waits for a person
 /// (Trust to be tapped, the passcode to be entered) it steps aside so the next iPad proceeds,
 /// and it is asked again on its own.
+///
+/// While it waits, the public values are read once into `public` (the board names the model,
+/// and an iPad nobody trusts is recorded with it).
 pub async fn pair(
     ctx: &Context,
     settings: &Settings,
     device: &DeviceRef,
     reporter: &mut Reporter,
+    public: &mut Option<PublicFacts>,
 ) -> Result<Paired, StepError> {
     let started = Instant::now();
     let mut waited_for = None;
     loop {
+        if waited_for.is_some() && public.is_none() {
+            // Waiting anyway: a round trip costs the operator nothing now.
+            if let Ok(p) = super::assess::read_public(device).await {
+                reporter.learn_model(super::model_name(&p.product_type));
+                *public = Some(p);
+            }
+        }
         match lockdown::trusted_session(device.clone(), Some(&ctx.pair_store), TRUST_NUDGE).await {
             Ok((session, record)) => {
                 // Back in line if it stepped aside while waiting for a person.
