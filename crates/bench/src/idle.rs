@@ -167,13 +167,11 @@ pub fn run(
 pub struct SimStart {
     pub ipads: usize,
     pub start_ms: f64,
-    pub keys_cached: bool,
     pub list_ms: f64,
 }
 
 /// The simulator with `n` iPads plugged: time to start, time for one ListDevices.
 pub fn sim_start(dir: &Path, keys: &Path, n: usize) -> anyhow::Result<SimStart> {
-    let keys_cached = std::fs::read_dir(keys).map(|d| d.count()).unwrap_or(0) >= n;
     let t = Instant::now();
     // All plugged at start: the timed part includes plugging them.
     let cart = Cart::start_plugged(n, &dir.join("sim"), keys)?;
@@ -189,7 +187,6 @@ pub fn sim_start(dir: &Path, keys: &Path, n: usize) -> anyhow::Result<SimStart> 
     Ok(SimStart {
         ipads: n,
         start_ms,
-        keys_cached,
         list_ms,
     })
 }

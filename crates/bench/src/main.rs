@@ -83,9 +83,9 @@ fn main() -> anyhow::Result<()> {
     let run_dir = tempfile::Builder::new().prefix("run-").tempdir_in(&work)?;
     let run = run_dir.path().to_owned();
 
-    // A simulator's USB bus holds at most simulator::bus::MAX_SLOTS (125) iPads, so each
-    // phase (each batch, in the scaling phase) gets a simulator of its own. The same seed gives
-    // the same iPads, so at most 125 device keys are ever made (and cached).
+    // Each phase (each batch, in the scaling phase) gets a simulator of its own. The same seed
+    // gives the same iPads, so a device key is made once (on the iPad's first connection) and
+    // cached for every later phase and run.
     let fresh = |name: &str, zero: usize, slow: usize| {
         eprintln!("bench: {name}: a simulated cart of {} iPads", zero + slow);
         sim::Cart::start(
@@ -181,22 +181,16 @@ fn main() -> anyhow::Result<()> {
                 .join("cartprep"),
         };
         let secs = args.idle_secs.unwrap_or(if short { 5 } else { 60 });
-        // One simulator holds 125 iPads: 10 first, then up to 115 more.
-        let many = args
-            .many
-            .unwrap_or(if short { 40 } else { 115 })
-            .min(simulator::bus::MAX_SLOTS as usize - 10);
+        // 10 first, then the rest of 1,000 (the RSS target).
+        let max = simulator::bus::HubLevels::ONE.max_slots_all_buses() as usize - 10;
+        let many = args.many.unwrap_or(if short { 40 } else { 990 }).min(max);
         let idle = idle::run(&cartprep, &identity, &run.join("idle"), &keys, secs, many)?;
         table.idle(&idle);
         report["idle"] = json!(idle);
     }
 
     if !skip("sim") {
-        let n = if short {
-            100
-        } else {
-            simulator::bus::MAX_SLOTS as usize
-        };
+        let n = if short { 200 } else { 1000 };
         let s = idle::sim_start(&run.join("sim-scale"), &keys, n)?;
         table.sim(&s);
         report["simulator"] = json!(s);
