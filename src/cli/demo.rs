@@ -199,10 +199,12 @@ fn spawn_enroller(
                     }
                     (same, _) => same,
                 };
+                // Publish, then wake the daemon: woken first, it could look at the old phase
+                // and, finding nothing to stop for, sleep through the last change.
+                phases.lock().unwrap_or_else(|p| p.into_inner())[i] = next;
                 if next != phase {
                     let _ = nudge.send(());
                 }
-                phases.lock().unwrap_or_else(|p| p.into_inner())[i] = next;
             }
         }
     })
