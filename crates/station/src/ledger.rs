@@ -12,17 +12,19 @@
 //! `{"at_ms":1773483300000,"serial":"F9FZ…","event":"advance","record":{…full record…}}`.
 //! Do not rotate or truncate `audit.jsonl`: a rebuild only knows what it still holds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::clean_close::{self, CleanClose};
 use crate::clock;
-use crate::record::DeviceRecord;
+use crate::record::{DeviceRecord, Outcome};
 
 /// Folder of the sled database inside the state folder.
 pub const DB_DIR: &str = "ledger.sled";
@@ -153,6 +155,11 @@ pub struct Ledger {
     /// The naming counter: the number the next iPad named takes. Restored at open from the
     /// highest number any audit line ever carried, so a number is never given twice.
     next_number: Mutex<u32>,
+    /// Keys of the records whose outcome is `Working` (see [`Ledger::working`]).
+    working: Mutex<BTreeSet<String>>,
+    /// A database write failed since the open: the database may lack a line of the log, so
+    /// the close leaves no clean-close note (see `crate::clean_close`).
+    db_write_failed: AtomicBool,
     audit_path: PathBuf,
     state_dir: PathBuf,
     /// Serialises `save` so the audit log and sled see transitions in the same order.
@@ -261,45 +268,27 @@ impl Ledger {
             }
         };
 
-        // Always reconcile with the audit log, not only after a failed open: it also repairs a
-        // crash between the log append and the sled write, a database deleted by hand, and a
-        // database that opened but silently lost records. Records are never deleted from the
-        // ledger, so everything in the log must be in the database.
-        let scan = read_audit(&audit_path)?;
-        let (latest, skipped) = (scan.latest, scan.skipped);
-        report.skipped_lines = skipped;
-        if !db.was_recovered() && !latest.is_empty() {
-            report.rebuilt = true;
-        }
-        for (serial, record) in &latest {
-            let encoded = encode(record)?;
-            let current = db.get(serial.as_bytes())?;
-            if current.as_deref() != Some(encoded.as_slice()) {
-                db.insert(serial.as_bytes(), encoded)?;
-                report.repaired += 1;
-            }
-        }
-        // A provisional record (an iPad known only by UDID) the log says was replaced, but a
-        // crash left in the database.
-        for key in db.scan_prefix(UDID_PREFIX.as_bytes()).keys() {
-            let key = key?;
-            if !latest.contains_key(String::from_utf8_lossy(&key).as_ref()) {
-                db.remove(&key)?;
-                report.repaired += 1;
-            }
-        }
-        if report.repaired > 0 {
-            db.flush()?;
-        }
+        // Reconcile with the audit log unless the last close says the database holds all of
+        // it: a ledger closed in good order leaves a note of the log's length (and of what a
+        // replay would otherwise compute), taken here. A note and a log of the same length
+        // (its torn tail already cut back) mean a start that does not grow with the history.
+        // Anything else replays the whole log: a crash or kill, a failed write, a database
+        // deleted by hand or rebuilt. Records are never deleted from the ledger, so everything
+        // in the log must be in the database.
+        let audit_len = audit
+            .metadata()
+            .map_err(|source| LedgerError::AuditRead {
+                path: audit_path.clone(),
+                source,
+            })?
+            .len();
+        let note = clean_close::take(state_dir)
+            .filter(|note| db.was_recovered() && note.audit_len == audit_len);
+        let (next_number, working) = match note {
+            Some(note) => (note.next_number, note.working.into_iter().collect()),
+            None => replay(&db, &audit_path, &mut report)?,
+        };
         crate::private::restrict_tree(&db_path);
-        // The database too, in case the log was edited: the counter only ever moves forward.
-        let mut next_number = scan.next_number;
-        for record in db.iter().values() {
-            let record = decode("", &record?)?;
-            if let Some(n) = record.number {
-                next_number = next_number.max(n.saturating_add(1));
-            }
-        }
         if report.rebuilt || report.repaired > 0 || report.skipped_lines > 0 {
             info!(
                 rebuilt = report.rebuilt,
@@ -324,6 +313,8 @@ impl Ledger {
                 faults,
             })),
             next_number: Mutex::new(next_number),
+            working: Mutex::new(working),
+            db_write_failed: AtomicBool::new(false),
             audit_path,
             state_dir: state_dir.to_owned(),
             write_order: tokio::sync::Mutex::new(()),
@@ -373,12 +364,24 @@ impl Ledger {
         })
         .await??;
 
-        if event == Event::Forget {
-            self.db.remove(key.as_bytes())?;
-        } else {
-            self.db.insert(key.as_bytes(), encoded)?;
+        let written = async {
+            if event == Event::Forget {
+                self.db.remove(key.as_bytes())?;
+            } else {
+                self.db.insert(key.as_bytes(), encoded)?;
+            }
+            self.db.flush_async().await
+        };
+        if let Err(e) = written.await {
+            self.db_write_failed.store(true, Ordering::Relaxed);
+            return Err(e.into());
         }
-        self.db.flush_async().await?;
+        let mut working = lock(&self.working);
+        if event != Event::Forget && record.outcome == Outcome::Working {
+            working.insert(key);
+        } else {
+            working.remove(&key);
+        }
         Ok(())
     }
 
@@ -485,12 +488,21 @@ impl Ledger {
 
     /// The records of iPads being worked on (outcome `Working`): at start-up, work a crash or
     /// a stop interrupted.
+    ///
+    /// From an index kept by `save` (and across a clean close): as fast with 10,000 iPads of
+    /// history as with none.
     pub fn working(&self) -> Result<Vec<DeviceRecord>, LedgerError> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .filter(|r| r.outcome == crate::record::Outcome::Working)
-            .collect())
+        let keys: Vec<String> = lock(&self.working).iter().cloned().collect();
+        let mut records = Vec::new();
+        for key in keys {
+            if let Some(value) = self.db.get(key.as_bytes())? {
+                let record = decode(&key, &value)?;
+                if record.outcome == Outcome::Working {
+                    records.push(record);
+                }
+            }
+        }
+        Ok(records)
     }
 
     /// Every record, oldest first (by first seen, then serial).
@@ -569,6 +581,87 @@ const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// sled's page cache, in bytes (see `open_db`).
 const CACHE_BYTES: u64 = 1024 * 1024;
+
+impl Drop for Ledger {
+    /// A close in good order: the database flushed, every write since the open went through
+    /// and the audit log ends on a whole line. Then the note lets the next open skip the
+    /// replay; otherwise there is none and it replays.
+    fn drop(&mut self) {
+        let audit = lock(&self.audit);
+        if audit.torn || self.db_write_failed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = self.db.flush() {
+            warn!(error = %e, "ledger database did not flush at close; the next start replays the audit log");
+            return;
+        }
+        let note = CleanClose {
+            audit_len: audit.good_len,
+            next_number: *lock(&self.next_number),
+            working: lock(&self.working).iter().cloned().collect(),
+        };
+        if let Err(e) = clean_close::write(&self.state_dir, &note) {
+            warn!(error = %e, "cannot write the ledger's clean-close note; the next start replays the audit log");
+        }
+    }
+}
+
+/// A mutex's value, also after a panic elsewhere poisoned it (the values here stay whole).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Replays the audit log into the database (see `Ledger::open`) and returns what a clean
+/// close would have noted: the naming counter and the keys of the records being worked on.
+fn replay(
+    db: &sled::Db,
+    audit_path: &Path,
+    report: &mut OpenReport,
+) -> Result<(u32, BTreeSet<String>), LedgerError> {
+    let scan = read_audit(audit_path)?;
+    report.skipped_lines = scan.skipped;
+    if !db.was_recovered() && !scan.latest.is_empty() {
+        report.rebuilt = true;
+    }
+    for (serial, record) in &scan.latest {
+        let encoded = encode(record)?;
+        let current = db.get(serial.as_bytes())?;
+        if current.as_deref() != Some(encoded.as_slice()) {
+            db.insert(serial.as_bytes(), encoded)?;
+            report.repaired += 1;
+        }
+    }
+    // A provisional record (an iPad known only by UDID) the log says was replaced, but a
+    // crash left in the database.
+    for key in db.scan_prefix(UDID_PREFIX.as_bytes()).keys() {
+        let key = key?;
+        if !scan
+            .latest
+            .contains_key(String::from_utf8_lossy(&key).as_ref())
+        {
+            db.remove(&key)?;
+            report.repaired += 1;
+        }
+    }
+    if report.repaired > 0 {
+        db.flush()?;
+    }
+    // The database too, in case the log was edited: the counter only ever moves forward.
+    let mut next_number = scan.next_number;
+    let mut working = BTreeSet::new();
+    for item in db.iter() {
+        let (key, value) = item?;
+        let key = String::from_utf8_lossy(&key).into_owned();
+        let record = decode(&key, &value)?;
+        if let Some(n) = record.number {
+            next_number = next_number.max(n.saturating_add(1));
+        }
+        if record.outcome == Outcome::Working {
+            working.insert(key);
+        }
+    }
+    Ok((next_number, working))
+}
 
 fn open_db(path: &Path) -> sled::Result<sled::Db> {
     let started = std::time::Instant::now();

@@ -27,6 +27,7 @@
 //! - [`models`]: marketing names of iPad models; [`clock`]: Unix milliseconds and RFC 3339.
 
 pub mod asm_sync;
+pub mod clean_close;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -371,6 +371,59 @@ async fn an_ipad_known_only_by_udid_is_replaced_by_its_serial_record_even_after_
 }
 
 #[tokio::test]
+async fn the_clean_close_note_exists_only_while_the_ledger_is_closed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let note = dir.path().join(station::clean_close::CLEAN_FILE);
+    {
+        let (ledger, _) = Ledger::open(dir.path()).expect("open");
+        save_three(&ledger).await;
+        assert!(!note.exists(), "a crash now must leave no note");
+    }
+    assert!(note.exists(), "a close in good order leaves one");
+    let (_ledger, _) = Ledger::open(dir.path()).expect("open");
+    assert!(!note.exists(), "the open takes it");
+}
+
+#[tokio::test]
+async fn a_ledger_that_was_not_closed_replays_the_audit_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let saved = {
+        let (ledger, _) = Ledger::open(dir.path()).expect("open");
+        save_three(&ledger).await
+    };
+    // What a kill leaves: no note. A line the database lacks (unreadable here) is then found.
+    fs::remove_file(dir.path().join(station::clean_close::CLEAN_FILE)).expect("note");
+    OpenOptions::new()
+        .append(true)
+        .open(dir.path().join(AUDIT_FILE))
+        .and_then(|mut f| f.write_all(b"not a record\n"))
+        .expect("append");
+    let (ledger, report) = Ledger::open(dir.path()).expect("open");
+    assert_eq!(report.skipped_lines, 1, "{report:?}");
+    assert_eq!(ledger.list().expect("list"), saved);
+}
+
+#[tokio::test]
+async fn a_healthy_database_opens_without_replaying_the_audit_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let saved = {
+        let (ledger, _) = Ledger::open(dir.path()).expect("open");
+        save_three(&ledger).await
+    };
+    // Same length, unreadable content: only a replay would notice (and count skipped lines).
+    let audit = dir.path().join(AUDIT_FILE);
+    let len = fs::metadata(&audit).expect("audit").len() as usize;
+    let mut garbage = vec![b'#'; len];
+    garbage[len - 1] = b'\n';
+    fs::write(&audit, garbage).expect("overwrite");
+
+    let (ledger, report) = Ledger::open(dir.path()).expect("open");
+    assert_eq!(report.skipped_lines, 0, "{report:?}");
+    assert_eq!(report.repaired, 0, "{report:?}");
+    assert_eq!(ledger.list().expect("list"), saved);
+}
+
+#[tokio::test]
 async fn a_log_longer_than_the_database_knows_is_replayed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let line = {

@@ -122,6 +122,14 @@ async fn a_failed_write_at_any_point_loses_nothing_and_leaves_every_line_readabl
                 let live = sorted(ledger.list().expect("list"));
                 assert_eq!(live, sorted(acknowledged), "{why}");
                 drop(ledger);
+                // Reopened as it was closed (with or without the clean-close note).
+                let (reopened, _) = Ledger::open(dir.path()).expect("reopen");
+                assert_eq!(
+                    sorted(reopened.list().expect("list")),
+                    live,
+                    "{why}: reopened"
+                );
+                drop(reopened);
 
                 // Every line of the log reads, and a rebuild from it equals the live ledger.
                 let text = fs::read_to_string(dir.path().join(AUDIT_FILE)).expect("log");
