@@ -419,20 +419,7 @@ async fn an_ipad_already_prepared_with_these_settings_is_not_touched() {
     within(async {
         let h = Harness::new(cart(vec![fresh()])).await;
         let udid = h.udid(1);
-        // Stops once the replugged iPad has been recognised.
-        let stop = {
-            let udid = udid.clone();
-            Box::new(
-                move |board: &station::status::Board, idle: &station::daemon::Idle| {
-                    idle.running == 0
-                        && idle.queued == 0
-                        && board.get(&udid).is_some_and(|s| {
-                            s.light == Light::Done && s.message.contains("already prepared")
-                        })
-                },
-            )
-        };
-        let daemon = h.spawn_daemon(false, stop);
+        let daemon = h.spawn_daemon(false, when_recognised(udid.clone()));
         h.wait_for("slot 1 prepared", |h| h.light(1) == Some(Light::Done))
             .await;
 
@@ -500,19 +487,7 @@ async fn a_configured_ipad_new_to_the_station_is_read_after_its_refusal() {
         std::fs::remove_dir_all(h.station_dir.join(station::ledger::DB_DIR)).unwrap();
         std::fs::remove_file(h.station_dir.join(station::ledger::AUDIT_FILE)).unwrap();
         let before = snapshot(&h, 1);
-        let stop = {
-            let udid = udid.clone();
-            Box::new(
-                move |board: &station::status::Board, idle: &station::daemon::Idle| {
-                    idle.running == 0
-                        && idle.queued == 0
-                        && board.get(&udid).is_some_and(|s| {
-                            s.light == Light::Done && s.message.contains("already prepared")
-                        })
-                },
-            )
-        };
-        let daemon = h.spawn_daemon(false, stop);
+        let daemon = h.spawn_daemon(false, when_recognised(udid.clone()));
         h.sim().cart.plug(1).unwrap();
         daemon.await.unwrap().expect("the daemon runs");
 

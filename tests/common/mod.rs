@@ -382,6 +382,17 @@ pub fn when_all(udids: Vec<String>, lights: &'static [Light]) -> StopWhen {
     })
 }
 
+/// Stops once the replugged iPad `udid` has been recognised as already prepared.
+pub fn when_recognised(udid: String) -> StopWhen {
+    Box::new(move |board: &Board, idle: &Idle| {
+        idle.running == 0
+            && idle.queued == 0
+            && board
+                .get(&udid)
+                .is_some_and(|s| s.light == Light::Done && s.message.contains("already prepared"))
+    })
+}
+
 /// Stops when the test raises the flag.
 pub fn when_flag(flag: Arc<AtomicBool>) -> StopWhen {
     Box::new(move |_: &Board, _: &Idle| flag.load(Ordering::SeqCst))
