@@ -117,22 +117,26 @@ pub fn port_in(levels: HubLevels, slot: u32) -> Option<UsbPort> {
     let per_bus = levels.max_slots();
     let bus = BUS.checked_add(u8::try_from((slot - 1) / per_bus).ok()?)?;
     let on_bus = (slot - 1) % per_bus + 1;
-    let mut port = port_on_bus(levels, on_bus)?;
-    port.slot = slot;
-    port.bus = bus;
-    port.chain = chain(bus, &port.ports);
-    Some(port)
+    let ports = ports_on_bus(levels, on_bus)?;
+    Some(UsbPort {
+        slot,
+        chain: chain(bus, &ports),
+        bus,
+        ports,
+        address: u8::try_from(1 + levels.hubs() + on_bus).ok()?,
+    })
 }
 
-/// The port of the `slot`-th iPad of one bus (bus [`BUS`]).
-fn port_on_bus(levels: HubLevels, slot: u32) -> Option<UsbPort> {
+/// The hub ports, from the root hub, of the `on_bus`-th iPad of a bus (every bus is laid out
+/// the same way).
+fn ports_on_bus(levels: HubLevels, on_bus: u32) -> Option<Vec<u8>> {
     let mut ports = vec![HUB_PORT];
     if levels.get() == 1 {
-        ports.push(u8::try_from(slot).ok()?);
+        ports.push(u8::try_from(on_bus).ok()?);
     } else {
         // Below the cart's hub, slot k is the k-th port in depth-first order.
         let mut below = Vec::new();
-        let mut rest = slot - 1;
+        let mut rest = on_bus - 1;
         for _ in 1..levels.get() {
             below.push(u8::try_from(rest % HUB_PORTS + 1).ok()?);
             rest /= HUB_PORTS;
@@ -141,13 +145,7 @@ fn port_on_bus(levels: HubLevels, slot: u32) -> Option<UsbPort> {
         below.reverse();
         ports.extend(below);
     }
-    Some(UsbPort {
-        slot,
-        chain: chain(BUS, &ports),
-        bus: BUS,
-        ports,
-        address: u8::try_from(1 + levels.hubs() + slot).ok()?,
-    })
+    Some(ports)
 }
 
 /// The port chain of `slot` on a one-level cart (`1-1.k`; `2-1.k` past the first bus), the key

@@ -284,6 +284,12 @@ impl DeviceKeys {
             private_pkcs8_der: key.to_pkcs8_der().map_err(|e| err(&e))?.as_bytes().to_vec(),
         })
     }
+
+    /// The key cached in `dir` for `udid`, or a new one saved there (blocking: a new key takes
+    /// ~100 ms).
+    fn load(dir: Option<&Path>, udid: &str) -> Result<Self, SimError> {
+        DeviceKeys::new(&load_or_create_key(dir, udid)?)
+    }
 }
 
 #[derive(Debug)]
@@ -344,15 +350,9 @@ impl Traffic {
 
 impl VirtualIpad {
     pub fn new(spec: DeviceSpec, key: RsaPrivateKey, state: DeviceState) -> Result<Self, SimError> {
-        Ok(VirtualIpad {
-            spec,
-            keys: Mutex::new(Some(DeviceKeys::new(&key)?)),
-            key_dir: None,
-            key_init: tokio::sync::Mutex::new(()),
-            state: Mutex::new(state),
-            services: Mutex::new(HashMap::new()),
-            traffic: Traffic::default(),
-        })
+        let ipad = VirtualIpad::with_lazy_key(spec, state, None);
+        ipad.rekey(&key)?;
+        Ok(ipad)
     }
 
     /// An iPad whose key is loaded from `key_dir` (or made and saved there) on its first
@@ -384,10 +384,9 @@ impl VirtualIpad {
             return Ok(());
         }
         let (dir, udid) = (self.key_dir.clone(), self.udid().to_owned());
-        let key = tokio::task::spawn_blocking(move || load_or_create_key(dir.as_deref(), &udid))
+        let keys = tokio::task::spawn_blocking(move || DeviceKeys::load(dir.as_deref(), &udid))
             .await
             .map_err(|e| SimError::Key(e.to_string()))??;
-        let keys = DeviceKeys::new(&key)?;
         *self.keys.lock().unwrap_or_else(|p| p.into_inner()) = Some(keys);
         Ok(())
     }
@@ -398,9 +397,7 @@ impl VirtualIpad {
         if let Some(keys) = self.loaded_keys() {
             return keys;
         }
-        let made = load_or_create_key(self.key_dir.as_deref(), self.udid())
-            .and_then(|key| DeviceKeys::new(&key));
-        match made {
+        match DeviceKeys::load(self.key_dir.as_deref(), self.udid()) {
             Ok(keys) => {
                 let mut slot = self.keys.lock().unwrap_or_else(|p| p.into_inner());
                 slot.get_or_insert(keys).clone()

@@ -355,9 +355,7 @@ impl Ledger {
         let path = self.audit_path.clone();
         // Writing and fsyncing a file blocks; keep it off the async worker threads.
         tokio::task::spawn_blocking(move || {
-            let mut writer = audit
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut writer = lock(&audit);
             writer
                 .append(&line)
                 .map_err(|source| LedgerError::AuditWrite { path, source })
@@ -395,10 +393,7 @@ impl Ledger {
         }
         let order = self.write_order.lock().await;
         let n = {
-            let mut next = self
-                .next_number
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut next = lock(&self.next_number);
             let n = *next;
             *next = next.saturating_add(1);
             n
@@ -427,10 +422,7 @@ impl Ledger {
 
     /// The number [`Ledger::allocate_number`] would give now (for planning; not taken).
     pub fn peek_next_number(&self) -> u32 {
-        *self
-            .next_number
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *lock(&self.next_number)
     }
 
     /// Drops a record that another replaces (see [`Event::Forget`]); the audit log keeps it.

@@ -294,11 +294,7 @@ pub async fn read_config(
         // Nothing set up: the plan supervises and installs the Wi-Fi profile whatever the
         // profile list says (an install replaces a profile with the same identifier), so
         // reading the list would be a round trip that decides nothing.
-        return Ok(ConfigFacts {
-            enrollment: Enrollment::NoEnrollmentUrl,
-            cloud: None,
-            wifi_installed: false,
-        });
+        return Ok(ConfigFacts::default());
     }
     let profiles = mc.get_profile_list().await?;
     let installed: Vec<(String, Option<String>)> = profiles

@@ -135,12 +135,7 @@ impl<'a> Unpaired<'a> {
             Err(e @ StepError::Attention(_)) => {
                 // It stops here for a person (Don't Trust, another supervisor): its model goes
                 // on the board and into the record (a round trip only on this way out).
-                if self.public.is_none()
-                    && let Ok(p) = assess::read_public(device).await
-                {
-                    reporter.learn_model(model_name(&p.product_type));
-                    self.public = Some(p);
-                }
+                learn_public(device, reporter, &mut self.public).await;
                 return Err(e);
             }
             Err(e @ StepError::Transient(_)) => return Err(e),
@@ -222,6 +217,21 @@ impl<'a> Unpaired<'a> {
 }
 
 /// The marketing name of a ProductType ("iPad (9th generation)"), or the ProductType itself.
+/// Reads the public values if they are not known yet, and names the model on the board: for an
+/// iPad that waits for a person or stops for one (see [`assess::read_public`]).
+async fn learn_public(
+    device: &DeviceRef,
+    reporter: &mut Reporter,
+    public: &mut Option<PublicFacts>,
+) {
+    if public.is_none()
+        && let Ok(p) = assess::read_public(device).await
+    {
+        reporter.learn_model(model_name(&p.product_type));
+        *public = Some(p);
+    }
+}
+
 fn model_name(product_type: &str) -> &str {
     crate::models::marketing_name(product_type).unwrap_or(product_type)
 }

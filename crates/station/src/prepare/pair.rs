@@ -48,12 +48,9 @@ pub async fn pair(
     let started = Instant::now();
     let mut waited_for = None;
     loop {
-        if waited_for.is_some() && public.is_none() {
+        if waited_for.is_some() {
             // Waiting anyway: a round trip costs the operator nothing now.
-            if let Ok(p) = super::assess::read_public(device).await {
-                reporter.learn_model(super::model_name(&p.product_type));
-                *public = Some(p);
-            }
+            super::learn_public(device, reporter, public).await;
         }
         match lockdown::trusted_session(device.clone(), Some(&ctx.pair_store), TRUST_NUDGE).await {
             Ok((session, record)) => {
