@@ -219,6 +219,45 @@ async fn an_ipad_waiting_for_trust_steps_aside_and_comes_back_when_it_is_tapped(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_lets_go_of_an_unplugged_ipad_and_still_counts_it() {
+    within(async {
+        let h = Harness::new(cart(vec![fresh(), fresh()])).await;
+        h.write_config(&ConfigSpec {
+            forget_after_minutes: Some(0),
+            ..ConfigSpec::default()
+        });
+        h.sim().cart.unplug(2).expect("unplugs");
+        let stop = Arc::new(AtomicBool::new(false));
+        let daemon = h.spawn_daemon(false, when_flag(stop.clone()));
+        h.wait_for("slot 1 prepared", |h| h.light(1) == Some(Light::Done))
+            .await;
+        h.sim().cart.unplug(1).expect("unplugs");
+        h.wait_for("slot 1 free", |h| h.light(1) == Some(Light::Free))
+            .await;
+
+        // The next plug-in is the next event: slot 1's line goes, its count stays.
+        h.sim().cart.plug(2).expect("plugs");
+        h.wait_for("slot 2 prepared", |h| h.light(2) == Some(Light::Done))
+            .await;
+        assert_eq!(h.light(1), None, "slot 1's line is gone:\n{}", h.out.text());
+        assert_eq!(h.board.summary().done, 2);
+        assert_eq!(h.record(1).outcome, Outcome::Done, "the ledger keeps it");
+
+        // Back on the cable: shown again, recognised, and not counted twice.
+        h.sim().cart.plug(1).expect("plugs");
+        h.wait_for("slot 1 recognised", |h| {
+            h.status(1)
+                .is_some_and(|s| s.light == Light::Done && s.message.contains("already prepared"))
+        })
+        .await;
+        assert_eq!(h.board.summary().done, 2, "{}", h.out.text());
+        stop.store(true, Ordering::SeqCst);
+        daemon.await.unwrap().expect("the daemon runs");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unplugging_a_prepared_ipad_frees_its_slot_for_the_next_one() {
     within(async {
         let h = Harness::new(cart(vec![fresh()])).await;

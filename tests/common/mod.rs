@@ -95,6 +95,8 @@ pub struct ConfigSpec {
     /// The body of the [erase] table.
     pub erase: String,
     pub max_concurrent: u32,
+    /// `[board] forget_after_minutes`, when set.
+    pub forget_after_minutes: Option<u32>,
 }
 
 impl Default for ConfigSpec {
@@ -105,6 +107,7 @@ impl Default for ConfigSpec {
             template: Some("Cart A - {n:02}".into()),
             erase: "policy = \"never\"".into(),
             max_concurrent: 1,
+            forget_after_minutes: None,
         }
     }
 }
@@ -431,6 +434,10 @@ pub fn config_text(
     } else {
         ""
     };
+    let board = match spec.forget_after_minutes {
+        Some(m) => format!("[board]\nforget_after_minutes = {m}\n"),
+        None => String::new(),
+    };
     let naming = match &spec.template {
         Some(t) => format!("[naming]\ntemplate = \"{t}\"\n"),
         None => String::new(),
@@ -462,6 +469,7 @@ locale = "en_US"
 time_zone = "America/Chicago"
 
 {naming}
+{board}
 [erase]
 {erase}
 

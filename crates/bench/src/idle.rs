@@ -1,6 +1,7 @@
 //! `cartprep run` as a child process: its wake-ups and CPU while idle (before and after
 //! work), its memory after a few and after many iPads; and the simulator's own start-up.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,8 +12,14 @@ use crate::measure;
 use crate::sim::{Cart, Ipad};
 use crate::station as st;
 
-/// iPads prepared before the first memory reading.
+/// iPads prepared before the first memory reading, and how many are plugged together after
+/// (a cart's worth at a time, as a station is used).
 const FEW: usize = 10;
+
+/// How long the measured station keeps an unplugged iPad's line (`[board]`): 0, so the board
+/// holds the cart being worked on and the memory reading after 1,000 iPads shows what else
+/// grows. With the default (10 minutes) it also holds the iPads unplugged in those minutes.
+const FORGET_AFTER_MINUTES: u32 = 0;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Window {
@@ -32,6 +39,8 @@ pub struct Idle {
     pub many: usize,
     pub rss_few_kb: u64,
     pub rss_many_kb: u64,
+    /// `[board] forget_after_minutes` of the measured station.
+    pub forget_after_minutes: u32,
     pub threads: Vec<String>,
 }
 
@@ -116,6 +125,12 @@ pub fn run(
     let cart = Cart::start(FEW + many, 0, 0, &dir.join("sim"), keys)?;
     let station_dir = dir.join("station");
     let cfg = st::write_config(&station_dir, identity, &cart.address(), 8)?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&cfg)?
+        .write_all(
+            format!("\n[board]\nforget_after_minutes = {FORGET_AFTER_MINUTES}\n").as_bytes(),
+        )?;
     let child = Command::new(cartprep)
         .arg("run")
         .arg("--config")
@@ -145,7 +160,9 @@ pub fn run(
     prepare(&cart, &station_dir, &ipads[..FEW], &mut child.0)?;
     std::thread::sleep(Duration::from_secs(1));
     let rss_few_kb = measure::rss_kb(pid);
-    prepare(&cart, &station_dir, &ipads[FEW..], &mut child.0)?;
+    for cart_load in ipads[FEW..].chunks(FEW) {
+        prepare(&cart, &station_dir, cart_load, &mut child.0)?;
+    }
     std::thread::sleep(Duration::from_secs(1));
     let rss_many_kb = measure::rss_kb(pid);
     std::thread::sleep(Duration::from_secs(1));
@@ -159,6 +176,7 @@ pub fn run(
         many: FEW + many,
         rss_few_kb,
         rss_many_kb,
+        forget_after_minutes: FORGET_AFTER_MINUTES,
         threads,
     })
 }

@@ -161,12 +161,15 @@ impl Table {
         }
         let _ = writeln!(
             self.out,
-            "RSS after {} iPads {} kB, after {} iPads {} kB (+{} kB)",
+            "RSS after {} iPads {} kB, after {} iPads {} kB (+{} kB; target within 2048; \
+             {} at a time, board forgets after {} min)",
             i.few,
             i.rss_few_kb,
             i.many,
             i.rss_many_kb,
-            i.rss_many_kb as i64 - i.rss_few_kb as i64
+            i.rss_many_kb as i64 - i.rss_few_kb as i64,
+            i.few,
+            i.forget_after_minutes
         );
         let _ = writeln!(self.out, "threads: {}", i.threads.join(", "));
     }

@@ -13,6 +13,7 @@
 //!   sled plus an append-only JSONL audit log, rebuilt from the log when the database is
 //!   damaged.
 //! - [`status`]: the LED-style board (display only) and the snapshot `cartprep status` reads.
+//!   [`forget`]: when the board lets go of an unplugged iPad's line.
 //! - [`export`]: the Apple School Manager serial CSV, a full CSV and JSONL.
 //! - [`config`]: the station configuration file, checked field by field; [`settings`]: what
 //!   jobs use from it (identity, Wi-Fi profile bytes…); [`watch`]: reloading it on edits.
@@ -34,6 +35,7 @@ pub mod control;
 pub mod daemon;
 pub mod enrollment_check;
 pub mod export;
+pub mod forget;
 pub mod ledger;
 pub mod metrics;
 pub mod models;

@@ -14,6 +14,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use usbmux::DeviceProperties;
 
 use crate::control::{Reply, Request, Target};
+use crate::forget::Forgetting;
 use crate::ledger::{Event, Ledger};
 use crate::prepare::progress::{Reporter, Room, Seat, SharedProgress};
 use crate::prepare::{self, Context, JobEnd, Plugged};
@@ -85,6 +86,8 @@ pub struct Scheduler {
     room: Room,
     /// The number of places `room` was made with (a reload may change it).
     places: usize,
+    /// Unplugged iPads still on the board, and when to let their lines go.
+    forgetting: Forgetting,
 }
 
 impl Scheduler {
@@ -116,6 +119,7 @@ impl Scheduler {
                 freed: Arc::new(Notify::new()),
             },
             places: settings.config.max_concurrent.max(1),
+            forgetting: Forgetting::new(settings.config.board.forget_after),
             settings,
         }
     }
@@ -140,6 +144,8 @@ impl Scheduler {
             let taken = self.room.places.forget_permits(self.places - wanted);
             self.places -= taken;
         }
+        self.forgetting
+            .set_after(settings.config.board.forget_after);
         self.settings = settings;
     }
 
@@ -215,6 +221,9 @@ impl Scheduler {
         } else {
             "plugged in"
         };
+        self.forgetting.back(&udid);
+        let slot = self.known.get(&udid).and_then(|l| l.slot.clone());
+        self.forget_due(slot.as_deref());
         self.show(&udid, Light::Ready, message);
         self.queue.push_back(id);
     }
@@ -222,6 +231,7 @@ impl Scheduler {
     /// An iPad went away: its job stops and its record waits for it to come back — unless it
     /// was just erased, which makes it restart.
     pub async fn on_detached(&mut self, device_id: u32) {
+        self.forget_due(None);
         let was_queued = self.queue.contains(&device_id);
         self.queue.retain(|q| *q != device_id);
         let Some(props) = self.attached.remove(&device_id) else {
@@ -253,6 +263,7 @@ impl Scheduler {
         if let Some(r) = self.running.remove(&udid) {
             self.learn(&udid, &r.progress);
         }
+        self.forget_due(None);
         match end {
             JobEnd::Erasing => {
                 self.erasing.insert(udid);
@@ -263,6 +274,21 @@ impl Scheduler {
             }
             JobEnd::Attention(_) | JobEnd::Failed(_) => {
                 self.board.print_summary();
+            }
+        }
+    }
+
+    /// At each event, before it is handled: lets go of the board lines of iPads unplugged long
+    /// enough ago, or whose slot
+    /// `taken_slot` another iPad was just plugged into (`forget.rs`), and of what the scheduler
+    /// knew of them: the ledger has it, and a job learns it again if the iPad comes back.
+    fn forget_due(&mut self, taken_slot: Option<&str>) {
+        for udid in self.forgetting.due(std::time::Instant::now(), taken_slot) {
+            let here = self.running.contains_key(&udid)
+                || self.erasing.contains(&udid)
+                || self.attached.values().any(|p| p.udid == udid);
+            if !here && self.board.forget(&udid) {
+                self.known.remove(&udid);
             }
         }
     }
@@ -570,8 +596,14 @@ impl Scheduler {
         self.known.entry(udid.to_owned()).or_default().merge(&label);
     }
 
-    fn show(&self, udid: &str, light: Light, message: impl Into<String>) {
+    fn show(&mut self, udid: &str, light: Light, message: impl Into<String>) {
         let label = self.known.get(udid).cloned().unwrap_or_default();
+        if matches!(light, Light::Free | Light::Unplugged) {
+            self.forgetting
+                .unplugged(udid, label.slot.as_deref(), std::time::Instant::now());
+        } else {
+            self.forgetting.back(udid);
+        }
         self.board
             .update(DeviceStatus::labelled(udid, &label, light, message));
     }

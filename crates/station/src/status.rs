@@ -3,7 +3,8 @@
 //! failed — with slot, serial, model and name; coloured on a terminal, plain under systemd or
 //! launchd; a summary line; and a snapshot for `cartprep status`, served on a unix socket.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -166,6 +167,30 @@ pub struct Summary {
     pub unplugged: usize,
 }
 
+impl Summary {
+    /// Adds `by` (1 or -1) to the count `light` is shown under.
+    fn count(&mut self, light: Light, by: isize) {
+        let n = match light {
+            // Prepared, then unplugged: still one done.
+            Light::Done | Light::Free => &mut self.done,
+            Light::Working => &mut self.working,
+            Light::Waiting | Light::Ready => &mut self.waiting,
+            Light::Attention => &mut self.attention,
+            Light::Failed => &mut self.failed,
+            Light::Unplugged => &mut self.unplugged,
+        };
+        *n = n.saturating_add_signed(by);
+    }
+}
+
+/// The key a forgotten iPad is remembered by: a fixed-key hash of its UDID (the same in
+/// every run; two UDIDs of one station sharing 64 bits is not a worry).
+fn udid_key(udid: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    udid.hash(&mut h);
+    h.finish()
+}
+
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -270,6 +295,8 @@ pub enum BoardChange {
     Note(String),
     /// The link to usbmuxd came up (`true`) or went down.
     Usbmuxd(bool),
+    /// An unplugged iPad's line left the board (the summary still counts it).
+    Forgot(String),
 }
 
 /// Changes a slow subscriber may fall behind by before it is told it lagged (it then reads a
@@ -290,6 +317,11 @@ struct BoardInner {
     colour: bool,
     changes: tokio::sync::broadcast::Sender<BoardChange>,
     usbmuxd_up: bool,
+    /// What the forgotten lines said, still counted in the summary.
+    forgotten: Summary,
+    /// The light each forgotten iPad was counted under, by a hash of its UDID (8 bytes an
+    /// iPad instead of its whole line), so an iPad that comes back is not counted twice.
+    forgotten_lights: HashMap<u64, Light>,
 }
 
 impl BoardInner {
@@ -313,6 +345,8 @@ impl Board {
                 colour,
                 changes: tokio::sync::broadcast::channel(CHANGES_BUFFERED).0,
                 usbmuxd_up: false,
+                forgotten: Summary::default(),
+                forgotten_lights: HashMap::new(),
             })),
         }
     }
@@ -329,6 +363,12 @@ impl Board {
     /// Records and prints a device's new status (nothing is printed if nothing changed).
     pub fn update(&self, mut status: DeviceStatus) {
         let mut inner = self.lock();
+        if !inner.devices.contains_key(&status.udid)
+            && let Some(light) = inner.forgotten_lights.remove(&udid_key(&status.udid))
+        {
+            // Back after its line was forgotten: counted from its line again.
+            inner.forgotten.count(light, -1);
+        }
         let same = inner.devices.get(&status.udid).is_some_and(|old| {
             old.light == status.light
                 && old.current == status.current
@@ -407,19 +447,35 @@ impl Board {
         inner.waiting_for = what;
     }
 
+    /// Takes an unplugged iPad's line off the board (see `forget.rs`); the summary goes on
+    /// counting it. A line that is not an unplugged iPad's stays.
+    pub fn forget(&self, udid: &str) -> bool {
+        let mut inner = self.lock();
+        let light = match inner.devices.get(udid) {
+            Some(d) if matches!(d.light, Light::Free | Light::Unplugged) => d.light,
+            _ => return false,
+        };
+        inner.devices.remove(udid);
+        inner.forgotten.count(light, 1);
+        inner.forgotten_lights.insert(udid_key(udid), light);
+        inner.publish(|| BoardChange::Forgot(udid.to_owned()));
+        true
+    }
+
+    /// Lines on the board now.
+    pub fn len(&self) -> usize {
+        self.lock().devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn summary(&self) -> Summary {
         let inner = self.lock();
-        let mut s = Summary::default();
+        let mut s = inner.forgotten;
         for d in inner.devices.values() {
-            match d.light {
-                // Prepared, then unplugged: still one done.
-                Light::Done | Light::Free => s.done += 1,
-                Light::Working => s.working += 1,
-                Light::Waiting | Light::Ready => s.waiting += 1,
-                Light::Attention => s.attention += 1,
-                Light::Failed => s.failed += 1,
-                Light::Unplugged => s.unplugged += 1,
-            }
+            s.count(d.light, 1);
         }
         s
     }
@@ -605,6 +661,37 @@ mod tests {
             s.to_string(),
             "cart: 1 done · 0 working · 1 waiting · 1 attention · 0 failed"
         );
+    }
+
+    #[test]
+    fn a_forgotten_line_leaves_the_board_but_not_the_summary() {
+        let board = Board::new(Box::new(std::io::sink()), false);
+        board.update(status("U1", Light::Free, None, "free"));
+        board.update(status("U2", Light::Unplugged, None, "plug it back in"));
+        board.update(status("U3", Light::Working, Some(Step::Paired), "pairing"));
+        let before = board.summary();
+        let mut changes = board.subscribe();
+
+        assert!(board.forget("U1") && board.forget("U2"));
+        assert!(!board.forget("U3"), "a working iPad's line stays");
+        assert!(!board.forget("U9"), "nothing to forget");
+        assert_eq!(board.len(), 1);
+        assert_eq!(board.summary(), before);
+        assert_eq!(
+            board.summary().to_string(),
+            "cart: 1 done · 1 working · 0 waiting · 0 attention · 0 failed · 1 unplugged before done"
+        );
+        assert_eq!(
+            changes.try_recv().ok(),
+            Some(BoardChange::Forgot("U1".into()))
+        );
+
+        // Back on the cable: counted from its line, not twice.
+        board.update(status("U1", Light::Done, None, "already prepared"));
+        board.update(status("U2", Light::Working, Some(Step::Paired), "pairing"));
+        let s = board.summary();
+        assert_eq!((s.done, s.working, s.unplugged), (1, 2, 0));
+        assert_eq!(board.len(), 3);
     }
 
     #[test]

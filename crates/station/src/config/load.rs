@@ -20,9 +20,10 @@ use super::raw::{RawActivation, RawConfig, RawOrganization, RawSetup, RawSkip};
 use super::toml_location::{line_of, toml_problem};
 use super::wifi;
 use super::{
-    Activation, AnchorCertificate, ConfigError, DEFAULT_ACTIVATION_URL, DEFAULT_USBMUXD, EraseMode,
-    ErasePolicy, MAX_CONCURRENT_RANGE, Mdm, MdmMode, NameTemplate, Naming, Organization, Problem,
-    Setup, SkipPanes, StationConfig,
+    Activation, AnchorCertificate, BoardConfig, ConfigError, DEFAULT_ACTIVATION_URL,
+    DEFAULT_FORGET_AFTER_MINUTES, DEFAULT_USBMUXD, EraseMode, ErasePolicy,
+    FORGET_AFTER_MINUTES_RANGE, MAX_CONCURRENT_RANGE, Mdm, MdmMode, NameTemplate, Naming,
+    Organization, Problem, Setup, SkipPanes, StationConfig,
 };
 use crate::settings::Settings;
 
@@ -197,7 +198,11 @@ fn check(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems) -> Option<S
         Some(n) => {
             p.add(
                 "max_concurrent",
-                format!("is {n}; it must be between 1 and 16 (1, one iPad at a time, is what the school guide asks)"),
+                format!(
+                    "is {n}; it must be between {} and {} (1, one iPad at a time, is what the school guide asks)",
+                    MAX_CONCURRENT_RANGE.start(),
+                    MAX_CONCURRENT_RANGE.end()
+                ),
             );
             1
         }
@@ -252,6 +257,7 @@ fn check(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems) -> Option<S
         }
         None => (None, None),
     };
+    let board = check_board(raw.board, p);
     let web = super::web::check_web(raw.web, &resolve, p);
     let notify = super::web::check_notify(raw.notify, p);
 
@@ -272,6 +278,7 @@ fn check(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems) -> Option<S
         web,
         notify,
         transcript: raw.debug.transcript.as_deref().map(resolve),
+        board,
     };
     Some(Settings {
         fingerprint: config.fingerprint(),
@@ -480,5 +487,27 @@ mod tests {
         let pem = "-----BEGIN CERTIFICATE-----\nMAMCAQc=\n-----END CERTIFICATE-----\n";
         assert_eq!(super::pem_or_der(pem.as_bytes()), der);
         assert_eq!(super::pem_or_der(&der), der);
+    }
+}
+
+/// `[board]`: the minutes an unplugged iPad's line stays, within a day.
+fn check_board(raw: super::raw::RawBoard, p: &mut Problems) -> BoardConfig {
+    let minutes = match raw.forget_after_minutes {
+        None => DEFAULT_FORGET_AFTER_MINUTES,
+        Some(n) if FORGET_AFTER_MINUTES_RANGE.contains(&n) => n.unsigned_abs(),
+        Some(n) => {
+            p.add(
+                "board.forget_after_minutes",
+                format!(
+                    "is {n}; it must be between {} and {} (minutes an unplugged iPad stays on the board; 0 lets it go at the next plug or unplug)",
+                    FORGET_AFTER_MINUTES_RANGE.start(),
+                    FORGET_AFTER_MINUTES_RANGE.end()
+                ),
+            );
+            DEFAULT_FORGET_AFTER_MINUTES
+        }
+    };
+    BoardConfig {
+        forget_after: std::time::Duration::from_secs(60 * minutes),
     }
 }

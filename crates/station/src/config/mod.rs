@@ -48,6 +48,9 @@ pub const DEFAULT_ACTIVATION_URL: &str = "https://albert.apple.com/deviceservice
 pub const DEFAULT_USBMUXD: &str = "/var/run/usbmuxd";
 /// Default state folder (the ledger, audit log and pair records).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cartprep";
+/// `[board] forget_after_minutes` when not set, and its bounds (a day at most).
+pub const DEFAULT_FORGET_AFTER_MINUTES: u64 = 10;
+pub const FORGET_AFTER_MINUTES_RANGE: std::ops::RangeInclusive<i64> = 0..=1440;
 /// Bounds of `max_concurrent`.
 pub const MAX_CONCURRENT_RANGE: std::ops::RangeInclusive<i64> = 1..=64;
 /// The identity folder's files, as `profiles::identity` writes them.
@@ -94,6 +97,24 @@ pub struct StationConfig {
     /// `[debug] transcript`: the folder each iPad's transcript is written to; `None` (the
     /// default) records nothing.
     pub transcript: Option<PathBuf>,
+    /// `[board]`: what the status board shows.
+    pub board: BoardConfig,
+}
+
+/// `[board]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoardConfig {
+    /// How long an unplugged iPad's line stays on the board (`forget.rs`); sooner when
+    /// another iPad is plugged into its slot.
+    pub forget_after: std::time::Duration,
+}
+
+impl Default for BoardConfig {
+    fn default() -> Self {
+        BoardConfig {
+            forget_after: std::time::Duration::from_secs(60 * DEFAULT_FORGET_AFTER_MINUTES),
+        }
+    }
 }
 
 /// Who the iPads belong to: shown on the device and in the cloud configuration.
@@ -350,6 +371,7 @@ impl StationConfig {
         check("asm", self.asm != other.asm);
         check("web", self.web != other.web);
         check("notify", self.notify != other.notify);
+        check("board", self.board != other.board);
         changed
     }
 }

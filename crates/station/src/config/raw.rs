@@ -33,7 +33,17 @@ pub(super) struct RawConfig {
     pub(super) web: Option<super::web::RawWeb>,
     pub(super) notify: Option<super::web::RawNotify>,
     #[serde(default)]
+    pub(super) board: RawBoard,
+    #[serde(default)]
     pub(super) debug: RawDebug,
+}
+
+/// `[board]`: what the status board shows.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBoard {
+    // Signed, so a negative number gets our range message rather than a type error.
+    pub(super) forget_after_minutes: Option<i64>,
 }
 
 /// `[debug]`: help for a bug report; nothing here changes what is done to an iPad.

@@ -143,6 +143,32 @@ fn max_concurrent_is_one_by_default_and_bounded() {
             "{bad}"
         );
     }
+    let p = only_problem(f.load(&format!("max_concurrent = 65\n{MINIMAL}")));
+    assert!(p.reason.contains("between 1 and 64"), "{}", p.reason);
+}
+
+#[test]
+fn the_board_forgets_unplugged_ipads_after_ten_minutes_unless_told_otherwise() {
+    let f = Fixture::new();
+    let minutes = |text: &str| f.load(text).expect("valid").board.forget_after.as_secs() / 60;
+    assert_eq!(minutes(MINIMAL), 10);
+    assert_eq!(
+        minutes(&format!("{MINIMAL}\n[board]\nforget_after_minutes = 0\n")),
+        0
+    );
+    assert_eq!(
+        minutes(&format!(
+            "{MINIMAL}\n[board]\nforget_after_minutes = 1440\n"
+        )),
+        1440
+    );
+    for bad in ["-1", "1441"] {
+        let p = only_problem(f.load(&format!(
+            "{MINIMAL}\n[board]\nforget_after_minutes = {bad}\n"
+        )));
+        assert_eq!(p.field, "board.forget_after_minutes");
+        assert!(p.reason.contains("between 0 and 1440"), "{}", p.reason);
+    }
 }
 
 #[test]
