@@ -11,12 +11,29 @@
 
 use std::sync::Arc;
 
+use profiles::rsa_signer::RsaSigner;
 use rsa::RsaPrivateKey;
 use tokio::sync::OnceCell;
 
 use crate::error::LockdownError;
 
-static KEY: OnceCell<Arc<RsaPrivateKey>> = OnceCell::const_new();
+static KEY: OnceCell<Arc<HostKey>> = OnceCell::const_new();
+
+/// The key and its signer (ring, converted once: a pair record's two certificate signatures
+/// then take about a millisecond instead of the `rsa` crate's ten or more).
+pub struct HostKey {
+    pub key: RsaPrivateKey,
+    pub signer: RsaSigner,
+}
+
+impl HostKey {
+    pub fn new(key: RsaPrivateKey) -> Self {
+        HostKey {
+            signer: RsaSigner::new(&key),
+            key,
+        }
+    }
+}
 
 /// Generates a new RSA-2048 key on a blocking thread (CPU-heavy: ~0.1–1 s).
 pub async fn generate() -> Result<RsaPrivateKey, LockdownError> {
@@ -28,10 +45,16 @@ pub async fn generate() -> Result<RsaPrivateKey, LockdownError> {
 
 /// The process's pairing key, generated on first use (off the async threads); later callers
 /// get the same key without waiting.
-pub async fn shared() -> Result<Arc<RsaPrivateKey>, LockdownError> {
-    KEY.get_or_try_init(|| async { generate().await.map(Arc::new) })
-        .await
-        .cloned()
+pub async fn shared() -> Result<Arc<HostKey>, LockdownError> {
+    KEY.get_or_try_init(|| async {
+        let key = generate().await?;
+        // ring checks the key when the signer is made: CPU work too, so not on the runtime.
+        tokio::task::spawn_blocking(move || Arc::new(HostKey::new(key)))
+            .await
+            .map_err(|e| LockdownError::PairRecord(format!("key preparation task: {e}")))
+    })
+    .await
+    .cloned()
 }
 
 /// Whether the key has been made (a station is ready to pair without waiting).
@@ -61,6 +84,7 @@ mod tests {
         let (a, b) = tokio::join!(shared(), shared());
         let (a, b) = (a.expect("key"), b.expect("key"));
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(a.as_ref(), shared().await.expect("key").as_ref());
+        assert_eq!(a.key, shared().await.expect("key").key);
+        assert!(a.signer.fast(), "a 2048-bit key is signed with by ring");
     }
 }

@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 use idevice::Idevice;
 use idevice::pairing_file::PairingFile;
 use plist::{Dictionary, Value};
+use profiles::rsa_signer::RsaSigner;
+use rsa::RsaPublicKey;
 use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
-use rsa::{RsaPrivateKey, RsaPublicKey};
 use usbmux::UsbmuxClient;
 use x509_cert::builder::{Builder, CertificateBuilder, Profile};
 use x509_cert::der::EncodePem;
@@ -33,6 +34,7 @@ use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use x509_cert::time::Validity;
 
 use crate::error::LockdownError;
+use crate::host_key::HostKey;
 use crate::pair_records::{self, PairRecordStore};
 use crate::pairing::{DEFAULT_TRUST_WAIT, new_host_id};
 use crate::session::{DeviceSession, LABEL};
@@ -120,17 +122,12 @@ impl std::fmt::Debug for NewRecord {
     }
 }
 
-fn cert_pem(
-    signing_key: &RsaPrivateKey,
-    subject_key: &RsaPublicKey,
-    name: Name,
-) -> Result<Vec<u8>, String> {
-    let signer = rsa::pkcs1v15::SigningKey::<rsa::sha2::Sha256>::new(signing_key.clone());
+fn cert_pem(signer: &RsaSigner, subject_key: &RsaPublicKey, name: Name) -> Result<Vec<u8>, String> {
     let spki =
         SubjectPublicKeyInfoOwned::from_key(subject_key.clone()).map_err(|e| e.to_string())?;
     let validity = Validity::from_now(CERT_LIFETIME).map_err(|e| e.to_string())?;
     let serial = SerialNumber::new(&[1]).map_err(|e| e.to_string())?;
-    let builder = CertificateBuilder::new(Profile::Root, serial, validity, name, spki, &signer)
+    let builder = CertificateBuilder::new(Profile::Root, serial, validity, name, spki, signer)
         .map_err(|e| e.to_string())?;
     let cert = builder
         .build::<rsa::pkcs1v15::Signature>()
@@ -140,10 +137,10 @@ fn cert_pem(
         .map_err(|e| e.to_string())
 }
 
-/// The certificates for a new record, signed with `key` (two RSA signatures: a few
-/// milliseconds; the key itself comes from [`crate::host_key`]).
+/// The certificates for a new record, signed with `host` (two RSA signatures by ring: about a
+/// millisecond; the key itself comes from [`crate::host_key`]).
 pub(crate) fn generate_record(
-    key: &RsaPrivateKey,
+    host: &HostKey,
     device_public_key_pem: &[u8],
     host_id: &str,
     system_buid: &str,
@@ -155,12 +152,14 @@ pub(crate) fn generate_record(
     let device_key = RsaPublicKey::from_pkcs1_pem(pem).map_err(|e| {
         LockdownError::MalformedReply(format!("DevicePublicKey is not a PKCS#1 RSA key: {e}"))
     })?;
-    let public = RsaPublicKey::from(key);
-    let root = cert_pem(key, &public, Name::default()).map_err(|e| bad("root certificate", e))?;
+    let signer = &host.signer;
+    let root = cert_pem(signer, signer.public_key(), Name::default())
+        .map_err(|e| bad("root certificate", e))?;
     let device_name = Name::from_str("CN=Device").map_err(|e| bad("name", e.to_string()))?;
     let device =
-        cert_pem(key, &device_key, device_name).map_err(|e| bad("device certificate", e))?;
-    let private_key_pem = key
+        cert_pem(signer, &device_key, device_name).map_err(|e| bad("device certificate", e))?;
+    let private_key_pem = host
+        .key
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| bad("private key", e.to_string()))?
         .as_bytes()
@@ -423,12 +422,13 @@ pub async fn pair_supervised_and_save_with_wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rsa::RsaPrivateKey;
     use rsa::pkcs1::EncodeRsaPublicKey;
 
     #[test]
     fn generated_record_parses_with_idevice_and_keeps_keys_out_of_the_request() {
         let device = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
-        let host = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let host = HostKey::new(RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap());
         let device_pem = RsaPublicKey::from(&device)
             .to_pkcs1_pem(LineEnding::LF)
             .unwrap();
@@ -471,7 +471,7 @@ mod tests {
 
     #[test]
     fn a_malformed_device_key_is_an_error_not_a_panic() {
-        let host = RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let host = HostKey::new(RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap());
         let e = generate_record(&host, b"not a key", "H", "B", "aa:bb:cc:dd:ee:ff");
         assert!(matches!(e, Err(LockdownError::MalformedReply(_))), "{e:?}");
     }

@@ -18,7 +18,7 @@ use cms::signed_data::{EncapsulatedContentInfo, SignedData, SignerIdentifier};
 use der::asn1::OctetStringRef;
 use der::oid::db::{rfc5911, rfc5912};
 use der::{Any, Decode, Encode, Tag, Tagged};
-use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
+use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::signature::Verifier;
 use sha2::{Digest, Sha256};
@@ -33,7 +33,7 @@ use crate::identity::SupervisionIdentity;
 /// signed attributes contentType, signingTime and messageDigest.
 pub fn sign_attached(identity: &SupervisionIdentity, content: &[u8]) -> Result<Vec<u8>> {
     let certificate = identity.certificate().clone();
-    let signer = SigningKey::<Sha256>::new(identity.private_key().clone());
+    let signer = identity.signer();
     let econtent = Any::new(Tag::OctetString, content).map_err(crypto("CMS content"))?;
     let eci = EncapsulatedContentInfo {
         econtent_type: rfc5911::ID_DATA,
@@ -48,7 +48,7 @@ pub fn sign_attached(identity: &SupervisionIdentity, content: &[u8]) -> Result<V
         serial_number: certificate.tbs_certificate.serial_number.clone(),
     });
     // cms 0.2.3's builder::Error is Display but not std::error::Error: mapped here.
-    let mut signer_info = SignerInfoBuilder::new(&signer, sid, sha256.clone(), &eci, None)
+    let mut signer_info = SignerInfoBuilder::new(signer, sid, sha256.clone(), &eci, None)
         .map_err(crypto("CMS signer"))?;
     signer_info
         .add_signed_attribute(create_signing_time_attribute().map_err(crypto("CMS signing time"))?)

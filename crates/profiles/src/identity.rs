@@ -59,6 +59,8 @@ pub struct SupervisionIdentity {
     certificate_der: Vec<u8>,
     certificate: Certificate,
     key: RsaPrivateKey,
+    /// The key, ready for signing (converted once; see `rsa_signer.rs`).
+    signer: std::sync::Arc<crate::rsa_signer::RsaSigner>,
 }
 
 impl std::fmt::Debug for SupervisionIdentity {
@@ -154,6 +156,7 @@ impl SupervisionIdentity {
         Ok(SupervisionIdentity {
             certificate_der,
             certificate,
+            signer: std::sync::Arc::new(crate::rsa_signer::RsaSigner::new(&key)),
             key,
         })
     }
@@ -336,6 +339,11 @@ impl SupervisionIdentity {
     /// The private key.
     pub fn private_key(&self) -> &RsaPrivateKey {
         &self.key
+    }
+
+    /// The key as a signer for the certificate and CMS builders.
+    pub fn signer(&self) -> &crate::rsa_signer::RsaSigner {
+        &self.signer
     }
 
     /// The certificate as PEM (`CERTIFICATE`).

@@ -33,6 +33,7 @@ pub mod error;
 pub mod files;
 pub mod identity;
 mod pkcs12;
+pub mod rsa_signer;
 pub mod skip_keys;
 pub mod wifi;
 
