@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -74,9 +74,13 @@ pub fn station_cpu_ns() -> u64 {
         .saturating_sub(measure::main_thread_cpu_ns())
 }
 
+/// When each watched iPad finished, and how; the condvar wakes `wait` (no polling: a polling
+/// loop took CPU from the station and the simulator it measures).
+type Finished = Arc<(Mutex<HashMap<String, (Instant, Light)>>, Condvar)>;
+
 /// A running daemon.
 pub struct Station {
-    finished: Arc<Mutex<HashMap<String, (Instant, Light)>>>,
+    finished: Finished,
     stop: Arc<AtomicBool>,
     nudge: tokio::sync::watch::Sender<()>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
@@ -88,7 +92,7 @@ impl Station {
     pub fn start(config: &Path, watched: Vec<String>) -> anyhow::Result<Station> {
         let settings = station::Settings::load(config)
             .map_err(|e| anyhow::anyhow!("the bench's configuration is invalid: {e}"))?;
-        let finished: Arc<Mutex<HashMap<String, (Instant, Light)>>> = Arc::default();
+        let finished: Finished = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let ready = Arc::new(AtomicBool::new(false));
         let (nudge, nudge_rx) = tokio::sync::watch::channel(());
@@ -107,7 +111,9 @@ impl Station {
                     topology: Arc::new(FixedTopology(Vec::new())),
                     stop_when: Some(Box::new(move |board, idle| {
                         r.store(true, Ordering::Release);
-                        let mut done = f.lock().unwrap_or_else(|p| p.into_inner());
+                        let (lock, cv) = &*f;
+                        let mut done = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        let before = done.len();
                         for udid in &watched {
                             if done.contains_key(udid) {
                                 continue;
@@ -120,6 +126,9 @@ impl Station {
                             {
                                 done.insert(udid.clone(), (Instant::now(), st.light));
                             }
+                        }
+                        if done.len() > before {
+                            cv.notify_all();
                         }
                         s.load(Ordering::Acquire) && idle.running == 0
                     })),
@@ -153,9 +162,10 @@ impl Station {
     /// Waits until every iPad in `ipads` has finished; returns when each did.
     pub fn wait(&self, ipads: &[Ipad]) -> anyhow::Result<Vec<Instant>> {
         let deadline = Instant::now() + PATIENCE;
+        let (lock, cv) = &*self.finished;
+        let mut done = lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             {
-                let done = self.finished.lock().unwrap_or_else(|p| p.into_inner());
                 if ipads.iter().all(|i| done.contains_key(&i.udid)) {
                     let mut out = Vec::new();
                     for i in ipads {
@@ -170,11 +180,12 @@ impl Station {
                     return Ok(out);
                 }
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the station did not finish in {PATIENCE:?}"
-            );
-            std::thread::sleep(Duration::from_micros(500));
+            let now = Instant::now();
+            anyhow::ensure!(now < deadline, "the station did not finish in {PATIENCE:?}");
+            done = cv
+                .wait_timeout(done, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
@@ -239,6 +250,19 @@ pub struct Batch {
     pub job_wall_ms: crate::measure::Spread,
     pub ipads_per_s: f64,
     pub replies_per_ipad: f64,
+    /// Batch wall time of every round; the figures above are the median round's.
+    pub rounds_wall_ms: Vec<f64>,
+}
+
+impl Batch {
+    /// The round with the median batch wall time, knowing every round's.
+    pub fn median(mut runs: Vec<Batch>) -> Batch {
+        runs.sort_by(|a, b| a.wall_ms.total_cmp(&b.wall_ms));
+        let walls: Vec<f64> = runs.iter().map(|b| b.wall_ms).collect();
+        let mut median = runs.swap_remove(runs.len() / 2);
+        median.rounds_wall_ms = walls;
+        median
+    }
 }
 
 pub fn batch(
@@ -276,5 +300,6 @@ pub fn batch(
         job_wall_ms: crate::measure::Spread::of(&walls),
         ipads_per_s: ipads.len() as f64 / (wall_ms / 1e3),
         replies_per_ipad: (r1 - r0) as f64 / ipads.len() as f64,
+        rounds_wall_ms: vec![wall_ms],
     })
 }

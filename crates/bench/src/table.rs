@@ -48,6 +48,17 @@ pub struct Table {
     out: String,
     side_header: bool,
     batch_header: bool,
+    batches: Vec<Batch>,
+    /// Issue 9's targets, one line each, printed last.
+    targets: Vec<String>,
+}
+
+/// One target's line: what was measured, what is asked, whether it is met.
+fn target(what: &str, measured: String, asked: &str, met: bool) -> String {
+    format!(
+        "{:<5} {what}: {measured} (target {asked})",
+        if met { "met" } else { "NOT" }
+    )
 }
 
 fn s3(s: &Spread) -> String {
@@ -88,12 +99,33 @@ impl Table {
             format!("{:.2}x", r.speedup_wall),
             format!("{:.2}x", r.speedup_cpu)
         );
+        if r.latency_ms == 0 {
+            self.targets.push(target(
+                "per iPad, 0 ms",
+                format!("{:.2}x pymobiledevice3", r.speedup_wall),
+                ">= 8x",
+                r.speedup_wall >= 8.0,
+            ));
+        } else {
+            let (ours, theirs) = (r.cartprep.replies.median, r.pymobiledevice3.replies.median);
+            self.targets.push(target(
+                &format!("per iPad, {} ms", r.latency_ms),
+                format!("{:.2}x, {ours:.0} replies vs {theirs:.0}", r.speedup_wall),
+                ">= 1.5x, fewer replies",
+                r.speedup_wall >= 1.5 && ours < theirs,
+            ));
+        }
     }
 
     pub fn batch(&mut self, b: &Batch) {
+        self.batches.push(b.clone());
         if !self.batch_header {
             self.batch_header = true;
-            let _ = writeln!(self.out, "\n== scaling: N iPads plugged at once");
+            let _ = writeln!(
+                self.out,
+                "\n== scaling: N iPads plugged at once (the median of {} rounds)",
+                b.rounds_wall_ms.len()
+            );
             let _ = writeln!(
                 self.out,
                 "{:<8} {:>4} {:>9} {:>10} {:>10} {:>28} {:>9} {:>8}",
@@ -135,6 +167,29 @@ impl Table {
                 r.history, r.open_ms.median, r.ready_ms, r.per_ipad_wall_ms.median
             );
         }
+        if let (Some(empty), Some(full)) = (rows.first(), rows.last())
+            && full.history > empty.history
+        {
+            for (what, a, b) in [
+                ("ledger open", empty.open_ms.median, full.open_ms.median),
+                ("station ready", empty.ready_ms, full.ready_ms),
+                (
+                    "per iPad",
+                    empty.per_ipad_wall_ms.median,
+                    full.per_ipad_wall_ms.median,
+                ),
+            ] {
+                self.targets.push(target(
+                    &format!("{what} with {} iPads of history", full.history),
+                    format!(
+                        "{b:.2} ms vs {a:.2} ms empty ({:+.0}%)",
+                        (b / a - 1.0) * 100.0
+                    ),
+                    "within 10%",
+                    b <= a * 1.1,
+                ));
+            }
+        }
     }
 
     pub fn idle(&mut self, i: &crate::idle::Idle) {
@@ -172,6 +227,23 @@ impl Table {
             i.forget_after_minutes
         );
         let _ = writeln!(self.out, "threads: {}", i.threads.join(", "));
+        let w = &i.after_work;
+        self.targets.push(target(
+            "idle after work",
+            format!(
+                "{:.2} wake-ups/s, {:.0} ms CPU/min",
+                w.wakeups_per_s, w.cpu_ms_per_min
+            ),
+            "< 1/s, 0 ms",
+            w.wakeups_per_s < 1.0 && w.cpu_ms_per_min < 0.5,
+        ));
+        let grew = i.rss_many_kb as i64 - i.rss_few_kb as i64;
+        self.targets.push(target(
+            &format!("RSS after {} iPads vs {}", i.many, i.few),
+            format!("{grew:+} kB"),
+            "within 2048 kB",
+            grew <= 2048,
+        ));
     }
 
     pub fn sim(&mut self, s: &crate::idle::SimStart) {
@@ -182,9 +254,88 @@ impl Table {
              connection), listed in {:.1} ms (target < 500)",
             s.ipads, s.start_ms, s.list_ms
         );
+        self.targets.push(target(
+            &format!("simulator, {} iPads", s.ipads),
+            format!(
+                "ready in {:.0} ms, listed in {:.1} ms",
+                s.start_ms, s.list_ms
+            ),
+            "< 2000 ms, < 500 ms",
+            s.start_ms < 2000.0 && s.list_ms < 500.0,
+        ));
+    }
+
+    /// The scaling targets, from the batches: at the injected latency, N at once against one
+    /// iPad alone; at 0 ms, throughput N at once against one at a time, and no convoy (N at
+    /// once never slower than one at a time).
+    fn scaling_targets(&self) -> Vec<String> {
+        let find = |ms: u64, n: usize, at_once: usize| {
+            self.batches
+                .iter()
+                .find(|b| b.latency_ms == ms && b.n == n && b.max_concurrent == at_once)
+        };
+        let mut out = Vec::new();
+        let slow = self.batches.iter().map(|b| b.latency_ms).max().unwrap_or(0);
+        let largest = |ms: u64| {
+            self.batches
+                .iter()
+                .filter(|b| b.latency_ms == ms && b.n == b.max_concurrent && b.n > 1)
+                .map(|b| b.n)
+                .collect::<Vec<_>>()
+        };
+        for n in largest(slow) {
+            // The issue's target is for a cart of 32.
+            if let (Some(batch), Some(alone)) = (find(slow, n, n), find(slow, 1, 1))
+                && n == 32
+            {
+                let r = batch.wall_ms / alone.wall_ms;
+                out.push(target(
+                    &format!("{n} at once, {slow} ms"),
+                    format!(
+                        "{:.0} ms vs {:.0} ms alone: {r:.2}x",
+                        batch.wall_ms, alone.wall_ms
+                    ),
+                    "<= 1.5x",
+                    r <= 1.5,
+                ));
+            }
+        }
+        for n in largest(0) {
+            if let (Some(batch), Some(serial)) = (find(0, n, n), find(0, n, 1)) {
+                let r = batch.ipads_per_s / serial.ipads_per_s;
+                let asked = if n == 32 {
+                    ">= 1.8x, no convoy"
+                } else {
+                    "no convoy"
+                };
+                let met = batch.wall_ms <= serial.wall_ms && (n != 32 || r >= 1.8);
+                out.push(target(
+                    &format!("throughput {n} at once, 0 ms"),
+                    format!(
+                        "{:.1} vs {:.1} iPads/s one at a time: {r:.2}x; slowest job {:.0} ms, \
+                         one at a time {:.0} ms",
+                        batch.ipads_per_s,
+                        serial.ipads_per_s,
+                        batch.job_wall_ms.max,
+                        serial.wall_ms
+                    ),
+                    asked,
+                    met,
+                ));
+            }
+        }
+        out
     }
 
     pub fn render(&self) -> String {
-        self.out.clone()
+        let mut out = self.out.clone();
+        let scaling = self.scaling_targets();
+        if !self.targets.is_empty() || !scaling.is_empty() {
+            let _ = writeln!(out, "\n== issue 9's targets (this run)");
+            for line in self.targets.iter().chain(&scaling) {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        out
     }
 }
