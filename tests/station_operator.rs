@@ -218,6 +218,15 @@ async fn an_ipad_waiting_for_trust_steps_aside_and_comes_back_when_it_is_tapped(
     .await;
 }
 
+/// Waits until the iPad in slot 1 is prepared, unplugs it, and waits for its FREE line.
+async fn prepare_then_unplug_slot_1(h: &Harness) {
+    h.wait_for("slot 1 prepared", |h| h.light(1) == Some(Light::Done))
+        .await;
+    h.sim().cart.unplug(1).expect("unplugs");
+    h.wait_for("slot 1 free", |h| h.light(1) == Some(Light::Free))
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_board_lets_go_of_an_unplugged_ipad_and_still_counts_it() {
     within(async {
@@ -229,11 +238,7 @@ async fn the_board_lets_go_of_an_unplugged_ipad_and_still_counts_it() {
         h.sim().cart.unplug(2).expect("unplugs");
         let stop = Arc::new(AtomicBool::new(false));
         let daemon = h.spawn_daemon(false, when_flag(stop.clone()));
-        h.wait_for("slot 1 prepared", |h| h.light(1) == Some(Light::Done))
-            .await;
-        h.sim().cart.unplug(1).expect("unplugs");
-        h.wait_for("slot 1 free", |h| h.light(1) == Some(Light::Free))
-            .await;
+        prepare_then_unplug_slot_1(&h).await;
 
         // The next plug-in is the next event: slot 1's line goes, its count stays.
         h.sim().cart.plug(2).expect("plugs");
@@ -263,11 +268,7 @@ async fn unplugging_a_prepared_ipad_frees_its_slot_for_the_next_one() {
         let h = Harness::new(cart(vec![fresh()])).await;
         let stop = Arc::new(AtomicBool::new(false));
         let daemon = h.spawn_daemon(false, when_flag(stop.clone()));
-        h.wait_for("slot 1 prepared", |h| h.light(1) == Some(Light::Done))
-            .await;
-        h.sim().cart.unplug(1).expect("unplugs");
-        h.wait_for("slot 1 free", |h| h.light(1) == Some(Light::Free))
-            .await;
+        prepare_then_unplug_slot_1(&h).await;
         let s = h.status(1).unwrap();
         assert_eq!(s.message, "free — plug the next iPad");
         assert_eq!(h.board.summary().done, 1, "still counted as done");
