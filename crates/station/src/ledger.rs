@@ -2,8 +2,8 @@
 //! every transition appended to a JSONL audit log, `<state>/audit.jsonl`.
 //!
 //! The audit log is the source of truth and sled the index. `save` appends and fsyncs the log
-//! line first, then writes sled, so when `save` returns the transition survives a killed
-//! process or a power cut: sled is flushed only at a close in good order, and any other end
+//! line first (saves from many tasks share an fsync: a group commit), then writes sled, so when
+//! `save` returns the transition survives a killed process or a power cut: sled is flushed only at a close in good order, and any other end
 //! makes the next open rebuild it from the log (and the log survives a sled database that does
 //! not). sled 0.34 has open
 //! reports of corruption after abrupt stops (`docs/ARCHITECTURE.md`, "Durability"), so opening treats
@@ -14,7 +14,7 @@
 //! `{"at_ms":1773483300000,"serial":"F9FZ…","event":"advance","record":{…full record…}}`.
 //! Do not rotate or truncate `audit.jsonl`: a rebuild only knows what it still holds.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -153,19 +153,12 @@ pub enum LedgerError {
 /// The device ledger. Cheap to share behind an `Arc`; `save` may be called from many tasks.
 pub struct Ledger {
     db: sled::Db,
-    audit: Arc<Mutex<AuditWriter>>,
+    log: Arc<AuditLog>,
     /// The naming counter: the number the next iPad named takes. Restored at open from the
     /// highest number any audit line ever carried, so a number is never given twice.
     next_number: Mutex<u32>,
-    /// Keys of the records whose outcome is `Working` (see [`Ledger::working`]).
-    working: Mutex<BTreeSet<String>>,
-    /// A database write failed since the open: the database may lack a line of the log, so
-    /// the close leaves no clean-close note (see `crate::clean_close`).
-    db_write_failed: AtomicBool,
     audit_path: PathBuf,
     state_dir: PathBuf,
-    /// Serialises `save` so the audit log and sled see transitions in the same order.
-    write_order: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -301,47 +294,54 @@ impl Ledger {
             );
         }
 
+        let open_err = |source| LedgerError::AuditOpen {
+            path: audit_path.clone(),
+            source,
+        };
+        let good_len = audit.metadata().map(|m| m.len()).map_err(open_err)?;
+        let sync_handle = audit.try_clone().map_err(open_err)?;
         let ledger = Ledger {
             db,
-            audit: Arc::new(Mutex::new(AuditWriter {
-                good_len: audit.metadata().map(|m| m.len()).map_err(|source| {
-                    LedgerError::AuditOpen {
-                        path: audit_path.clone(),
-                        source,
-                    }
-                })?,
-                file: audit,
-                torn: false,
-                faults,
-            })),
+            log: Arc::new(AuditLog {
+                writer: Mutex::new(AuditWriter {
+                    good_len,
+                    synced_len: good_len,
+                    file: audit,
+                    torn: false,
+                    faults,
+                    appended: 0,
+                    synced: 0,
+                    pending: VecDeque::new(),
+                    failures: HashMap::new(),
+                }),
+                syncer: Mutex::new(sync_handle),
+                working: Mutex::new(working),
+                db_write_failed: AtomicBool::new(false),
+                path: audit_path.clone(),
+            }),
             next_number: Mutex::new(next_number),
-            working: Mutex::new(working),
-            db_write_failed: AtomicBool::new(false),
             audit_path,
             state_dir: state_dir.to_owned(),
-            write_order: tokio::sync::Mutex::new(()),
         };
         Ok((ledger, report))
     }
 
-    /// Records a transition durably: appends the audit line and fsyncs it, then writes the
+    /// Records a transition durably: appends the audit line, fsyncs it, then writes the
     /// record to sled (in memory; flushed at close, rebuilt from the log after any other end).
     /// Only when this returns `Ok` may the caller act on the transition (start the next step,
-    /// print the status line).
+    /// print the status line). Saves from many tasks share fsyncs: one covers every line
+    /// appended before it (a group commit), so 32 iPads at once do not queue behind 32 × 9
+    /// fsyncs; each save still returns only once its own line is on disk.
     pub async fn save(&self, record: &DeviceRecord, event: Event) -> Result<(), LedgerError> {
-        let order = self.write_order.lock().await;
-        self.save_in_order(record, event, &order).await
-    }
-
-    /// [`Ledger::save`] for a caller that already holds the write order.
-    async fn save_in_order(
-        &self,
-        record: &DeviceRecord,
-        event: Event,
-        _order: &tokio::sync::MutexGuard<'_, ()>,
-    ) -> Result<(), LedgerError> {
-        let encoded = encode(record)?;
         let key = key_of(record);
+        let entry = Pending {
+            seq: 0,
+            value: (event != Event::Forget)
+                .then(|| encode(record))
+                .transpose()?,
+            working: event != Event::Forget && record.outcome == Outcome::Working,
+            key: key.clone(),
+        };
         let mut line = serde_json::to_vec(&AuditLineOut {
             at_ms: clock::now_ms(),
             serial: &key,
@@ -354,36 +354,9 @@ impl Ledger {
         })?;
         line.push(b'\n');
 
-        let audit = Arc::clone(&self.audit);
-        let path = self.audit_path.clone();
+        let (log, db) = (Arc::clone(&self.log), self.db.clone());
         // Writing and fsyncing a file blocks; keep it off the async worker threads.
-        tokio::task::spawn_blocking(move || {
-            let mut writer = lock(&audit);
-            writer
-                .append(&line)
-                .map_err(|source| LedgerError::AuditWrite { path, source })
-        })
-        .await??;
-
-        // No flush: the fsynced log line is what survives. A flush per save cost a second
-        // fsync and about a fifth of the station's CPU per iPad, for nothing the log does not
-        // already give.
-        let written = if event == Event::Forget {
-            self.db.remove(key.as_bytes()).map(drop)
-        } else {
-            self.db.insert(key.as_bytes(), encoded).map(drop)
-        };
-        if let Err(e) = written {
-            self.db_write_failed.store(true, Ordering::Relaxed);
-            return Err(e.into());
-        }
-        let mut working = lock(&self.working);
-        if event != Event::Forget && record.outcome == Outcome::Working {
-            working.insert(key);
-        } else {
-            working.remove(&key);
-        }
-        Ok(())
+        tokio::task::spawn_blocking(move || log.save(&db, &line, entry)).await?
     }
 
     /// The iPad's number in the naming order: the one it has, or the next from the counter,
@@ -394,7 +367,6 @@ impl Ledger {
         if let Some(n) = record.number {
             return Ok(n);
         }
-        let order = self.write_order.lock().await;
         let n = {
             let mut next = lock(&self.next_number);
             let n = *next;
@@ -402,7 +374,7 @@ impl Ledger {
             n
         };
         record.number = Some(n);
-        if let Err(e) = self.save_in_order(record, Event::Update, &order).await {
+        if let Err(e) = self.save(record, Event::Update).await {
             record.number = None;
             return Err(e);
         }
@@ -487,7 +459,7 @@ impl Ledger {
     /// From an index kept by `save` (and across a clean close): as fast with 10,000 iPads of
     /// history as with none.
     pub fn working(&self) -> Result<Vec<DeviceRecord>, LedgerError> {
-        let keys: Vec<String> = lock(&self.working).iter().cloned().collect();
+        let keys: Vec<String> = lock(&self.log.working).iter().cloned().collect();
         let mut records = Vec::new();
         for key in keys {
             if let Some(value) = self.db.get(key.as_bytes())? {
@@ -582,8 +554,14 @@ impl Drop for Ledger {
     /// and the audit log ends on a whole line. Then the note lets the next open skip the
     /// replay; otherwise there is none and it replays.
     fn drop(&mut self) {
-        let audit = lock(&self.audit);
-        if audit.torn || self.db_write_failed.load(Ordering::Relaxed) {
+        // Lines a save appended but did not see through (its task was dropped) are made
+        // durable and applied now, or the close is not in good order.
+        let last = lock(&self.log.writer).appended;
+        if self.log.commit(&self.db, last).is_err() {
+            return;
+        }
+        let audit = lock(&self.log.writer);
+        if audit.torn || self.log.db_write_failed.load(Ordering::Relaxed) {
             return;
         }
         if let Err(e) = self.db.flush() {
@@ -593,7 +571,7 @@ impl Drop for Ledger {
         let note = CleanClose {
             audit_len: audit.good_len,
             next_number: *lock(&self.next_number),
-            working: lock(&self.working).iter().cloned().collect(),
+            working: lock(&self.log.working).iter().cloned().collect(),
         };
         if let Err(e) = clean_close::write(&self.state_dir, &note) {
             warn!(error = %e, "cannot write the ledger's clean-close note; the next start replays the audit log");
@@ -801,6 +779,136 @@ pub trait WriteFaults: Send + Sync {
     /// Called before each append of `len` bytes. `Some((n, error))`: only the first `n` bytes
     /// reach the file, then the append fails with `error`.
     fn on_append(&self, len: usize) -> Option<(usize, io::Error)>;
+
+    /// Called before each fsync of the log. `Some(error)`: the fsync fails with it.
+    fn on_sync(&self) -> Option<io::Error> {
+        None
+    }
+}
+
+/// The audit log and what its lines do once they are on disk: appends are short (under
+/// `writer`); one thread at a time fsyncs (holding `syncer`) while others go on appending, and
+/// the fsync covers them all; then the records of the lines it made durable go to sled, in the
+/// log's order.
+struct AuditLog {
+    writer: Mutex<AuditWriter>,
+    /// A second descriptor of the log, for fsync without holding `writer`.
+    syncer: Mutex<File>,
+    /// Keys of the records whose outcome is `Working` (see [`Ledger::working`]).
+    working: Mutex<BTreeSet<String>>,
+    /// A database write failed since the open: the database may lack a line of the log, so
+    /// the close leaves no clean-close note (see `crate::clean_close`).
+    db_write_failed: AtomicBool,
+    path: PathBuf,
+}
+
+/// A line written to the log, not yet known to be on disk, and what to do with sled then.
+struct Pending {
+    seq: u64,
+    key: String,
+    /// `None`: the record is forgotten (removed from sled).
+    value: Option<Vec<u8>>,
+    working: bool,
+}
+
+/// Why a save whose line was appended did not go through.
+enum Failure {
+    /// The fsync failed: the line was cut off again with every other line not yet on disk.
+    Audit(io::ErrorKind, String),
+    /// The line is on disk, but sled refused the record.
+    Db(sled::Error),
+}
+
+impl AuditLog {
+    /// Appends `line`, waits until it is on disk, and applies `entry` to sled.
+    fn save(&self, db: &sled::Db, line: &[u8], entry: Pending) -> Result<(), LedgerError> {
+        let seq =
+            lock(&self.writer)
+                .append(line, entry)
+                .map_err(|source| LedgerError::AuditWrite {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        self.commit(db, seq)
+    }
+
+    /// Returns once line `seq` is on disk and applied (or failed), fsyncing if no one else
+    /// has yet.
+    fn commit(&self, db: &sled::Db, seq: u64) -> Result<(), LedgerError> {
+        let handle = lock(&self.syncer);
+        if let Some(done) = self.outcome(seq) {
+            return done;
+        }
+        let (target, target_len, fault) = {
+            let w = lock(&self.writer);
+            let fault = w.faults.as_ref().and_then(|f| f.on_sync());
+            (w.appended, w.good_len, fault)
+        };
+        let synced = match fault {
+            Some(e) => Err(e),
+            None => handle.sync_data(),
+        };
+        let mut w = lock(&self.writer);
+        match synced {
+            Ok(()) => {
+                w.synced = target;
+                w.synced_len = target_len;
+                while w.pending.front().is_some_and(|p| p.seq <= target) {
+                    let Some(p) = w.pending.pop_front() else {
+                        break;
+                    };
+                    if let Err(e) = self.apply(db, &p) {
+                        self.db_write_failed.store(true, Ordering::Relaxed);
+                        w.failures.insert(p.seq, Failure::Db(e));
+                    }
+                }
+            }
+            Err(e) => {
+                // Every line written since the last fsync that worked may be lost: each of
+                // their saves fails, and they are cut off so none is read back as saved.
+                let pending = std::mem::take(&mut w.pending);
+                for p in pending {
+                    w.failures
+                        .insert(p.seq, Failure::Audit(e.kind(), e.to_string()));
+                }
+                w.good_len = w.synced_len;
+                w.torn = true;
+                if let Err(cut) = w.cut_back() {
+                    warn!(error = %cut, "could not cut unsynced audit lines back yet; retried before the next append");
+                }
+            }
+        }
+        drop(w);
+        self.outcome(seq).unwrap_or(Ok(()))
+    }
+
+    /// How line `seq` ended, if it has: `None` while it waits for an fsync.
+    fn outcome(&self, seq: u64) -> Option<Result<(), LedgerError>> {
+        let mut w = lock(&self.writer);
+        match w.failures.remove(&seq) {
+            Some(Failure::Audit(kind, text)) => Some(Err(LedgerError::AuditWrite {
+                path: self.path.clone(),
+                source: io::Error::new(kind, text),
+            })),
+            Some(Failure::Db(e)) => Some(Err(e.into())),
+            None if seq <= w.synced => Some(Ok(())),
+            None => None,
+        }
+    }
+
+    fn apply(&self, db: &sled::Db, p: &Pending) -> sled::Result<()> {
+        match &p.value {
+            Some(v) => db.insert(p.key.as_bytes(), v.as_slice()).map(drop)?,
+            None => db.remove(p.key.as_bytes()).map(drop)?,
+        }
+        let mut working = lock(&self.working);
+        if p.working {
+            working.insert(p.key.clone());
+        } else {
+            working.remove(&p.key);
+        }
+        Ok(())
+    }
 }
 
 /// The audit log's appender: keeps the file ending at a full line whatever a write does.
@@ -808,23 +916,35 @@ struct AuditWriter {
     file: File,
     /// Length of the log up to its last full line.
     good_len: u64,
+    /// Length of the log known to be on disk.
+    synced_len: u64,
     /// An append failed and its fragment could not be cut off yet.
     torn: bool,
     faults: Option<Arc<dyn WriteFaults>>,
+    /// Number of the last line appended since the open (1, 2, …), and of the last known on disk.
+    appended: u64,
+    synced: u64,
+    /// Lines appended, not yet on disk, in order.
+    pending: VecDeque<Pending>,
+    /// Lines whose save failed after they were appended, until their saver reads it.
+    failures: HashMap<u64, Failure>,
 }
 
 impl AuditWriter {
-    /// Appends one line and fsyncs it. On failure the file is cut back to its last full line
-    /// (now, or before the next append if the cut fails too), so a half-written transition
-    /// never glues itself to the next one.
-    fn append(&mut self, line: &[u8]) -> io::Result<()> {
+    /// Appends one line (not yet fsynced) and returns its number. On failure the file is cut
+    /// back to its last full line (now, or before the next append if the cut fails too), so a
+    /// half-written transition never glues itself to the next one.
+    fn append(&mut self, line: &[u8], mut entry: Pending) -> io::Result<u64> {
         if self.torn {
             self.cut_back()?;
         }
         match self.write(line) {
             Ok(()) => {
                 self.good_len += line.len() as u64;
-                Ok(())
+                self.appended += 1;
+                entry.seq = self.appended;
+                self.pending.push_back(entry);
+                Ok(self.appended)
             }
             Err(e) => {
                 self.torn = true;
@@ -842,8 +962,7 @@ impl AuditWriter {
             let _ = self.file.write_all(&line[..n.min(line.len())]);
             return Err(error);
         }
-        self.file.write_all(line)?;
-        self.file.sync_data()
+        self.file.write_all(line)
     }
 
     fn cut_back(&mut self) -> io::Result<()> {

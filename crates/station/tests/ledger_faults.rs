@@ -373,3 +373,112 @@ async fn a_really_full_disk_during_a_run_loses_no_transition() {
     drop(rebuilt);
     drop(disk);
 }
+
+/// Fails one fsync of the audit log: the `n`-th (from 0).
+struct FailSync {
+    n: usize,
+    seen: AtomicUsize,
+}
+
+impl WriteFaults for FailSync {
+    fn on_append(&self, _len: usize) -> Option<(usize, io::Error)> {
+        None
+    }
+
+    fn on_sync(&self) -> Option<io::Error> {
+        (self.seen.fetch_add(1, Ordering::SeqCst) == self.n)
+            .then(|| io::Error::from_raw_os_error(5))
+    }
+}
+
+/// Saves one `Detected` record per serial from as many tasks at once; returns which saves
+/// were acknowledged.
+async fn save_at_once(ledger: &Arc<Ledger>, serials: &[String]) -> Vec<(String, bool)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, serial) in serials.iter().enumerate() {
+        let (ledger, serial) = (Arc::clone(ledger), serial.clone());
+        tasks.spawn(async move {
+            let ok = ledger
+                .save(&record(&serial, 1_000 + i as u64), Event::Detected)
+                .await
+                .is_ok();
+            (serial, ok)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        out.push(r.expect("task"));
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn saves_from_many_tasks_share_fsyncs_and_each_survives_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let serials: Vec<String> = (0..64).map(|i| format!("DMPGROUP{i:04}")).collect();
+    // Counts the fsyncs (fails none).
+    let syncs = Arc::new(FailSync {
+        n: usize::MAX,
+        seen: AtomicUsize::new(0),
+    });
+    let ledger = Arc::new(
+        Ledger::open_with_faults(dir.path(), Some(syncs.clone()))
+            .expect("open")
+            .0,
+    );
+    let saved = save_at_once(&ledger, &serials).await;
+    assert!(saved.iter().all(|(_, ok)| *ok), "{saved:?}");
+    let fsyncs = syncs.seen.load(Ordering::SeqCst);
+    assert!(fsyncs < serials.len(), "64 saves at once, {fsyncs} fsyncs");
+    for serial in &serials {
+        assert!(
+            ledger.get(serial).expect("get").is_some(),
+            "{serial} is live"
+        );
+    }
+    // What a kill leaves: no close, no clean-close note. Every acknowledged line is on disk.
+    std::mem::forget(Arc::try_unwrap(ledger).ok().expect("the only reference"));
+    let text = fs::read_to_string(dir.path().join(AUDIT_FILE)).unwrap();
+    assert_eq!(text.lines().count(), 64);
+    assert!(text.ends_with('\n'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_fsync_fails_every_save_it_covered_and_shows_none_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(FailSync {
+        n: 0,
+        seen: AtomicUsize::new(0),
+    });
+    let ledger = Arc::new(
+        Ledger::open_with_faults(dir.path(), Some(faults))
+            .expect("open")
+            .0,
+    );
+    let serials: Vec<String> = (0..16).map(|i| format!("DMPSYNCF{i:04}")).collect();
+    let saved = save_at_once(&ledger, &serials).await;
+    let failed: Vec<&String> = saved.iter().filter(|(_, ok)| !ok).map(|(s, _)| s).collect();
+    assert!(!failed.is_empty(), "the first fsync failed: {saved:?}");
+    for (serial, ok) in &saved {
+        // Acknowledged means live and in the log; refused means neither.
+        assert_eq!(ledger.get(serial).expect("get").is_some(), *ok, "{serial}");
+    }
+    // Tried again, as a job's next step would: the disk works again.
+    for serial in &failed {
+        ledger
+            .save(&record(serial, 9), Event::Detected)
+            .await
+            .expect("saved the second time");
+    }
+    drop(ledger);
+    let text = fs::read_to_string(dir.path().join(AUDIT_FILE)).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        16,
+        "no line of a refused save is left:\n{text}"
+    );
+    let (reopened, report) = Ledger::open(dir.path()).expect("reopen");
+    assert_eq!((report.skipped_lines, report.torn_bytes), (0, 0));
+    assert_eq!(reopened.list().expect("list").len(), 16);
+}
