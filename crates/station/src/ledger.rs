@@ -867,10 +867,15 @@ impl AuditLog {
             Err(e) => {
                 // Every line written since the last fsync that worked may be lost: each of
                 // their saves fails, and they are cut off so none is read back as saved.
-                let pending = std::mem::take(&mut w.pending);
-                for p in pending {
-                    w.failures
-                        .insert(p.seq, Failure::Audit(e.kind(), e.to_string()));
+                // Lines an earlier fsync covered stay (they wait only to be applied).
+                let durable = w.synced;
+                for p in std::mem::take(&mut w.pending) {
+                    if p.seq <= durable {
+                        w.pending.push_back(p);
+                    } else {
+                        w.failures
+                            .insert(p.seq, Failure::Audit(e.kind(), e.to_string()));
+                    }
                 }
                 w.good_len = w.synced_len;
                 w.torn = true;
@@ -1113,5 +1118,52 @@ fn read_bounded_line(
 fn sync_dir(dir: &Path) {
     if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
         warn!(dir = %dir.display(), error = %e, "could not sync the state folder");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails the fsyncs numbered in `fail` (from 0).
+    struct FailSyncs(&'static [usize], std::sync::atomic::AtomicUsize);
+
+    impl WriteFaults for FailSyncs {
+        fn on_append(&self, _len: usize) -> Option<(usize, io::Error)> {
+            None
+        }
+        fn on_sync(&self) -> Option<io::Error> {
+            let n = self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.contains(&n).then(|| io::Error::from_raw_os_error(5))
+        }
+    }
+
+    fn entry(key: &str) -> Pending {
+        Pending {
+            seq: 0,
+            key: key.into(),
+            value: Some(encode(&DeviceRecord::new_at(key, "u", 1)).expect("encode")),
+            working: false,
+        }
+    }
+
+    #[test]
+    fn a_failed_fsync_does_not_fail_a_line_an_earlier_fsync_covered() {
+        let dir = tempfile::tempdir().expect("dir");
+        let faults = Arc::new(FailSyncs(&[1], Default::default()));
+        let (ledger, _) = Ledger::open_with_faults(dir.path(), Some(faults)).expect("open");
+        let log = &ledger.log;
+        // A's line is on disk, but its record is not in sled yet when B's fsync fails.
+        let a = log.save(b"{\"a\":1}\n", entry("A")).expect("A is on disk");
+        assert!(
+            log.save(b"{\"b\":1}\n", entry("B")).is_err(),
+            "B's fsync failed"
+        );
+        log.apply_durable(&ledger.db);
+        assert!(matches!(log.outcome(a), Some(Ok(()))), "A was saved");
+        assert!(ledger.db.get("A").expect("get").is_some(), "A is live");
+        assert!(ledger.db.get("B").expect("get").is_none(), "B is not");
+        let text = fs::read_to_string(dir.path().join(AUDIT_FILE)).expect("log");
+        assert_eq!(text, "{\"a\":1}\n", "A's line stays, B's is cut off");
     }
 }
