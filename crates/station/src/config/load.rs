@@ -479,17 +479,6 @@ fn pem_or_der(bytes: &[u8]) -> Vec<u8> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn anchor_certificates_are_read_as_pem_or_der() {
-        let der = vec![0x30, 0x03, 0x02, 0x01, 0x07];
-        let pem = "-----BEGIN CERTIFICATE-----\nMAMCAQc=\n-----END CERTIFICATE-----\n";
-        assert_eq!(super::pem_or_der(pem.as_bytes()), der);
-        assert_eq!(super::pem_or_der(&der), der);
-    }
-}
-
 /// `[board]`: the minutes an unplugged iPad's line stays, within a day.
 fn check_board(raw: super::raw::RawBoard, p: &mut Problems) -> BoardConfig {
     let minutes = match raw.forget_after_minutes {
@@ -509,5 +498,16 @@ fn check_board(raw: super::raw::RawBoard, p: &mut Problems) -> BoardConfig {
     };
     BoardConfig {
         forget_after: std::time::Duration::from_secs(60 * minutes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn anchor_certificates_are_read_as_pem_or_der() {
+        let der = vec![0x30, 0x03, 0x02, 0x01, 0x07];
+        let pem = "-----BEGIN CERTIFICATE-----\nMAMCAQc=\n-----END CERTIFICATE-----\n";
+        assert_eq!(super::pem_or_der(pem.as_bytes()), der);
+        assert_eq!(super::pem_or_der(&der), der);
     }
 }
