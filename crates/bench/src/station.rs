@@ -165,20 +165,18 @@ impl Station {
         let (lock, cv) = &*self.finished;
         let mut done = lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            {
-                if ipads.iter().all(|i| done.contains_key(&i.udid)) {
-                    let mut out = Vec::new();
-                    for i in ipads {
-                        let (at, light) = done[&i.udid];
-                        anyhow::ensure!(
-                            light == Light::Done,
-                            "iPad in slot {} ended {light:?}, not Done",
-                            i.slot
-                        );
-                        out.push(at);
-                    }
-                    return Ok(out);
+            if ipads.iter().all(|i| done.contains_key(&i.udid)) {
+                let mut out = Vec::new();
+                for i in ipads {
+                    let (at, light) = done[&i.udid];
+                    anyhow::ensure!(
+                        light == Light::Done,
+                        "iPad in slot {} ended {light:?}, not Done",
+                        i.slot
+                    );
+                    out.push(at);
                 }
+                return Ok(out);
             }
             let now = Instant::now();
             anyhow::ensure!(now < deadline, "the station did not finish in {PATIENCE:?}");

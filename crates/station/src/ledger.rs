@@ -3,12 +3,11 @@
 //!
 //! The audit log is the source of truth and sled the index. `save` appends and fsyncs the log
 //! line first (saves from many tasks share an fsync: a group commit), then writes sled, so when
-//! `save` returns the transition survives a killed process or a power cut: sled is flushed only at a close in good order, and any other end
-//! makes the next open rebuild it from the log (and the log survives a sled database that does
-//! not). sled 0.34 has open
-//! reports of corruption after abrupt stops (`docs/ARCHITECTURE.md`, "Durability"), so opening treats
-//! a database that will not open as a normal event: it is moved aside for diagnosis and rebuilt
-//! from the log.
+//! `save` returns the transition survives a killed process or a power cut: sled is flushed only
+//! at a close in good order, and any other end makes the next open rebuild it from the log (and
+//! the log survives a sled database that does not). sled 0.34 has open reports of corruption
+//! after abrupt stops (`docs/ARCHITECTURE.md`, "Durability"), so opening treats a database that
+//! will not open as a normal event: it is moved aside for diagnosis and rebuilt from the log.
 //!
 //! Audit line format, one per transition:
 //! `{"at_ms":1773483300000,"serial":"F9FZ…","event":"advance","record":{…full record…}}`.
@@ -157,7 +156,6 @@ pub struct Ledger {
     /// The naming counter: the number the next iPad named takes. Restored at open from the
     /// highest number any audit line ever carried, so a number is never given twice.
     next_number: Mutex<u32>,
-    audit_path: PathBuf,
     state_dir: PathBuf,
 }
 
@@ -317,10 +315,9 @@ impl Ledger {
                 syncer: Mutex::new(sync_handle),
                 working: Mutex::new(working),
                 db_write_failed: AtomicBool::new(false),
-                path: audit_path.clone(),
+                path: audit_path,
             }),
             next_number: Mutex::new(next_number),
-            audit_path,
             state_dir: state_dir.to_owned(),
         };
         Ok((ledger, report))
@@ -362,10 +359,7 @@ impl Ledger {
         // lists, and those of short-lived blocking threads were seen to pile up (+2 MB per
         // 1,000 iPads).
         self.log.apply_durable(&self.db);
-        match self.log.outcome(seq) {
-            Some(done) => done,
-            None => Ok(()),
-        }
+        self.log.outcome(seq).unwrap_or(Ok(()))
     }
 
     /// The iPad's number in the naming order: the one it has, or the next from the counter,
@@ -533,7 +527,7 @@ impl Ledger {
     }
 
     pub fn audit_path(&self) -> &Path {
-        &self.audit_path
+        &self.log.path
     }
 }
 

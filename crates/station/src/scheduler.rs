@@ -221,6 +221,7 @@ impl Scheduler {
         } else {
             "plugged in"
         };
+        // Back on the cable first, so its own slot does not make it forgotten.
         self.forgetting.back(&udid);
         let slot = self.known.get(&udid).and_then(|l| l.slot.clone());
         self.forget_due(slot.as_deref());
@@ -279,9 +280,9 @@ impl Scheduler {
     }
 
     /// At each event, before it is handled: lets go of the board lines of iPads unplugged long
-    /// enough ago, or whose slot
-    /// `taken_slot` another iPad was just plugged into (`forget.rs`), and of what the scheduler
-    /// knew of them: the ledger has it, and a job learns it again if the iPad comes back.
+    /// enough ago, or whose slot `taken_slot` another iPad was just plugged into (`forget.rs`),
+    /// and of what the scheduler knew of them: the ledger has it, and a job learns it again if
+    /// the iPad comes back.
     fn forget_due(&mut self, taken_slot: Option<&str>) {
         for udid in self.forgetting.due(std::time::Instant::now(), taken_slot) {
             let here = self.running.contains_key(&udid)

@@ -21,9 +21,8 @@ use super::toml_location::{line_of, toml_problem};
 use super::wifi;
 use super::{
     Activation, AnchorCertificate, BoardConfig, ConfigError, DEFAULT_ACTIVATION_URL,
-    DEFAULT_FORGET_AFTER_MINUTES, DEFAULT_USBMUXD, EraseMode, ErasePolicy,
-    FORGET_AFTER_MINUTES_RANGE, MAX_CONCURRENT_RANGE, Mdm, MdmMode, NameTemplate, Naming,
-    Organization, Problem, Setup, SkipPanes, StationConfig,
+    DEFAULT_USBMUXD, EraseMode, ErasePolicy, FORGET_AFTER_MINUTES_RANGE, MAX_CONCURRENT_RANGE, Mdm,
+    MdmMode, NameTemplate, Naming, Organization, Problem, Setup, SkipPanes, StationConfig,
 };
 use crate::settings::Settings;
 
@@ -481,9 +480,11 @@ fn pem_or_der(bytes: &[u8]) -> Vec<u8> {
 
 /// `[board]`: the minutes an unplugged iPad's line stays, within a day.
 fn check_board(raw: super::raw::RawBoard, p: &mut Problems) -> BoardConfig {
-    let minutes = match raw.forget_after_minutes {
-        None => DEFAULT_FORGET_AFTER_MINUTES,
-        Some(n) if FORGET_AFTER_MINUTES_RANGE.contains(&n) => n.unsigned_abs(),
+    match raw.forget_after_minutes {
+        None => BoardConfig::default(),
+        Some(n) if FORGET_AFTER_MINUTES_RANGE.contains(&n) => {
+            BoardConfig::forgetting_after_minutes(n.unsigned_abs())
+        }
         Some(n) => {
             p.add(
                 "board.forget_after_minutes",
@@ -493,11 +494,8 @@ fn check_board(raw: super::raw::RawBoard, p: &mut Problems) -> BoardConfig {
                     FORGET_AFTER_MINUTES_RANGE.end()
                 ),
             );
-            DEFAULT_FORGET_AFTER_MINUTES
+            BoardConfig::default()
         }
-    };
-    BoardConfig {
-        forget_after: std::time::Duration::from_secs(60 * minutes),
     }
 }
 

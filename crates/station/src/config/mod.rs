@@ -109,11 +109,17 @@ pub struct BoardConfig {
     pub forget_after: std::time::Duration,
 }
 
+impl BoardConfig {
+    pub fn forgetting_after_minutes(minutes: u64) -> Self {
+        BoardConfig {
+            forget_after: std::time::Duration::from_secs(60 * minutes),
+        }
+    }
+}
+
 impl Default for BoardConfig {
     fn default() -> Self {
-        BoardConfig {
-            forget_after: std::time::Duration::from_secs(60 * DEFAULT_FORGET_AFTER_MINUTES),
-        }
+        BoardConfig::forgetting_after_minutes(DEFAULT_FORGET_AFTER_MINUTES)
     }
 }
 
