@@ -22,6 +22,10 @@ const MAX_BYTES: u64 = 1024 * 1024;
 /// What a cleanly closed ledger knew.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CleanClose {
+    /// What the database's entries are (`crate::ledger_index::INDEX_FORMAT`); absent (0) in
+    /// notes written when it held whole records.
+    #[serde(default)]
+    pub index: u32,
     /// The audit log's length when the database held all of it.
     pub audit_len: u64,
     /// The naming counter (the number the next iPad named takes).
@@ -81,6 +85,7 @@ mod tests {
     fn a_note_is_read_once() {
         let dir = tempfile::tempdir().unwrap();
         let note = CleanClose {
+            index: 1,
             audit_len: 4096,
             next_number: 31,
             working: vec!["DMPBUSY00001".into()],

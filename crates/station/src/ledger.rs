@@ -1,8 +1,9 @@
-//! The ledger: one [`DeviceRecord`] per serial in a sled database, `<state>/ledger.sled`, and
-//! every transition appended to a JSONL audit log, `<state>/audit.jsonl`.
+//! The ledger: every transition appended to a JSONL audit log, `<state>/audit.jsonl`, and a
+//! sled database, `<state>/ledger.sled`, that says where the latest line of each serial is.
 //!
-//! The audit log is the source of truth and sled the index. `save` appends and fsyncs the log
-//! line first (saves from many tasks share an fsync: a group commit), then writes sled, so when
+//! The audit log is the source of truth and sled the index: it holds for each key a location
+//! in the log (`crate::ledger_index`), not a copy of the record, so memory does not grow with
+//! the history. `save` appends and fsyncs the log line first (saves from many tasks share an fsync: a group commit), then writes sled, so when
 //! `save` returns the transition survives a killed process or a power cut: sled is flushed only
 //! at a close in good order, and any other end makes the next open rebuild it from the log (and
 //! the log survives a sled database that does not). sled 0.34 has open reports of corruption
@@ -25,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::clean_close::{self, CleanClose};
 use crate::clock;
+use crate::ledger_index::{self, INDEX_FORMAT, IndexError, LineAt};
 use crate::record::{DeviceRecord, Outcome};
 
 /// Folder of the sled database inside the state folder.
@@ -133,16 +135,22 @@ pub enum LedgerError {
     },
     #[error("ledger database error: {0}")]
     Db(#[from] sled::Error),
-    #[error("the ledger record of {serial} cannot be read: {source}")]
-    Decode {
-        serial: String,
-        source: serde_json::Error,
-    },
+    /// The index entry of `key` does not lead to its record: the audit log was changed under
+    /// a running station, or damaged. The close leaves no clean-close note, so the next start
+    /// rebuilds the index from the log.
+    #[error(
+        "the ledger's index does not lead to the record of {key} ({source}); restart cartprep: the next start rebuilds the index from the audit log"
+    )]
+    Index { key: String, source: IndexError },
     #[error("the record of {serial} cannot be encoded: {source}")]
     Encode {
         serial: String,
         source: serde_json::Error,
     },
+    #[error(
+        "the record of {serial} has grown to {len} bytes, more than an audit line may hold ({MAX_AUDIT_LINE}); it was not saved"
+    )]
+    TooLong { serial: String, len: usize },
     #[error("no iPad with serial {serial} in the ledger")]
     NotFound { serial: String },
     #[error("the audit log writer stopped: {0}")]
@@ -275,8 +283,9 @@ impl Ledger {
                 source,
             })?
             .len();
-        let note = clean_close::take(state_dir)
-            .filter(|note| db.was_recovered() && note.audit_len == audit_len);
+        let note = clean_close::take(state_dir).filter(|note| {
+            db.was_recovered() && note.audit_len == audit_len && note.index == INDEX_FORMAT
+        });
         let (next_number, working) = match note {
             Some(note) => (note.next_number, note.working.into_iter().collect()),
             None => replay(&db, &audit_path, &mut report)?,
@@ -298,6 +307,7 @@ impl Ledger {
         };
         let good_len = audit.metadata().map(|m| m.len()).map_err(open_err)?;
         let sync_handle = audit.try_clone().map_err(open_err)?;
+        let reader = audit.try_clone().map_err(open_err)?;
         let ledger = Ledger {
             db,
             log: Arc::new(AuditLog {
@@ -313,8 +323,9 @@ impl Ledger {
                     failures: HashMap::new(),
                 }),
                 syncer: Mutex::new(sync_handle),
+                reader,
                 working: Mutex::new(working),
-                db_write_failed: AtomicBool::new(false),
+                replay_next_open: AtomicBool::new(false),
                 path: audit_path,
             }),
             next_number: Mutex::new(next_number),
@@ -324,7 +335,8 @@ impl Ledger {
     }
 
     /// Records a transition durably: appends the audit line, fsyncs it, then writes the
-    /// record to sled (in memory; flushed at close, rebuilt from the log after any other end).
+    /// line's location to sled (in memory; flushed at close, rebuilt from the log after any
+    /// other end).
     /// Only when this returns `Ok` may the caller act on the transition (start the next step,
     /// print the status line). Saves from many tasks share fsyncs: one covers every line
     /// appended before it (a group commit), so 32 iPads at once do not queue behind 32 × 9
@@ -333,9 +345,8 @@ impl Ledger {
         let key = key_of(record);
         let entry = Pending {
             seq: 0,
-            value: (event != Event::Forget)
-                .then(|| encode(record))
-                .transpose()?,
+            at: None,
+            forget: event == Event::Forget,
             working: event != Event::Forget && record.outcome == Outcome::Working,
             key: key.clone(),
         };
@@ -350,6 +361,13 @@ impl Ledger {
             source,
         })?;
         line.push(b'\n');
+        if line.len() > MAX_AUDIT_LINE {
+            // It could never be read back: a rebuild skips it, the index cannot point at it.
+            return Err(LedgerError::TooLong {
+                serial: record.serial.clone(),
+                len: line.len(),
+            });
+        }
 
         let log = Arc::clone(&self.log);
         // Writing and fsyncing a file blocks; keep it off the async worker threads.
@@ -411,9 +429,22 @@ impl Ledger {
     /// The record of `serial`, if the ledger has one.
     pub fn get(&self, serial: &str) -> Result<Option<DeviceRecord>, LedgerError> {
         match self.db.get(serial.as_bytes())? {
-            Some(bytes) => decode(serial, &bytes).map(Some),
+            Some(entry) => self.read(serial, &entry).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The record an index entry points at. An entry that does not lead to its record makes
+    /// the close leave no clean-close note, so the next open rebuilds the index.
+    fn read(&self, key: &str, entry: &[u8]) -> Result<DeviceRecord, LedgerError> {
+        ledger_index::read_record(&self.log.reader, key, entry).map_err(|source| {
+            self.log.replay_next_open.store(true, Ordering::Relaxed);
+            warn!(key, error = %source, "ledger index entry does not lead to its record");
+            LedgerError::Index {
+                key: key.to_owned(),
+                source,
+            }
+        })
     }
 
     /// The record of an iPad known only by its UDID (it never paired), if any.
@@ -465,11 +496,10 @@ impl Ledger {
         let keys: Vec<String> = lock(&self.log.working).iter().cloned().collect();
         let mut records = Vec::new();
         for key in keys {
-            if let Some(value) = self.db.get(key.as_bytes())? {
-                let record = decode(&key, &value)?;
-                if record.outcome == Outcome::Working {
-                    records.push(record);
-                }
+            if let Some(record) = self.get(&key)?
+                && record.outcome == Outcome::Working
+            {
+                records.push(record);
             }
         }
         Ok(records)
@@ -481,8 +511,8 @@ impl Ledger {
             .db
             .iter()
             .map(|item| {
-                let (key, value) = item?;
-                decode(&String::from_utf8_lossy(&key), &value)
+                let (key, entry) = item?;
+                self.read(&String::from_utf8_lossy(&key), &entry)
             })
             .collect::<Result<Vec<_>, _>>()?;
         records.sort_by(|a, b| (a.first_seen_ms, &a.serial).cmp(&(b.first_seen_ms, &b.serial)));
@@ -513,7 +543,7 @@ impl Ledger {
     /// gets every transition before the database does, so it is never behind.
     pub fn read_only(state_dir: &Path) -> Result<Vec<DeviceRecord>, LedgerError> {
         let scan = read_audit(&state_dir.join(AUDIT_FILE))?;
-        let mut records: Vec<DeviceRecord> = scan.latest.into_values().collect();
+        let mut records: Vec<DeviceRecord> = scan.latest.into_values().map(|(r, _)| r).collect();
         records.sort_by(|a, b| {
             a.first_seen_ms
                 .cmp(&b.first_seen_ms)
@@ -529,20 +559,6 @@ impl Ledger {
     pub fn audit_path(&self) -> &Path {
         &self.log.path
     }
-}
-
-fn encode(record: &DeviceRecord) -> Result<Vec<u8>, LedgerError> {
-    serde_json::to_vec(record).map_err(|source| LedgerError::Encode {
-        serial: record.serial.clone(),
-        source,
-    })
-}
-
-fn decode(serial: &str, bytes: &[u8]) -> Result<DeviceRecord, LedgerError> {
-    serde_json::from_slice(bytes).map_err(|source| LedgerError::Decode {
-        serial: serial.to_owned(),
-        source,
-    })
 }
 
 /// How long an open waits for a lock held by a closing database: sled releases its file lock
@@ -565,7 +581,7 @@ impl Drop for Ledger {
         }
         self.log.apply_durable(&self.db);
         let audit = lock(&self.log.writer);
-        if audit.torn || self.log.db_write_failed.load(Ordering::Relaxed) {
+        if audit.torn || self.log.replay_next_open.load(Ordering::Relaxed) {
             return;
         }
         if let Err(e) = self.db.flush() {
@@ -573,6 +589,7 @@ impl Drop for Ledger {
             return;
         }
         let note = CleanClose {
+            index: INDEX_FORMAT,
             audit_len: audit.good_len,
             next_number: *lock(&self.next_number),
             working: lock(&self.log.working).iter().cloned().collect(),
@@ -588,8 +605,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Replays the audit log into the database (see `Ledger::open`) and returns what a clean
-/// close would have noted: the naming counter and the keys of the records being worked on.
+/// Replays the audit log into the database (see `Ledger::open`): afterwards it holds, for
+/// each key the log has, the location of its latest line, and nothing else. Returns what a
+/// clean close would have noted: the naming counter and the keys of the records being worked
+/// on.
 fn replay(
     db: &sled::Db,
     audit_path: &Path,
@@ -600,17 +619,17 @@ fn replay(
     if !db.was_recovered() && !scan.latest.is_empty() {
         report.rebuilt = true;
     }
-    for (serial, record) in &scan.latest {
-        let encoded = encode(record)?;
-        let current = db.get(serial.as_bytes())?;
-        if current.as_deref() != Some(encoded.as_slice()) {
-            db.insert(serial.as_bytes(), encoded)?;
+    for (key, (_, at)) in &scan.latest {
+        let entry = at.encode();
+        if db.get(key.as_bytes())?.as_deref() != Some(&entry[..]) {
+            db.insert(key.as_bytes(), &entry[..])?;
             report.repaired += 1;
         }
     }
-    // A provisional record (an iPad known only by UDID) the log says was replaced, but a
-    // crash left in the database.
-    for key in db.scan_prefix(UDID_PREFIX.as_bytes()).keys() {
+    // A key the log does not have: a provisional record (an iPad known only by UDID) the log
+    // says was replaced but a crash left in the database, or an entry pointing into a log that
+    // was cut or edited since.
+    for key in db.iter().keys() {
         let key = key?;
         if !scan
             .latest
@@ -623,21 +642,13 @@ fn replay(
     if report.repaired > 0 {
         db.flush()?;
     }
-    // The database too, in case the log was edited: the counter only ever moves forward.
-    let mut next_number = scan.next_number;
-    let mut working = BTreeSet::new();
-    for item in db.iter() {
-        let (key, value) = item?;
-        let key = String::from_utf8_lossy(&key).into_owned();
-        let record = decode(&key, &value)?;
-        if let Some(n) = record.number {
-            next_number = next_number.max(n.saturating_add(1));
-        }
-        if record.outcome == Outcome::Working {
-            working.insert(key);
-        }
-    }
-    Ok((next_number, working))
+    let working = scan
+        .latest
+        .iter()
+        .filter(|(_, (record, _))| record.outcome == Outcome::Working)
+        .map(|(key, _)| key.clone())
+        .collect();
+    Ok((scan.next_number, working))
 }
 
 fn open_db(path: &Path) -> sled::Result<sled::Db> {
@@ -798,11 +809,14 @@ struct AuditLog {
     writer: Mutex<AuditWriter>,
     /// A second descriptor of the log, for fsync without holding `writer`.
     syncer: Mutex<File>,
+    /// A third, for reading the records the index points at (positioned reads: no lock).
+    reader: File,
     /// Keys of the records whose outcome is `Working` (see [`Ledger::working`]).
     working: Mutex<BTreeSet<String>>,
-    /// A database write failed since the open: the database may lack a line of the log, so
-    /// the close leaves no clean-close note (see `crate::clean_close`).
-    db_write_failed: AtomicBool,
+    /// A database write failed, or an index entry did not lead to its record, since the open:
+    /// the close leaves no clean-close note (see `crate::clean_close`) and the next open
+    /// rebuilds the index from the log.
+    replay_next_open: AtomicBool,
     path: PathBuf,
 }
 
@@ -810,8 +824,10 @@ struct AuditLog {
 struct Pending {
     seq: u64,
     key: String,
-    /// `None`: the record is forgotten (removed from sled).
-    value: Option<Vec<u8>>,
+    /// Where the line is in the log: set when it is appended.
+    at: Option<LineAt>,
+    /// The record is forgotten (its key removed from sled) rather than pointed at.
+    forget: bool,
     working: bool,
 }
 
@@ -891,7 +907,7 @@ impl AuditLog {
                 break;
             };
             if let Err(e) = self.apply(db, &p) {
-                self.db_write_failed.store(true, Ordering::Relaxed);
+                self.replay_next_open.store(true, Ordering::Relaxed);
                 w.failures.insert(p.seq, Failure::Db(e));
             }
         }
@@ -912,9 +928,9 @@ impl AuditLog {
     }
 
     fn apply(&self, db: &sled::Db, p: &Pending) -> sled::Result<()> {
-        match &p.value {
-            Some(v) => db.insert(p.key.as_bytes(), v.as_slice()).map(drop)?,
-            None => db.remove(p.key.as_bytes()).map(drop)?,
+        match p.at {
+            Some(at) if !p.forget => db.insert(p.key.as_bytes(), &at.encode()[..]).map(drop)?,
+            _ => db.remove(p.key.as_bytes()).map(drop)?,
         }
         let mut working = lock(&self.working);
         if p.working {
@@ -955,6 +971,10 @@ impl AuditWriter {
         }
         match self.write(line) {
             Ok(()) => {
+                entry.at = Some(LineAt {
+                    offset: self.good_len,
+                    len: line.len() as u32,
+                });
                 self.good_len += line.len() as u64;
                 self.appended += 1;
                 entry.seq = self.appended;
@@ -990,8 +1010,8 @@ impl AuditWriter {
 
 /// What reading the audit log found.
 struct AuditScan {
-    /// The last record of each key.
-    latest: BTreeMap<String, DeviceRecord>,
+    /// The last record of each key, and where its line is.
+    latest: BTreeMap<String, (DeviceRecord, LineAt)>,
     /// Lines that could not be read.
     skipped: usize,
     /// One past the highest naming number any line carries (records later replaced included).
@@ -1015,16 +1035,25 @@ fn read_audit(path: &Path) -> Result<AuditScan, LedgerError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(scan),
         Err(e) => return Err(read_err(e)),
     };
-    let mut latest: HashMap<String, DeviceRecord> = HashMap::new();
+    let mut latest: HashMap<String, (DeviceRecord, LineAt)> = HashMap::new();
     let mut reader = BufReader::new(file);
     let mut buf = Vec::new();
     let mut line_no = 0usize;
+    let mut offset = 0u64;
     loop {
         buf.clear();
         // Bytes, not `lines()`: a line with invalid UTF-8 is one bad line, not the end of the log.
-        if read_bounded_line(&mut reader, &mut buf, MAX_AUDIT_LINE).map_err(read_err)? == 0 {
+        let consumed =
+            read_bounded_line(&mut reader, &mut buf, MAX_AUDIT_LINE).map_err(read_err)?;
+        if consumed == 0 {
             break;
         }
+        let at = LineAt {
+            offset,
+            // A line read whole is at most MAX_AUDIT_LINE + 1 bytes; a longer one is skipped.
+            len: u32::try_from(consumed).unwrap_or(u32::MAX),
+        };
+        offset += consumed as u64;
         line_no += 1;
         let text = buf.trim_ascii();
         if text.is_empty() {
@@ -1038,7 +1067,7 @@ fn read_audit(path: &Path) -> Result<AuditScan, LedgerError> {
                 if line.event.as_deref() == Some(Event::Forget.as_str()) {
                     latest.remove(&line.serial);
                 } else {
-                    latest.insert(line.serial, line.record);
+                    latest.insert(line.serial, (line.record, at));
                 }
             }
             Ok(_) => {
@@ -1136,7 +1165,8 @@ mod tests {
         Pending {
             seq: 0,
             key: key.into(),
-            value: Some(encode(&DeviceRecord::new_at(key, "u", 1)).expect("encode")),
+            at: None,
+            forget: false,
             working: false,
         }
     }

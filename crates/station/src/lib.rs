@@ -37,6 +37,7 @@ pub mod enrollment_check;
 pub mod export;
 pub mod forget;
 pub mod ledger;
+pub mod ledger_index;
 pub mod metrics;
 pub mod models;
 pub mod notify;

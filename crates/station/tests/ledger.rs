@@ -410,17 +410,96 @@ async fn a_healthy_database_opens_without_replaying_the_audit_log() {
         let (ledger, _) = Ledger::open(dir.path()).expect("open");
         save_three(&ledger).await
     };
-    // Same length, unreadable content: only a replay would notice (and count skipped lines).
+    // The first line (DMPDONE00001 detected; later lines hold its record) made unreadable,
+    // same length: only a replay would notice (and count a skipped line).
     let audit = dir.path().join(AUDIT_FILE);
-    let len = fs::metadata(&audit).expect("audit").len() as usize;
-    let mut garbage = vec![b'#'; len];
-    garbage[len - 1] = b'\n';
-    fs::write(&audit, garbage).expect("overwrite");
+    let mut text = fs::read(&audit).expect("audit");
+    let first = text.iter().position(|&b| b == b'\n').expect("a line");
+    text[..first].fill(b'#');
+    fs::write(&audit, text).expect("overwrite");
 
     let (ledger, report) = Ledger::open(dir.path()).expect("open");
     assert_eq!(report.skipped_lines, 0, "{report:?}");
     assert_eq!(report.repaired, 0, "{report:?}");
     assert_eq!(ledger.list().expect("list"), saved);
+}
+
+/// What the database held before it held locations: each key's whole record, as JSON.
+fn rewrite_as_whole_records(state: &Path, records: &[DeviceRecord]) {
+    let db = sled::open(state.join(DB_DIR)).expect("sled");
+    for r in records {
+        db.insert(r.serial.as_bytes(), serde_json::to_vec(r).expect("json"))
+            .expect("insert");
+    }
+    db.flush().expect("flush");
+}
+
+#[tokio::test]
+async fn a_database_of_whole_records_is_rewritten_as_locations_at_the_first_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let saved = {
+        let (ledger, _) = Ledger::open(dir.path()).expect("open");
+        save_three(&ledger).await
+    };
+    rewrite_as_whole_records(dir.path(), &saved);
+    // The clean-close note such a ledger left: no index format.
+    let note = dir.path().join(station::clean_close::CLEAN_FILE);
+    let mut old: serde_json::Value =
+        serde_json::from_slice(&fs::read(&note).expect("note")).expect("note json");
+    old.as_object_mut().expect("object").remove("index");
+    fs::write(&note, serde_json::to_vec(&old).expect("json")).expect("old note");
+
+    {
+        let (ledger, report) = Ledger::open(dir.path()).expect("open");
+        assert_eq!(report.repaired, 3, "every entry rewritten: {report:?}");
+        assert_eq!(ledger.list().expect("list"), saved);
+    }
+    let (ledger, report) = Ledger::open(dir.path()).expect("reopen");
+    assert_eq!(report.repaired, 0, "{report:?}");
+    assert_eq!(ledger.list().expect("list"), saved);
+}
+
+#[tokio::test]
+async fn an_index_that_does_not_lead_to_its_record_is_reported_and_rebuilt_at_the_next_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let saved = {
+        let (ledger, _) = Ledger::open(dir.path()).expect("open");
+        save_three(&ledger).await
+    };
+    // The log edited under a closed station, its length kept: the last line (DMPFAILED001's
+    // only record) no longer says what the index expects.
+    let audit = dir.path().join(AUDIT_FILE);
+    let mut text = fs::read(&audit).expect("audit");
+    let end = text.len() - 1;
+    let start = text[..end]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    text[start..end].fill(b'#');
+    fs::write(&audit, text).expect("overwrite");
+
+    {
+        let (ledger, _) = Ledger::open(dir.path()).expect("open");
+        match ledger.get("DMPFAILED001") {
+            Err(e @ LedgerError::Index { .. }) => {
+                assert!(e.to_string().contains("restart cartprep"), "{e}")
+            }
+            other => panic!("expected an index error, got {other:?}"),
+        }
+        assert!(ledger.list().is_err(), "listing meets the same entry");
+        assert_eq!(
+            ledger.get("DMPDONE00001").expect("get"),
+            Some(saved[2].clone())
+        );
+    }
+    // No clean-close note was left: the open replays, and the log no longer has that record.
+    let (ledger, report) = Ledger::open(dir.path()).expect("reopen");
+    assert_eq!(report.skipped_lines, 1, "{report:?}");
+    assert_eq!(ledger.get("DMPFAILED001").expect("get"), None);
+    assert_eq!(
+        ledger.list().expect("list"),
+        vec![saved[0].clone(), saved[2].clone()]
+    );
 }
 
 #[tokio::test]
