@@ -403,20 +403,38 @@ async fn a_ledger_that_was_not_closed_replays_the_audit_log() {
     assert_eq!(ledger.list().expect("list"), saved);
 }
 
+/// A ledger holding `save_three`'s records, closed in good order.
+async fn closed_ledger_of_three(state: &Path) -> Vec<DeviceRecord> {
+    let (ledger, _) = Ledger::open(state).expect("open");
+    save_three(&ledger).await
+}
+
+/// Overwrites the first or the last line of the audit log with `#`s, keeping its length (an
+/// edit a clean-close note cannot see).
+fn blank_audit_line(state: &Path, last: bool) {
+    let audit = state.join(AUDIT_FILE);
+    let mut text = fs::read(&audit).expect("audit");
+    let end = text.len() - 1;
+    let (from, to) = if last {
+        let from = text[..end]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        (from, end)
+    } else {
+        (0, text.iter().position(|&b| b == b'\n').expect("a line"))
+    };
+    text[from..to].fill(b'#');
+    fs::write(&audit, text).expect("overwrite");
+}
+
 #[tokio::test]
 async fn a_healthy_database_opens_without_replaying_the_audit_log() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let saved = {
-        let (ledger, _) = Ledger::open(dir.path()).expect("open");
-        save_three(&ledger).await
-    };
-    // The first line (DMPDONE00001 detected; later lines hold its record) made unreadable,
-    // same length: only a replay would notice (and count a skipped line).
-    let audit = dir.path().join(AUDIT_FILE);
-    let mut text = fs::read(&audit).expect("audit");
-    let first = text.iter().position(|&b| b == b'\n').expect("a line");
-    text[..first].fill(b'#');
-    fs::write(&audit, text).expect("overwrite");
+    let saved = closed_ledger_of_three(dir.path()).await;
+    // The first line (DMPDONE00001 detected; later lines hold its record) made unreadable:
+    // only a replay would notice (and count a skipped line).
+    blank_audit_line(dir.path(), false);
 
     let (ledger, report) = Ledger::open(dir.path()).expect("open");
     assert_eq!(report.skipped_lines, 0, "{report:?}");
@@ -437,10 +455,7 @@ fn rewrite_as_whole_records(state: &Path, records: &[DeviceRecord]) {
 #[tokio::test]
 async fn a_database_of_whole_records_is_rewritten_as_locations_at_the_first_open() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let saved = {
-        let (ledger, _) = Ledger::open(dir.path()).expect("open");
-        save_three(&ledger).await
-    };
+    let saved = closed_ledger_of_three(dir.path()).await;
     rewrite_as_whole_records(dir.path(), &saved);
     // The clean-close note such a ledger left: no index format.
     let note = dir.path().join(station::clean_close::CLEAN_FILE);
@@ -462,21 +477,10 @@ async fn a_database_of_whole_records_is_rewritten_as_locations_at_the_first_open
 #[tokio::test]
 async fn an_index_that_does_not_lead_to_its_record_is_reported_and_rebuilt_at_the_next_open() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let saved = {
-        let (ledger, _) = Ledger::open(dir.path()).expect("open");
-        save_three(&ledger).await
-    };
+    let saved = closed_ledger_of_three(dir.path()).await;
     // The log edited under a closed station, its length kept: the last line (DMPFAILED001's
     // only record) no longer says what the index expects.
-    let audit = dir.path().join(AUDIT_FILE);
-    let mut text = fs::read(&audit).expect("audit");
-    let end = text.len() - 1;
-    let start = text[..end]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    text[start..end].fill(b'#');
-    fs::write(&audit, text).expect("overwrite");
+    blank_audit_line(dir.path(), true);
 
     {
         let (ledger, _) = Ledger::open(dir.path()).expect("open");
