@@ -95,8 +95,16 @@ impl Station {
         let finished: Finished = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let ready = Arc::new(AtomicBool::new(false));
+        // When the daemon's first event-loop turn ran, read there (the wait below polls, and
+        // its millisecond sleeps would blur a start of a few milliseconds).
+        let ready_at: Arc<std::sync::OnceLock<Duration>> = Arc::default();
         let (nudge, nudge_rx) = tokio::sync::watch::channel(());
-        let (f, s, r) = (finished.clone(), stop.clone(), ready.clone());
+        let (f, s, r, at) = (
+            finished.clone(),
+            stop.clone(),
+            ready.clone(),
+            ready_at.clone(),
+        );
         let started = Instant::now();
         let thread = std::thread::Builder::new().name("station".into()).spawn(
             move || -> anyhow::Result<()> {
@@ -110,6 +118,7 @@ impl Station {
                     board: Board::new(Box::new(std::io::sink()), false),
                     topology: Arc::new(FixedTopology(Vec::new())),
                     stop_when: Some(Box::new(move |board, idle| {
+                        at.get_or_init(|| started.elapsed());
                         r.store(true, Ordering::Release);
                         let (lock, cv) = &*f;
                         let mut done = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -155,7 +164,7 @@ impl Station {
             stop,
             nudge,
             thread: Some(thread),
-            opened_in: started.elapsed(),
+            opened_in: ready_at.get().copied().unwrap_or_else(|| started.elapsed()),
         })
     }
 

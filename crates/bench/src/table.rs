@@ -158,13 +158,13 @@ impl Table {
         let _ = writeln!(
             self.out,
             "{:>9} {:>18} {:>22} {:>22}",
-            "history", "open ms (median)", "station ready ms", "per iPad ms (median)"
+            "history", "open ms (median)", "ready ms (median)", "per iPad ms (median)"
         );
         for r in rows {
             let _ = writeln!(
                 self.out,
                 "{:>9} {:>18.2} {:>22.1} {:>22.1}",
-                r.history, r.open_ms.median, r.ready_ms, r.per_ipad_wall_ms.median
+                r.history, r.open_ms.median, r.ready_ms.median, r.per_ipad_wall_ms.median
             );
         }
         if let (Some(empty), Some(full)) = (rows.first(), rows.last())
@@ -172,7 +172,7 @@ impl Table {
         {
             for (what, a, b) in [
                 ("ledger open", empty.open_ms.median, full.open_ms.median),
-                ("station ready", empty.ready_ms, full.ready_ms),
+                ("station ready", empty.ready_ms.median, full.ready_ms.median),
                 (
                     "per iPad",
                     empty.per_ipad_wall_ms.median,
