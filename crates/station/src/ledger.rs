@@ -2,8 +2,8 @@
 //! sled database, `<state>/ledger.sled`, that says where the latest line of each serial is.
 //!
 //! The audit log is the source of truth and sled the index: it holds for each key a location
-//! in the log (`crate::ledger_index`), not a copy of the record, so memory does not grow with
-//! the history. `save` appends and fsyncs the log line first (saves from many tasks share an fsync: a group commit), then writes sled, so when
+//! in the log, in a few buckets (`crate::ledger_index`), not a copy of the record, so neither
+//! memory nor the open grows with the history. `save` appends and fsyncs the log line first (saves from many tasks share an fsync: a group commit), then writes sled, so when
 //! `save` returns the transition survives a killed process or a power cut: sled is flushed only
 //! at a close in good order, and any other end makes the next open rebuild it from the log (and
 //! the log survives a sled database that does not). sled 0.34 has open reports of corruption
@@ -139,7 +139,7 @@ pub enum LedgerError {
     /// a running station, or damaged. The close leaves no clean-close note, so the next start
     /// rebuilds the index from the log.
     #[error(
-        "the ledger's index does not lead to the record of {key} ({source}); restart cartprep: the next start rebuilds the index from the audit log"
+        "the ledger's index is out of step with the audit log ({key}: {source}); restart cartprep: the next start rebuilds the index from the log"
     )]
     Index { key: String, source: IndexError },
     #[error("the record of {serial} cannot be encoded: {source}")]
@@ -428,23 +428,31 @@ impl Ledger {
 
     /// The record of `serial`, if the ledger has one.
     pub fn get(&self, serial: &str) -> Result<Option<DeviceRecord>, LedgerError> {
-        match self.db.get(serial.as_bytes())? {
-            Some(entry) => self.read(serial, &entry).map(Some),
-            None => Ok(None),
+        match ledger_index::lookup(&self.db, serial) {
+            Ok(Some(at)) => self.read(serial, at).map(Some),
+            Ok(None) => Ok(None),
+            Err(source) => Err(self.index_error(serial, source)),
         }
     }
 
-    /// The record an index entry points at. An entry that does not lead to its record makes
-    /// the close leave no clean-close note, so the next open rebuilds the index.
-    fn read(&self, key: &str, entry: &[u8]) -> Result<DeviceRecord, LedgerError> {
-        ledger_index::read_record(&self.log.reader, key, entry).map_err(|source| {
-            self.log.replay_next_open.store(true, Ordering::Relaxed);
-            warn!(key, error = %source, "ledger index entry does not lead to its record");
-            LedgerError::Index {
-                key: key.to_owned(),
-                source,
-            }
-        })
+    /// The record an index entry points at.
+    fn read(&self, key: &str, at: LineAt) -> Result<DeviceRecord, LedgerError> {
+        ledger_index::read_record(&self.log.reader, key, at)
+            .map_err(|source| self.index_error(key, source))
+    }
+
+    /// An index that does not lead to a record makes the close leave no clean-close note, so
+    /// the next open rebuilds the index.
+    fn index_error(&self, key: &str, source: IndexError) -> LedgerError {
+        if let IndexError::Db(e) = source {
+            return LedgerError::Db(e);
+        }
+        self.log.replay_next_open.store(true, Ordering::Relaxed);
+        warn!(key, error = %source, "the ledger's index does not lead to a record");
+        LedgerError::Index {
+            key: key.to_owned(),
+            source,
+        }
     }
 
     /// The record of an iPad known only by its UDID (it never paired), if any.
@@ -507,13 +515,10 @@ impl Ledger {
 
     /// Every record, oldest first (by first seen, then serial).
     pub fn list(&self) -> Result<Vec<DeviceRecord>, LedgerError> {
-        let mut records = self
-            .db
-            .iter()
-            .map(|item| {
-                let (key, entry) = item?;
-                self.read(&String::from_utf8_lossy(&key), &entry)
-            })
+        let mut records = ledger_index::all(&self.db)
+            .map_err(|source| self.index_error("listing", source))?
+            .into_iter()
+            .map(|(key, at)| self.read(&key, at))
             .collect::<Result<Vec<_>, _>>()?;
         records.sort_by(|a, b| (a.first_seen_ms, &a.serial).cmp(&(b.first_seen_ms, &b.serial)));
         Ok(records)
@@ -606,7 +611,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Replays the audit log into the database (see `Ledger::open`): afterwards it holds, for
-/// each key the log has, the location of its latest line, and nothing else. Returns what a
+/// each key the log has, the location of its latest line, and nothing else (keys of an
+/// earlier format included). Returns what a
 /// clean close would have noted: the naming counter and the keys of the records being worked
 /// on.
 fn replay(
@@ -619,26 +625,18 @@ fn replay(
     if !db.was_recovered() && !scan.latest.is_empty() {
         report.rebuilt = true;
     }
-    for (key, (_, at)) in &scan.latest {
-        let entry = at.encode();
-        if db.get(key.as_bytes())?.as_deref() != Some(&entry[..]) {
-            db.insert(key.as_bytes(), &entry[..])?;
-            report.repaired += 1;
-        }
-    }
-    // A key the log does not have: a provisional record (an iPad known only by UDID) the log
-    // says was replaced but a crash left in the database, or an entry pointing into a log that
-    // was cut or edited since.
-    for key in db.iter().keys() {
-        let key = key?;
-        if !scan
-            .latest
-            .contains_key(String::from_utf8_lossy(&key).as_ref())
-        {
-            db.remove(&key)?;
-            report.repaired += 1;
-        }
-    }
+    let want = scan
+        .latest
+        .iter()
+        .map(|(key, (_, at))| (key.clone(), *at))
+        .collect();
+    report.repaired = ledger_index::rebuild(db, &want).map_err(|e| match e {
+        IndexError::Db(e) => LedgerError::Db(e),
+        other => LedgerError::Index {
+            key: "rebuilding".into(),
+            source: other,
+        },
+    })?;
     if report.repaired > 0 {
         db.flush()?;
     }
@@ -835,8 +833,8 @@ struct Pending {
 enum Failure {
     /// The fsync failed: the line was cut off again with every other line not yet on disk.
     Audit(io::ErrorKind, String),
-    /// The line is on disk, but sled refused the record.
-    Db(sled::Error),
+    /// The line is on disk, but the index could not be written.
+    Index(String, IndexError),
 }
 
 impl AuditLog {
@@ -908,7 +906,7 @@ impl AuditLog {
             };
             if let Err(e) = self.apply(db, &p) {
                 self.replay_next_open.store(true, Ordering::Relaxed);
-                w.failures.insert(p.seq, Failure::Db(e));
+                w.failures.insert(p.seq, Failure::Index(p.key.clone(), e));
             }
         }
     }
@@ -921,17 +919,15 @@ impl AuditLog {
                 path: self.path.clone(),
                 source: io::Error::new(kind, text),
             })),
-            Some(Failure::Db(e)) => Some(Err(e.into())),
+            Some(Failure::Index(_, IndexError::Db(e))) => Some(Err(e.into())),
+            Some(Failure::Index(key, source)) => Some(Err(LedgerError::Index { key, source })),
             None if seq <= w.synced => Some(Ok(())),
             None => None,
         }
     }
 
-    fn apply(&self, db: &sled::Db, p: &Pending) -> sled::Result<()> {
-        match p.at {
-            Some(at) if !p.forget => db.insert(p.key.as_bytes(), &at.encode()[..]).map(drop)?,
-            _ => db.remove(p.key.as_bytes()).map(drop)?,
-        }
+    fn apply(&self, db: &sled::Db, p: &Pending) -> Result<(), IndexError> {
+        ledger_index::set(db, &p.key, p.at.filter(|_| !p.forget))?;
         let mut working = lock(&self.working);
         if p.working {
             working.insert(p.key.clone());
@@ -1185,8 +1181,18 @@ mod tests {
         );
         log.apply_durable(&ledger.db);
         assert!(matches!(log.outcome(a), Some(Ok(()))), "A was saved");
-        assert!(ledger.db.get("A").expect("get").is_some(), "A is live");
-        assert!(ledger.db.get("B").expect("get").is_none(), "B is not");
+        assert!(
+            ledger_index::lookup(&ledger.db, "A")
+                .expect("get")
+                .is_some(),
+            "A is live"
+        );
+        assert!(
+            ledger_index::lookup(&ledger.db, "B")
+                .expect("get")
+                .is_none(),
+            "B is not"
+        );
         let text = fs::read_to_string(dir.path().join(AUDIT_FILE)).expect("log");
         assert_eq!(text, "{\"a\":1}\n", "A's line stays, B's is cut off");
     }

@@ -445,6 +445,7 @@ async fn a_healthy_database_opens_without_replaying_the_audit_log() {
 /// What the database held before it held locations: each key's whole record, as JSON.
 fn rewrite_as_whole_records(state: &Path, records: &[DeviceRecord]) {
     let db = sled::open(state.join(DB_DIR)).expect("sled");
+    db.clear().expect("clear");
     for r in records {
         db.insert(r.serial.as_bytes(), serde_json::to_vec(r).expect("json"))
             .expect("insert");
