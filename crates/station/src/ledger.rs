@@ -290,6 +290,9 @@ impl Ledger {
             Some(note) => (note.next_number, note.working.into_iter().collect()),
             None => replay(&db, &audit_path, &mut report)?,
         };
+        // The database keeps the counter too: a log that lost lines (an edit against the
+        // rules) must not make a number be given twice.
+        let next_number = next_number.max(stored_next_number(&db));
         crate::private::restrict_tree(&db_path);
         if report.rebuilt || report.repaired > 0 || report.skipped_lines > 0 {
             info!(
@@ -394,6 +397,13 @@ impl Ledger {
             *next = next.saturating_add(1);
             n
         };
+        if let Err(e) = self
+            .db
+            .insert(NEXT_NUMBER_KEY, &n.saturating_add(1).to_le_bytes()[..])
+        {
+            // The audit line below carries the number too; this copy only guards edits.
+            warn!(error = %e, "could not keep the naming counter in the ledger database");
+        }
         record.number = Some(n);
         if let Err(e) = self.save(record, Event::Update).await {
             record.number = None;
@@ -569,6 +579,17 @@ impl Ledger {
 /// How long an open waits for a lock held by a closing database: sled releases its file lock
 /// when the last of its background references drops, a moment after the `Db` itself.
 const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Where the database keeps the naming counter (beside the index; see `crate::ledger_index`).
+const NEXT_NUMBER_KEY: &[u8] = b"meta/next_number";
+
+/// The naming counter as the database last kept it (0 when it has none).
+fn stored_next_number(db: &sled::Db) -> u32 {
+    match db.get(NEXT_NUMBER_KEY) {
+        Ok(Some(v)) => <[u8; 4]>::try_from(v.as_ref()).map_or(0, u32::from_le_bytes),
+        _ => 0,
+    }
+}
 
 /// sled's page cache, in bytes (see `open_db`).
 const CACHE_BYTES: u64 = 1024 * 1024;

@@ -30,6 +30,10 @@ const BUCKETS: u64 = 256;
 /// `udid:…`) never start with it.
 const BUCKET_PREFIX: &[u8] = b"index/";
 
+/// Prefix of keys the ledger keeps beside the index (the naming counter): a rebuild leaves
+/// them alone.
+pub const META_PREFIX: &[u8] = b"meta/";
+
 /// First byte of an encoded bucket.
 const TAG: u8 = b'B';
 
@@ -204,6 +208,9 @@ pub fn rebuild(
     let mut sled_keys = Vec::new();
     for item in db.iter() {
         let (sled_key, bytes) = item?;
+        if sled_key.starts_with(META_PREFIX) {
+            continue;
+        }
         if is_bucket(&sled_key) {
             // A damaged bucket is rewritten whole below.
             for (key, at) in entries(&sled_key, &bytes).unwrap_or_default() {
@@ -346,6 +353,8 @@ mod tests {
             .expect("old");
         db.insert("DMPGONE00001", &b"{\"serial\":\"DMPGONE00001\"}"[..])
             .expect("old");
+        db.insert(&b"meta/next_number"[..], &7u32.to_le_bytes()[..])
+            .expect("meta");
         set(&db, "DMPKEPT00001", Some(at(0, 10))).expect("set");
         set(&db, "DMPMOVED0001", Some(at(10, 10))).expect("set");
         set(&db, "DMPSTALE0001", Some(at(20, 10))).expect("set");
@@ -364,7 +373,16 @@ mod tests {
         let mut now = all(&db).expect("all");
         now.sort();
         assert_eq!(now, want.clone().into_iter().collect::<Vec<_>>());
-        assert!(db.iter().keys().all(|k| is_bucket(&k.expect("key"))));
+        assert!(
+            db.iter()
+                .keys()
+                .map(|k| k.expect("key"))
+                .all(|k| is_bucket(&k) || k.starts_with(META_PREFIX))
+        );
+        assert!(
+            db.get("meta/next_number").expect("get").is_some(),
+            "meta keys stay"
+        );
         assert_eq!(
             rebuild(&db, &want).expect("again"),
             0,

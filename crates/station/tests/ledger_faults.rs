@@ -227,6 +227,44 @@ async fn numbers_are_taken_once_kept_and_never_given_again_even_after_a_rebuild(
 }
 
 #[tokio::test]
+async fn a_number_is_not_given_twice_when_the_audit_log_lost_the_lines_that_took_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let (ledger, _) = Ledger::open(dir.path()).expect("open");
+        for (i, serial) in ["DMPNUMBER001", "DMPNUMBER002", "DMPNUMBER003"]
+            .iter()
+            .enumerate()
+        {
+            let mut r = record(serial, 1_000 * (i as u64 + 1));
+            assert_eq!(
+                ledger.allocate_number(&mut r).await.expect("number"),
+                i as u32
+            );
+        }
+    }
+    // An edit against the rules: every line of the iPad that took number 2 removed.
+    let audit = dir.path().join(AUDIT_FILE);
+    let text = fs::read_to_string(&audit).expect("log");
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.contains("DMPNUMBER003"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(kept.len() < text.len(), "the edit removed lines");
+    fs::write(&audit, kept).expect("edit");
+
+    let (ledger, report) = Ledger::open(dir.path()).expect("reopen");
+    assert_eq!(report.repaired, 1, "the index lost that iPad: {report:?}");
+    assert_eq!(ledger.get("DMPNUMBER003").expect("get"), None);
+    let mut d = record("DMPNUMBER004", 4_000);
+    assert_eq!(
+        ledger.allocate_number(&mut d).await.expect("d"),
+        3,
+        "number 2 stays taken"
+    );
+}
+
+#[tokio::test]
 async fn an_ipad_first_recorded_by_udid_keeps_its_number_when_it_joins_its_serial() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (ledger, _) = Ledger::open(dir.path()).expect("open");
