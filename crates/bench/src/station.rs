@@ -94,17 +94,12 @@ impl Station {
             .map_err(|e| anyhow::anyhow!("the bench's configuration is invalid: {e}"))?;
         let finished: Finished = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let ready = Arc::new(AtomicBool::new(false));
-        // When the daemon's first event-loop turn ran, read there (the wait below polls, and
-        // its millisecond sleeps would blur a start of a few milliseconds).
+        // When the daemon's first event-loop turn ran (set once it has: the station is
+        // ready), read there: the wait below polls, and its millisecond sleeps would blur a
+        // start of a few milliseconds.
         let ready_at: Arc<std::sync::OnceLock<Duration>> = Arc::default();
         let (nudge, nudge_rx) = tokio::sync::watch::channel(());
-        let (f, s, r, at) = (
-            finished.clone(),
-            stop.clone(),
-            ready.clone(),
-            ready_at.clone(),
-        );
+        let (f, s, at) = (finished.clone(), stop.clone(), ready_at.clone());
         let started = Instant::now();
         let thread = std::thread::Builder::new().name("station".into()).spawn(
             move || -> anyhow::Result<()> {
@@ -119,7 +114,6 @@ impl Station {
                     topology: Arc::new(FixedTopology(Vec::new())),
                     stop_when: Some(Box::new(move |board, idle| {
                         at.get_or_init(|| started.elapsed());
-                        r.store(true, Ordering::Release);
                         let (lock, cv) = &*f;
                         let mut done = lock.lock().unwrap_or_else(|p| p.into_inner());
                         let before = done.len();
@@ -149,7 +143,7 @@ impl Station {
         let deadline = Instant::now() + PATIENCE;
         // Ready: connected to usbmuxd, and the pairing key made (a station does that once, at
         // start-up, in the background; the first iPad after a start would wait for it).
-        while !ready.load(Ordering::Acquire) || !lockdown::host_key::is_ready() {
+        while ready_at.get().is_none() || !lockdown::host_key::is_ready() {
             anyhow::ensure!(Instant::now() < deadline, "the station did not start");
             if thread.is_finished() {
                 return match thread.join() {
@@ -164,7 +158,7 @@ impl Station {
             stop,
             nudge,
             thread: Some(thread),
-            opened_in: ready_at.get().copied().unwrap_or_else(|| started.elapsed()),
+            opened_in: ready_at.get().copied().unwrap_or_default(),
         })
     }
 

@@ -3,10 +3,11 @@
 //!
 //! The audit log is the source of truth and sled the index: it holds for each key a location
 //! in the log, in a few buckets (`crate::ledger_index`), not a copy of the record, so neither
-//! memory nor the open grows with the history. `save` appends and fsyncs the log line first (saves from many tasks share an fsync: a group commit), then writes sled, so when
-//! `save` returns the transition survives a killed process or a power cut: sled is flushed only
-//! at a close in good order, and any other end makes the next open rebuild it from the log (and
-//! the log survives a sled database that does not). sled 0.34 has open reports of corruption
+//! memory nor the open grows with the history. `save` appends and fsyncs the log line first
+//! (saves from many tasks share an fsync: a group commit), then writes sled, so when `save`
+//! returns the transition survives a killed process or a power cut: sled is flushed only at a
+//! close in good order, and any other end makes the next open rebuild it from the log (and the
+//! log survives a sled database that does not). sled 0.34 has open reports of corruption
 //! after abrupt stops (`docs/ARCHITECTURE.md`, "Durability"), so opening treats a database that
 //! will not open as a normal event: it is moved aside for diagnosis and rebuilt from the log.
 //!
@@ -157,12 +158,26 @@ pub enum LedgerError {
     Join(#[from] tokio::task::JoinError),
 }
 
+impl LedgerError {
+    /// An index failure about `key`: a database error stays one, anything else is `Index`.
+    fn from_index(key: &str, source: IndexError) -> LedgerError {
+        match source {
+            IndexError::Db(e) => LedgerError::Db(e),
+            source => LedgerError::Index {
+                key: key.to_owned(),
+                source,
+            },
+        }
+    }
+}
+
 /// The device ledger. Cheap to share behind an `Arc`; `save` may be called from many tasks.
 pub struct Ledger {
     db: sled::Db,
     log: Arc<AuditLog>,
     /// The naming counter: the number the next iPad named takes. Restored at open from the
-    /// highest number any audit line ever carried, so a number is never given twice.
+    /// highest number any audit line ever carried and the database's copy of the counter, so a
+    /// number is never given twice.
     next_number: Mutex<u32>,
     state_dir: PathBuf,
 }
@@ -339,9 +354,8 @@ impl Ledger {
 
     /// Records a transition durably: appends the audit line, fsyncs it, then writes the
     /// line's location to sled (in memory; flushed at close, rebuilt from the log after any
-    /// other end).
-    /// Only when this returns `Ok` may the caller act on the transition (start the next step,
-    /// print the status line). Saves from many tasks share fsyncs: one covers every line
+    /// other end). Only when this returns `Ok` may the caller act on the transition (start the
+    /// next step, print the status line). Saves from many tasks share fsyncs: one covers every line
     /// appended before it (a group commit), so 32 iPads at once do not queue behind 32 × 9
     /// fsyncs; each save still returns only once its own line is on disk.
     pub async fn save(&self, record: &DeviceRecord, event: Event) -> Result<(), LedgerError> {
@@ -454,15 +468,12 @@ impl Ledger {
     /// An index that does not lead to a record makes the close leave no clean-close note, so
     /// the next open rebuilds the index.
     fn index_error(&self, key: &str, source: IndexError) -> LedgerError {
-        if let IndexError::Db(e) = source {
-            return LedgerError::Db(e);
+        let error = LedgerError::from_index(key, source);
+        if let LedgerError::Index { source, .. } = &error {
+            self.log.replay_next_open.store(true, Ordering::Relaxed);
+            warn!(key, error = %source, "the ledger's index does not lead to a record");
         }
-        self.log.replay_next_open.store(true, Ordering::Relaxed);
-        warn!(key, error = %source, "the ledger's index does not lead to a record");
-        LedgerError::Index {
-            key: key.to_owned(),
-            source,
-        }
+        error
     }
 
     /// The record of an iPad known only by its UDID (it never paired), if any.
@@ -633,9 +644,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Replays the audit log into the database (see `Ledger::open`): afterwards it holds, for
 /// each key the log has, the location of its latest line, and nothing else (keys of an
-/// earlier format included). Returns what a
-/// clean close would have noted: the naming counter and the keys of the records being worked
-/// on.
+/// earlier format included). Returns what a clean close would have noted: the naming counter
+/// and the keys of the records being worked on.
 fn replay(
     db: &sled::Db,
     audit_path: &Path,
@@ -651,13 +661,8 @@ fn replay(
         .iter()
         .map(|(key, (_, at))| (key.clone(), *at))
         .collect();
-    report.repaired = ledger_index::rebuild(db, &want).map_err(|e| match e {
-        IndexError::Db(e) => LedgerError::Db(e),
-        other => LedgerError::Index {
-            key: "rebuilding".into(),
-            source: other,
-        },
-    })?;
+    report.repaired = ledger_index::rebuild(db, &want)
+        .map_err(|source| LedgerError::from_index("rebuilding", source))?;
     if report.repaired > 0 {
         db.flush()?;
     }
@@ -675,8 +680,7 @@ fn open_db(path: &Path) -> sled::Result<sled::Db> {
     loop {
         // No periodic flusher: durability comes from the audit log (see `save`), and its
         // thread would wake an idle station several times a second. A small page cache: sled's
-        // default (1 GiB) keeps every record it ever wrote in memory, so a station's memory
-        // would grow with its history; a record is read once per job, from disk if it must.
+        // default is 1 GiB, and the index it holds is a few pages (`crate::ledger_index`).
         match sled::Config::new()
             .path(path)
             .flush_every_ms(None)
@@ -940,8 +944,7 @@ impl AuditLog {
                 path: self.path.clone(),
                 source: io::Error::new(kind, text),
             })),
-            Some(Failure::Index(_, IndexError::Db(e))) => Some(Err(e.into())),
-            Some(Failure::Index(key, source)) => Some(Err(LedgerError::Index { key, source })),
+            Some(Failure::Index(key, source)) => Some(Err(LedgerError::from_index(&key, source))),
             None if seq <= w.synced => Some(Ok(())),
             None => None,
         }
