@@ -388,8 +388,14 @@ impl Events {
     async fn run(&mut self, scheduler: &mut Scheduler, stop_when: Option<&StopWhen>) -> bool {
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
+        let mut before = scheduler.idle();
         loop {
             scheduler.start_ready();
+            let now = scheduler.idle();
+            if crate::memory::went_idle(before, now) {
+                crate::memory::give_back_freed();
+            }
+            before = now;
             if let Some(stop) = stop_when
                 && scheduler.mux_up()
                 && stop(&self.board, &scheduler.idle())

@@ -24,7 +24,8 @@
 //! - [`services`]: what `[web]` and `[notify]` switch on: [`web`] (the live page, JSON,
 //!   `/metrics` from [`metrics`]) and [`notify`] (the webhook); they follow the board's changes
 //!   and never decide anything.
-//! - [`private`]: folder and file modes (0700/0600).
+//! - [`private`]: folder and file modes (0700/0600); [`memory`]: freed memory handed back when
+//!   the station goes idle.
 //! - [`models`]: marketing names of iPad models; [`clock`]: Unix milliseconds and RFC 3339.
 
 pub mod asm_sync;
@@ -38,6 +39,7 @@ pub mod export;
 pub mod forget;
 pub mod ledger;
 pub mod ledger_index;
+pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod notify;
