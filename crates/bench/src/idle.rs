@@ -37,8 +37,11 @@ pub struct Idle {
     pub after_work: Window,
     pub few: usize,
     pub many: usize,
-    pub rss_few_kb: u64,
-    pub rss_many_kb: u64,
+    pub rss_few: measure::Resident,
+    /// iPads done at the half-way reading, and the reading.
+    pub half: usize,
+    pub rss_half: measure::Resident,
+    pub rss_many: measure::Resident,
     /// `[board] forget_after_minutes` of the measured station.
     pub forget_after_minutes: u32,
     pub threads: Vec<String>,
@@ -159,12 +162,21 @@ pub fn run(
     let ipads = cart.take(FEW + many, 0)?;
     prepare(&cart, &station_dir, &ipads[..FEW], &mut child.0)?;
     std::thread::sleep(Duration::from_secs(1));
-    let rss_few_kb = measure::rss_kb(pid);
+    let rss_few = measure::resident(pid);
+    // A reading half-way too: growth that stops (the allocator reaching the high-water mark
+    // of a cart at a time) is told from growth that goes on (a leak).
+    let half = (FEW + many) / 2;
+    let mut rss_half = None;
     for cart_load in ipads[FEW..].chunks(FEW) {
         prepare(&cart, &station_dir, cart_load, &mut child.0)?;
+        if rss_half.is_none() && done_count(&station_dir) >= half {
+            std::thread::sleep(Duration::from_secs(1));
+            rss_half = Some((done_count(&station_dir), measure::resident(pid)));
+        }
     }
+    let (half, rss_half) = rss_half.unwrap_or((FEW, rss_few));
     std::thread::sleep(Duration::from_secs(1));
-    let rss_many_kb = measure::rss_kb(pid);
+    let rss_many = measure::resident(pid);
     std::thread::sleep(Duration::from_secs(1));
     let after_work = watch(pid, secs);
     let threads = measure::thread_names(pid);
@@ -174,8 +186,10 @@ pub fn run(
         after_work,
         few: FEW,
         many: FEW + many,
-        rss_few_kb,
-        rss_many_kb,
+        rss_few,
+        half,
+        rss_half,
+        rss_many,
         forget_after_minutes: FORGET_AFTER_MINUTES,
         threads,
     })

@@ -91,16 +91,30 @@ pub fn thread_names(pid: u32) -> Vec<String> {
     names
 }
 
-/// Resident memory of a process, in kilobytes (`VmRSS`).
-pub fn rss_kb(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+/// Resident memory of a process, in kilobytes: the total (`VmRSS`) and its parts, so growth
+/// can be told apart: the heap and stacks (`RssAnon`) from mapped files such as the program's
+/// own code (`RssFile`).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Resident {
+    pub total_kb: u64,
+    pub anon_kb: u64,
+    pub file_kb: u64,
+}
+
+pub fn resident(pid: u32) -> Resident {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Resident {
+        total_kb: field("VmRSS:"),
+        anon_kb: field("RssAnon:"),
+        file_kb: field("RssFile:"),
+    }
 }
 
 /// Min, median and max of a sample.
@@ -156,6 +170,7 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(process_cpu_ns() > before);
-        assert!(rss_kb(std::process::id()) > 0);
+        let r = resident(std::process::id());
+        assert!(r.total_kb > 0 && r.anon_kb > 0 && r.anon_kb + r.file_kb <= r.total_kb);
     }
 }

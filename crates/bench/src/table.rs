@@ -216,15 +216,26 @@ impl Table {
         }
         let _ = writeln!(
             self.out,
-            "RSS after {} iPads {} kB, after {} iPads {} kB (+{} kB; target within 2048; \
-             {} at a time, board forgets after {} min)",
+            "RSS after {} iPads {} kB, after {} iPads {} kB ({:+} kB; target within 2048; \
+             {} at a time, board forgets after {} min); of the growth, heap and stacks {:+} kB, \
+             mapped files {:+} kB",
             i.few,
-            i.rss_few_kb,
+            i.rss_few.total_kb,
             i.many,
-            i.rss_many_kb,
-            i.rss_many_kb as i64 - i.rss_few_kb as i64,
+            i.rss_many.total_kb,
+            i.rss_many.total_kb as i64 - i.rss_few.total_kb as i64,
             i.few,
-            i.forget_after_minutes
+            i.forget_after_minutes,
+            i.rss_many.anon_kb as i64 - i.rss_few.anon_kb as i64,
+            i.rss_many.file_kb as i64 - i.rss_few.file_kb as i64,
+        );
+        let _ = writeln!(
+            self.out,
+            "RSS after {} iPads {} kB: from there to {} iPads {:+} kB",
+            i.half,
+            i.rss_half.total_kb,
+            i.many,
+            i.rss_many.total_kb as i64 - i.rss_half.total_kb as i64,
         );
         let _ = writeln!(self.out, "threads: {}", i.threads.join(", "));
         let w = &i.after_work;
@@ -237,7 +248,7 @@ impl Table {
             "< 1/s, 0 ms",
             w.wakeups_per_s < 1.0 && w.cpu_ms_per_min < 0.5,
         ));
-        let grew = i.rss_many_kb as i64 - i.rss_few_kb as i64;
+        let grew = i.rss_many.total_kb as i64 - i.rss_few.total_kb as i64;
         self.targets.push(target(
             &format!("RSS after {} iPads vs {}", i.many, i.few),
             format!("{grew:+} kB"),
