@@ -398,7 +398,7 @@ impl Events {
             before = now;
             if let Some(stop) = stop_when
                 && scheduler.mux_up()
-                && stop(&self.board, &scheduler.idle())
+                && stop(&self.board, &now)
             {
                 return false;
             }

@@ -3,7 +3,7 @@
 //! glibc's allocator keeps the pages a process has freed: one arena per thread that allocated
 //! while another held the main one. After a cart prepared many at a time, those pages stay
 //! resident while the station waits for the next cart, and each cart adds a little
-//! (ARCHITECTURE §6). `malloc_trim(0)` returns every whole free page of every arena.
+//! (ARCHITECTURE §4). `malloc_trim(0)` returns every whole free page of every arena.
 //!
 //! It runs once each time the station goes idle (its last job ended and nothing waits), on
 //! the event that made it idle: never on a timer, so an idle station still never wakes. Not
