@@ -125,6 +125,21 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// How many blocking threads a command's runtime may keep (`None`: tokio's default, 512).
+///
+/// Few for everything that runs a station: the ledger's saves, their main use, take the audit
+/// log's lock one at a time, so more threads would only wait, and each thread keeps a stack
+/// and an allocator arena resident after the work (issue 9's memory reading: +1.6-1.7 MB
+/// after 1,000 iPads with 4, +1.9-2.6 MB with 512). Not for `sim`: each virtual iPad makes
+/// its RSA key on a blocking thread at its first connection, and its stdin reader holds one
+/// for good, so a limit would queue many first connections on a machine with many cores.
+fn blocking_threads(command: &Command) -> Option<usize> {
+    match command {
+        Command::Sim(_) => None,
+        _ => Some(4),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match parse() {
         Ok(cli) => cli,
@@ -136,15 +151,12 @@ fn main() -> ExitCode {
     };
     cli::logging::init(cli.verbose);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // Few blocking threads: the ledger's saves, their main use, take the audit log's lock one
-    // at a time, so more threads would only wait; and each thread keeps a stack and an
-    // allocator arena resident after the work (issue 9's memory reading: +1.6-1.7 MB after
-    // 1,000 iPads with 4, +1.9-2.6 MB with tokio's default of 512).
-    let result = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(4)
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = blocking_threads(&cli.command) {
+        runtime.max_blocking_threads(n);
+    }
+    let result = match runtime.build() {
         Ok(runtime) => runtime.block_on(dispatch(cli.command)),
         Err(e) => Err(anyhow::Error::new(e).context("cannot start the async runtime")),
     };
@@ -174,6 +186,19 @@ mod tests {
             source: std::io::Error::from(ErrorKind::NotFound),
         }
         .into()
+    }
+
+    #[test]
+    fn only_the_simulator_keeps_tokios_blocking_threads() {
+        for (args, want) in [
+            (&["cartprep", "sim"][..], None),
+            (&["cartprep", "run"][..], Some(4)),
+            (&["cartprep", "demo"][..], Some(4)),
+            (&["cartprep", "status"][..], Some(4)),
+        ] {
+            let cli = Cli::try_parse_from(args.iter().copied()).expect("parses");
+            assert_eq!(blocking_threads(&cli.command), want, "{args:?}");
+        }
     }
 
     #[test]
